@@ -1,0 +1,221 @@
+"""The data contract: the schema of every lake table, checked on every write.
+
+Real shipment and tracking data comes in through these schemas (see docs/data-contract.md), and
+the world simulator writes through them too, so the rest of the pipeline never needs to know
+where the data came from. All times are UTC; weights in kg, volumes in m3, delays in hours.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+MODES = ("truck", "rail", "air", "ocean")
+SERVICE_LEVELS = ("economy", "standard", "express")
+HUB_KINDS = ("seaport", "airport", "rail", "depot")
+EVENT_TYPES = (
+    "picked_up",
+    "departed",
+    "arrived",
+    "customs_hold",
+    "customs_released",
+    "exception",
+    "out_for_delivery",
+    "delivered",
+)
+
+STR = pd.StringDtype("pyarrow")
+UTC = pd.DatetimeTZDtype("ns", "UTC")
+
+
+def _str(*checks: pa.Check, nullable: bool = False, unique: bool = False) -> pa.Column:
+    return pa.Column(STR, checks=list(checks), nullable=nullable, unique=unique, coerce=True)
+
+
+def _time(nullable: bool = False) -> pa.Column:
+    return pa.Column(UTC, nullable=nullable, coerce=True)
+
+
+def _one_of(values: tuple[str, ...]) -> pa.Check:
+    return pa.Check.isin(values, error=f"must be one of {', '.join(values)}")
+
+
+HUBS = pa.DataFrameSchema(
+    {
+        "hub_id": _str(pa.Check.str_length(1, 64), unique=True),
+        "name": _str(),
+        "kind": _str(_one_of(HUB_KINDS)),
+        "city": _str(),
+        "country": _str(pa.Check.str_length(2, 2, error="ISO 3166 alpha-2 country code")),
+        "region": _str(),
+        "latitude": pa.Column(float, pa.Check.in_range(-90, 90), coerce=True),
+        "longitude": pa.Column(float, pa.Check.in_range(-180, 180), coerce=True),
+    },
+    strict="filter",
+    name="hubs",
+)
+
+SHIPMENTS = pa.DataFrameSchema(
+    {
+        "shipment_id": _str(pa.Check.str_length(1, 64), unique=True),
+        "customer_id": _str(),
+        "origin_hub": _str(),
+        "destination_hub": _str(),
+        "service_level": _str(_one_of(SERVICE_LEVELS)),
+        "weight_kg": pa.Column(float, pa.Check.gt(0, error="weight must be > 0 kg"), coerce=True),
+        "volume_m3": pa.Column(float, pa.Check.gt(0, error="volume must be > 0 m3"), coerce=True),
+        "parcel_count": pa.Column("int64", pa.Check.ge(1), coerce=True),
+        "booked_at": _time(),
+        "promised_at": _time(),
+    },
+    checks=[
+        pa.Check(
+            lambda df: df["promised_at"] > df["booked_at"],
+            element_wise=False,
+            error="promised_at must be after booked_at",
+        )
+    ],
+    strict="filter",
+    name="shipments",
+)
+
+# The planned itinerary: one row per leg, leg_index 0..n-1 in travel order.
+LEGS = pa.DataFrameSchema(
+    {
+        "shipment_id": _str(),
+        "leg_index": pa.Column("int64", pa.Check.in_range(0, 31), coerce=True),
+        "mode": _str(_one_of(MODES)),
+        "carrier_id": _str(),
+        "from_hub": _str(),
+        "to_hub": _str(),
+        "planned_departure": _time(),
+        "planned_arrival": _time(),
+    },
+    checks=[
+        pa.Check(
+            lambda df: df["planned_arrival"] > df["planned_departure"],
+            element_wise=False,
+            error="planned_arrival must be after planned_departure",
+        )
+    ],
+    unique=["shipment_id", "leg_index"],
+    strict="filter",
+    name="legs",
+)
+
+TRACKING_EVENTS = pa.DataFrameSchema(
+    {
+        "event_id": _str(pa.Check.str_length(1, 128), unique=True),
+        "shipment_id": _str(),
+        "parcel_id": _str(),
+        "event_time": _time(),
+        "ingested_at": _time(),
+        "event_type": _str(_one_of(EVENT_TYPES)),
+        "hub_id": _str(),
+        "leg_index": pa.Column("Int64", nullable=True, coerce=True),
+        "latitude": pa.Column(float, pa.Check.in_range(-90, 90), nullable=True, coerce=True),
+        "longitude": pa.Column(float, pa.Check.in_range(-180, 180), nullable=True, coerce=True),
+        "note": _str(nullable=True),
+    },
+    checks=[
+        pa.Check(
+            lambda df: df["ingested_at"] >= df["event_time"],
+            element_wise=False,
+            error="ingested_at must not be before event_time",
+        )
+    ],
+    strict="filter",
+    name="tracking_events",
+)
+
+OUTCOMES = pa.DataFrameSchema(
+    {
+        "shipment_id": _str(unique=True),
+        "delivered_at": _time(),
+        "promised_at": _time(),
+        "delay_hours": pa.Column(float, coerce=True),
+        "is_late": pa.Column(bool, coerce=True),
+    },
+    checks=[
+        pa.Check(
+            lambda df: ((df["delivered_at"] - df["promised_at"]).dt.total_seconds() / 3600
+                        - df["delay_hours"]).abs() < 1 / 60,
+            element_wise=False,
+            error="delay_hours must equal delivered_at - promised_at in hours",
+        ),
+        pa.Check(
+            lambda df: df["is_late"] == (df["delivered_at"] > df["promised_at"]),
+            element_wise=False,
+            error="is_late must equal delivered_at > promised_at",
+        ),
+    ],
+    strict="filter",
+    name="outcomes",
+)
+
+# Hidden ground truth from the simulator: P(late | full world state at as_of).
+CEILING = pa.DataFrameSchema(
+    {
+        "shipment_id": _str(),
+        "as_of": _time(),
+        "p_late": pa.Column(float, pa.Check.in_range(0, 1), coerce=True),
+        "draws": pa.Column("int64", pa.Check.ge(1), coerce=True),
+    },
+    strict="filter",
+    name="ceiling",
+)
+
+REJECTS = pa.DataFrameSchema(
+    {
+        "table": _str(),
+        "source": _str(),
+        "row_number": pa.Column("int64", coerce=True),
+        "reason": _str(),
+        "raw": _str(),
+        "rejected_at": _time(),
+    },
+    strict="filter",
+    name="rejects",
+)
+
+SCHEMAS: dict[str, pa.DataFrameSchema] = {
+    "hubs": HUBS,
+    "shipments": SHIPMENTS,
+    "legs": LEGS,
+    "tracking_events": TRACKING_EVENTS,
+    "outcomes": OUTCOMES,
+    "ceiling": CEILING,
+    "rejects": REJECTS,
+}
+
+# Natural keys: importing the same row twice must not duplicate it.
+KEYS: dict[str, tuple[str, ...]] = {
+    "hubs": ("hub_id",),
+    "shipments": ("shipment_id",),
+    "legs": ("shipment_id", "leg_index"),
+    "tracking_events": ("event_id",),
+    "outcomes": ("shipment_id",),
+    "ceiling": ("shipment_id", "as_of"),
+    "rejects": ("table", "source", "row_number"),
+}
+
+# The time column each table is partitioned by (one folder per UTC day); None = unpartitioned.
+PARTITION_BY: dict[str, str | None] = {
+    "hubs": None,
+    "shipments": "booked_at",
+    "legs": "planned_departure",
+    "tracking_events": "ingested_at",
+    "outcomes": "delivered_at",
+    "ceiling": "as_of",
+    "rejects": "rejected_at",
+}
+
+
+def columns(table: str) -> list[str]:
+    """The contract's column names for a table, in order."""
+    return list(SCHEMAS[table].columns)
+
+
+def validate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate and coerce a frame against its table schema; raises SchemaErrors listing all."""
+    return SCHEMAS[table].validate(frame, lazy=True)

@@ -1,0 +1,92 @@
+"""One typed settings object for every part of shipdelay.
+
+Profiles only change defaults: `local` keeps everything embedded under `./data`; `scale` points at
+Redis, Kafka, PostgreSQL and Spark. Any field can be overridden with a `SHIPDELAY_<FIELD>`
+environment variable (e.g. `SHIPDELAY_DATA_DIR=/mnt/lake`, `SHIPDELAY_REDIS_URL=...`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["local", "scale"]
+
+_SCALE_DEFAULTS = {
+    "online_store": "redis",
+    "redis_url": "redis://127.0.0.1:6379/0",
+    "kafka_bootstrap": "127.0.0.1:9092",
+    "postgres_url": "postgresql://postgres@127.0.0.1:5432/shipdelay",
+    "spark_master": "spark://127.0.0.1:7077",
+}
+
+
+class Settings(BaseSettings):
+    """Resolved configuration; read it with `get_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPDELAY_", env_file=".env", extra="ignore")
+
+    profile: Profile = Field("local", description="local = embedded default, scale = real engines")
+    data_dir: Path = Field(Path("data"), description="root of the lake, stores and runs")
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store")
+    redis_url: str | None = Field(None, description="Redis for the online store (scale)")
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset = librdkafka's embedded mock cluster"
+    )
+    kafka_security: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka settings (TLS/SASL), passed through"
+    )
+    postgres_url: str | None = Field(None, description="PostgreSQL for MLflow, Optuna, registry")
+    mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
+    spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")
+    api_key: SecretStr | None = Field(None, description="API key for prediction routes")
+    seed: int = Field(7, description="default random seed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, values: dict) -> dict:
+        if isinstance(values, dict) and values.get("profile") == "scale":
+            for key, value in _SCALE_DEFAULTS.items():
+                values.setdefault(key, value)
+        return values
+
+    @property
+    def lake_dir(self) -> Path:
+        """Current lake: a symlink swapped atomically by full rewrites."""
+        return self.data_dir / "lake"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    def masked(self) -> dict[str, object]:
+        """Settings as plain values with secrets and URL passwords hidden, for printing."""
+        out: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr) or name == "api_key":
+                out[name] = "********" if value else None
+            elif isinstance(value, str) and "://" in value and "@" in value:
+                scheme, rest = value.split("://", 1)
+                creds, host = rest.rsplit("@", 1)
+                user = creds.split(":", 1)[0]
+                out[name] = f"{scheme}://{user}:********@{host}" if ":" in creds else value
+            elif isinstance(value, dict):
+                out[name] = {k: ("********" if "password" in k or "secret" in k else v)
+                             for k, v in value.items()}
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        out["lake_dir"] = str(self.lake_dir)
+        out["tracking_uri"] = self.tracking_uri
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment read once)."""
+    return Settings()

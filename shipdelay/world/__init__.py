@@ -1,0 +1,1 @@
+"""The world simulator: a seeded, vectorized multimodal shipping world with hidden causes of delay."""
