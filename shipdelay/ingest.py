@@ -1,21 +1,18 @@
 """Import real hubs, shipments, legs, tracking events and outcomes into the lake, row by row.
 
-Real exports are messy, and bad input is answered, never dropped and never fatal (DESIGN.md,
-principle 7). So no bad row stops an import: every row lands either in its lake table or in
-`rejects` with its 1-based data row number, the original row as JSON and all its reasons, each
-naming the field. A file missing a required column rejects every row ("missing column X"), so
-nothing is lost and the fix is plain.
+Bad input is answered, never dropped and never fatal (DESIGN.md, principle 7): each row lands
+in its lake table or in `rejects` with its 1-based data row number, the raw row as JSON and
+all its reasons, each naming the field. A missing required column rejects every row ("missing
+column X"): nothing is lost and the fix is plain. Steps, vectorized: rename (`mapping`); coerce
+each column ourselves, so one "abc" in a float column rejects one row, not the file; validate
+with the contract's pandera schemas (lazy, failures mapped back to rows); check hubs and
+shipments against the lake; append with `skip_existing`, so a second import of a file adds
+nothing, rejects included (keyed by table, source file name and row number).
 
-Steps, vectorized: rename columns (`mapping`); coerce each column ourselves, so one "abc" in a
-float column rejects one row, not the file; validate with the contract's pandera schemas (lazy,
-failures mapped back to rows); check hubs and shipments against the lake; append with
-`skip_existing`, so importing a file again adds nothing, rejects included (their key is table +
-source file name + row number).
-
-Decisions: times must be ISO-8601 (naive ones are UTC; "01/02/2024" is rejected, not guessed);
-strings are stripped and only an empty cell is missing ("NA" is Namibia); nullable columns may
-be absent; a key repeated in a file keeps its first good row: identical repeats count as
-duplicates, differing ones are rejected. Import hubs, then shipments, then the rest.
+Decisions: times must be ISO-8601 (naive = UTC; "01/02/2024" is rejected, not guessed); text
+is stripped and only an empty cell is missing ("NA" is Namibia); nullable columns may be absent;
+a key repeated in a file keeps its first good row, identical repeats count as duplicates and
+differing ones are rejected. Import hubs, then shipments, then the rest.
 """
 
 from __future__ import annotations
@@ -37,13 +34,13 @@ from shipdelay.lake import Lake
 KINDS = {"hubs": "hubs", "shipments": "shipments", "legs": "legs",
          "events": "tracking_events", "outcomes": "outcomes"}
 
-# Foreign keys: (column, referenced table, referenced column), checked against the lake.
-REFERENCES: dict[str, list[tuple[str, str, str]]] = {
-    "shipments": [("origin_hub", "hubs", "hub_id"), ("destination_hub", "hubs", "hub_id")],
-    "legs": [("shipment_id", "shipments", "shipment_id"),
-             ("from_hub", "hubs", "hub_id"), ("to_hub", "hubs", "hub_id")],
-    "tracking_events": [("shipment_id", "shipments", "shipment_id"), ("hub_id", "hubs", "hub_id")],
-    "outcomes": [("shipment_id", "shipments", "shipment_id")],
+# Foreign keys: column -> (referenced table, its key column), checked against the lake.
+_HUB, _SHIPMENT = ("hubs", "hub_id"), ("shipments", "shipment_id")
+REFERENCES: dict[str, list[tuple[str, tuple[str, str]]]] = {
+    "shipments": [("origin_hub", _HUB), ("destination_hub", _HUB)],
+    "legs": [("shipment_id", _SHIPMENT), ("from_hub", _HUB), ("to_hub", _HUB)],
+    "tracking_events": [("shipment_id", _SHIPMENT), ("hub_id", _HUB)],
+    "outcomes": [("shipment_id", _SHIPMENT)],
 }
 
 _TRUE, _FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}
@@ -78,7 +75,8 @@ def load_mapping(path_or_pairs: str | Path | Sequence[str] | Mapping[str, str] |
     if isinstance(path_or_pairs, (str, Path)):
         path_or_pairs = json.loads(Path(path_or_pairs).read_text())
         if not isinstance(path_or_pairs, dict):
-            raise ValueError("a mapping file holds one JSON object {contract_column: source}")
+            raise ValueError(  # noqa: TRY004 - bad file content, not a bad argument
+                "a mapping file holds one JSON object {contract_column: source_column}")
     if isinstance(path_or_pairs, Mapping):
         return {str(k): str(v) for k, v in path_or_pairs.items()}
     mapping = {}
@@ -166,6 +164,26 @@ def _problems(rows: object, reasons: object, column: str | None = None) -> pd.Da
                          "reason": np.broadcast_to(np.asarray(reasons, dtype=object), rows.shape)})
 
 
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _utc_times(values: pd.Series) -> pd.Series:
+    """ISO-8601 text or datetimes -> UTC; naive values are UTC. Offset and naive values are parsed
+    apart: parsed together, pandas gives a naive value the offset of a row before it."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
+    text = values.astype("string")
+    with_offset = text.str.contains(_OFFSET, regex=True, na=False)
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if with_offset.any():
+        out[with_offset] = pd.to_datetime(text[with_offset], utc=True, format="ISO8601",
+                                          errors="coerce")
+    naive = ~with_offset & text.notna()
+    if naive.any():
+        out[naive] = pd.to_datetime(text[naive], format="ISO8601", errors="coerce").dt.tz_localize("UTC")
+    return out
+
+
 def _coerce(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each column to its contract dtype; a value present that does not convert is a problem."""
     out, problems = {}, [_problems([], [])]
@@ -173,7 +191,7 @@ def _coerce(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFra
         values, dtype = frame[name], str(column.dtype)
         label: str | pd.Series = "not a number"
         if dtype.startswith("datetime64"):
-            parsed = pd.to_datetime(values, utc=True, format="ISO8601", errors="coerce")
+            parsed = _utc_times(values)
             label = "not an ISO-8601 timestamp"
         elif dtype == "bool":
             text = values.astype(str).str.lower()
@@ -232,15 +250,16 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema,
     cols = cases[~frame_wide & ~(null & unparsed_cell)]
     col_reasons = [
         f"{c}: missing value" if check == "not_nullable" else f"{c}: {check} (got {_show(value)})"
-        for c, check, value in zip(cols["column"], cols["check"], cols["failure_case"])]
-    return pd.concat([_problems(cols["index"], col_reasons), _problems(wide["index"], wide["check"])],
-                     ignore_index=True)
+        for c, check, value in zip(cols["column"], cols["check"], cols["failure_case"],
+                                   strict=True)]
+    return pd.concat([_problems(cols["index"], col_reasons),
+                      _problems(wide["index"], wide["check"])], ignore_index=True)
 
 
 def _reference_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataFrame:
     """Rows naming a hub or shipment the lake does not know."""
     problems, known = [_problems([], [])], {}
-    for name, target, key in REFERENCES.get(table, []):
+    for name, (target, key) in REFERENCES.get(table, []):
         if target not in known:
             ids = lake.read(target, columns=[key])[key] if lake.exists(target) else []
             known[target] = pd.Index(ids, dtype=contract.STR)
@@ -262,10 +281,11 @@ def _repeated_keys(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.In
     first = frame.loc[first_row[repeated].to_numpy()].set_index(later.index)
     same = (later.eq(first).fillna(False) | (later.isna() & first.isna())).all(axis=1)
     differ = later[~same]
-    reasons = [f"duplicate key {', '.join(f'{k}={_show(v)}' for k, v in zip(keys, key))}"
-               f" differs from row {row + 1}"
-               for key, row in zip(differ[keys].astype(object).itertuples(index=False),
-                                   first_row[differ.index])]
+    key = differ[keys[0]].astype(object).map(_show).radd(f"{keys[0]}=")
+    for k in keys[1:]:
+        key = key + f", {k}=" + differ[k].astype(object).map(_show)
+    first_number = (first_row[differ.index] + 1).astype(str)
+    reasons = "duplicate key " + key + " differs from row " + first_number
     return _problems(differ.index, reasons), later.index[same.to_numpy()]
 
 

@@ -50,6 +50,16 @@ def from_arrow(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_STRING_TYPES.get, coerce_temporal_nanoseconds=True)
 
 
+def _to_microseconds(frame: pd.DataFrame) -> pd.DataFrame:
+    times = [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
+    if not times:
+        return frame
+    frame = frame.copy(deep=False)
+    for c in times:
+        frame[c] = frame[c].dt.floor("us")
+    return frame
+
+
 class Lake:
     """Read and write the contract's tables under one lake root."""
 
@@ -96,8 +106,11 @@ class Lake:
         With `skip_existing`, rows whose key is already in the lake (or repeated in `frame`)
         are dropped first, so importing the same data twice adds nothing.
         """
+        if skip_existing:
+            frame = frame.drop_duplicates(subset=list(contract.KEYS[table]), keep="first")
         if not validated:
             frame = contract.validate(table, frame)
+        frame = _to_microseconds(frame)  # what Parquet stores; keys must compare equal after
         if skip_existing:
             frame = self._new_rows(table, frame)
         if frame.empty:
@@ -120,7 +133,6 @@ class Lake:
 
     def _new_rows(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
         keys = list(contract.KEYS[table])
-        frame = frame.drop_duplicates(subset=keys, keep="first")
         if not self.exists(table):
             return frame
         existing = self.read(table, columns=keys)

@@ -23,6 +23,7 @@ LUNAR_NEW_YEAR = pd.to_datetime(
 )
 RHO = 0.88  # daily persistence of congestion
 SIGMA = 0.28  # daily innovation of congestion
+SHOCK_SIZE = (1.0, 2.5)  # jump of a port or hub backlog
 WEATHER_RATE = {  # weather events per region and day, by month (1..12)
     "east_asia": [0.02] * 6 + [0.06, 0.08, 0.08, 0.05, 0.02, 0.02],
     "southeast_asia": [0.02] * 5 + [0.05, 0.06, 0.06, 0.05, 0.04, 0.03, 0.02],
@@ -62,6 +63,7 @@ class World:
     hub_region: np.ndarray  # region index per hub
     customs_rate: np.ndarray  # countries x countries, P(hold)
     countries: list[str]
+    shock_rate: np.ndarray  # per hub and day, P(a backlog starts)
 
     def _day(self, t_hours: np.ndarray) -> np.ndarray:
         days = np.nan_to_num(np.asarray(t_hours, dtype=float) // 24, nan=0.0)  # NaN = no such leg
@@ -98,7 +100,10 @@ class ConditionalWorld:
         now_level = w.congestion_level[d_now, hub]
         decay = RHO ** lag
         spread = SIGMA * np.sqrt((1 - decay**2) / (1 - RHO**2))
-        level = np.where(lag > 0, decay * now_level + spread * self.rng.standard_normal(len(t)),
+        # backlogs that may hit between now and then (rare jumps that decay like the rest)
+        shocks = self.rng.poisson(w.shock_rate[hub] * np.minimum(lag, 1 / (1 - RHO)))
+        jump = shocks * self.rng.uniform(*SHOCK_SIZE, len(t)) * RHO ** self.rng.uniform(0, np.minimum(lag, 8))
+        level = np.where(lag > 0, decay * now_level + spread * self.rng.standard_normal(len(t)) + jump,
                          w.congestion_level[d, hub])
         return np.logaddexp(0, level + w.season[d, hub] - 1.0)
 
@@ -111,7 +116,9 @@ class ConditionalWorld:
         region = w.hub_region[hub]
         still = np.zeros(len(t))
         if future.any() and len(ev):
-            starts, ends = ev["start_h"].to_numpy(), ev["end_h"].to_numpy()
+            # the daily series counts an event on every day it touches
+            starts = np.floor(ev["start_h"].to_numpy() / 24) * 24
+            ends = np.ceil(ev["end_h"].to_numpy() / 24) * 24
             sev, reg = ev["severity"].to_numpy(), ev["region"].to_numpy()
             idx = np.flatnonzero(future)
             for k in range(len(ev)):  # few events per region: loop over events, not rows
@@ -120,7 +127,7 @@ class ConditionalWorld:
                 still[idx[hit]] += sev[k]
         month = (w.start + pd.to_timedelta(w._day(t), unit="D")).month.to_numpy() - 1
         rate = np.array([WEATHER_RATE.get(r, DEFAULT_WEATHER_RATE) for r in w.regions])[region, month]
-        horizon = np.minimum((t - self.as_of) / 24, WEATHER_MEAN_DAYS)
+        horizon = np.minimum((t - self.as_of) / 24, WEATHER_MEAN_DAYS + 1)
         new = self.rng.random(len(t)) < 1 - np.exp(-rate * np.maximum(horizon, 0))
         fresh = np.where(new, self.rng.uniform(0.4, 1.6, len(t)), 0.0)
         return np.where(future, still + fresh, known)
@@ -137,8 +144,8 @@ def build_world(hubs: pd.DataFrame, start: pd.Timestamp, days: int, seed: int) -
     hub_region = hubs["region"].map({r: i for i, r in enumerate(regions)}).to_numpy()
 
     level = np.zeros((n_days, n_hubs))
-    shocks = (rng.random((n_days, n_hubs)) < np.where(kinds == "seaport", 0.004, 0.0015)) * \
-        rng.uniform(1.0, 2.5, (n_days, n_hubs))
+    shock_rate = np.where(kinds == "seaport", 0.004, 0.0015)
+    shocks = (rng.random((n_days, n_hubs)) < shock_rate) * rng.uniform(*SHOCK_SIZE, (n_days, n_hubs))
     noise = SIGMA * rng.standard_normal((n_days, n_hubs))
     level[0] = noise[0]
     for d in range(1, n_days):  # days, not events: a short loop over time
@@ -167,4 +174,4 @@ def build_world(hubs: pd.DataFrame, start: pd.Timestamp, days: int, seed: int) -
     customs = np.where(strict, customs + rng.uniform(0.15, 0.35, (n_c, n_c)), customs)
     np.fill_diagonal(customs, 0.0)
     return World(start, n_days, level, season, weather_events, weather_daily, regions,
-                 hub_region, customs, countries)
+                 hub_region, customs, countries, shock_rate)

@@ -79,7 +79,7 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
                           ("row", "time", "event_type", "hub", "leg", "cause")})
     frame["lat"] = np.concatenate([p["lat"] if p["lat"] is not None else lat[p["hub"]] for p in parts])
     frame["lon"] = np.concatenate([p["lon"] if p["lon"] is not None else lon[p["hub"]] for p in parts])
-    return frame.sort_values(["row", "time"], kind="stable").reset_index(drop=True)
+    return frame
 
 
 def parcel_scans(ms: pd.DataFrame, parcels: np.ndarray, mess: Messiness,
@@ -104,7 +104,7 @@ def parcel_scans(ms: pd.DataFrame, parcels: np.ndarray, mess: Messiness,
     bulk = rng.random(n) < mess.late_upload
     lag[bulk] += rng.uniform(1.0, 10.0, bulk.sum())
     scans["ingested"] = scans["time"].to_numpy() + lag
-    return scans.sort_values(["row", "time"], kind="stable").reset_index(drop=True)
+    return scans
 
 
 def malformed_records(events: pd.DataFrame, rate: float, rng: np.random.Generator) -> pd.DataFrame:

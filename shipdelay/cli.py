@@ -1,0 +1,111 @@
+"""The `shipdelay` command line. Each command only parses options and calls a library function."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from shipdelay.settings import get_settings
+
+app = typer.Typer(help="Delay risk for in-flight multimodal shipments.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+
+
+def progress() -> Progress:
+    """The progress bar used by long commands."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@app.command("config")
+def config_cmd() -> None:
+    """Print the resolved settings (profile, paths, service URLs), secrets masked."""
+    table = Table(title=f"shipdelay settings (profile {get_settings().profile})")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in get_settings().masked().items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def _parse_date(value: str) -> str:
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{value}' is not a date like 2025-10-01") from exc
+    return value
+
+
+@app.command("simulate")
+def simulate_cmd(
+    shipments: Annotated[int, typer.Option(min=1, help="number of shipments to book")] = 20_000,
+    start: Annotated[str, typer.Option(help="first booking day (UTC), YYYY-MM-DD",
+                                       callback=_parse_date)] = "2025-10-01",
+    days: Annotated[int, typer.Option(min=7, max=3650, help="days of bookings; the world's "
+                                      "'now' is start + days")] = 180,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed gives the same lake")] = 7,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="processes sharing the chunks")] = 2,
+    ceiling_shipments: Annotated[int, typer.Option(min=0, help="shipments sampled for the "
+                                                   "ceiling (hidden ground truth)")] = 1_500,
+    ceiling_draws: Annotated[int, typer.Option(min=1, help="re-simulations per ceiling "
+                                               "snapshot")] = 100,
+    missing_scan: Annotated[float, typer.Option(min=0, max=0.5, help="share of scans lost")] = 0.03,
+    duplicate_scan: Annotated[float, typer.Option(min=0, max=0.5, help="share of scans sent "
+                                                  "twice (a re-scan minutes later)")] = 0.02,
+    late_upload: Annotated[float, typer.Option(min=0, max=0.5, help="share of scans uploaded "
+                                               "hours late (out of order)")] = 0.05,
+    malformed: Annotated[float, typer.Option(min=0, max=0.5, help="share of raw records that "
+                                             "are broken (they go to rejects)")] = 0.002,
+) -> None:
+    """Simulate a worldwide multimodal shipping world and write it as the lake."""
+    from shipdelay.world.events import Messiness
+    from shipdelay.world.report import print_summary
+    from shipdelay.world.simulate import SimConfig, simulate
+
+    cfg = SimConfig(shipments=shipments, start=start, days=days, seed=seed,
+                    messiness=Messiness(missing_scan, duplicate_scan, late_upload, malformed),
+                    ceiling_shipments=ceiling_shipments, ceiling_draws=ceiling_draws)
+    settings = get_settings()
+    with progress() as bar:
+        task = bar.add_task("simulating", total=None)
+        summary = simulate(cfg, settings.lake_dir, workers=workers,
+                           on_chunk=lambda done, total: bar.update(task, completed=done, total=total))
+    print_summary(summary, settings.lake_dir, console)
+
+
+@app.command("ingest")
+def ingest_cmd(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                         help="CSV or Parquet file that follows the contract")],
+    kind: Annotated[str, typer.Option(help="what the file holds: hubs, shipments, legs, "
+                                      "events or outcomes")],
+    map_: Annotated[Optional[list[str]], typer.Option("--map", help="column mapping: "
+                    "contract=source (repeatable) or a JSON file")] = None,
+) -> None:
+    """Import real data: good rows into the lake, bad rows to rejects with their reasons."""
+    from shipdelay.ingest import KINDS, ingest, load_mapping
+    from shipdelay.lake import open_lake
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="--kind")
+    mapping = load_mapping(map_[0] if map_ and len(map_) == 1 and map_[0].endswith(".json")
+                           else map_)
+    report = ingest(path, kind, open_lake(get_settings().lake_dir), mapping=mapping)
+    console.print(report.summary())
+    if report.rejected:
+        shown = report.rejects.head(10)
+        table = Table("row", "reason", title=f"first rejected rows of {report.rejected}")
+        for row in shown.itertuples():
+            table.add_row(str(row.row_number), row.reason)
+        console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

@@ -1,0 +1,46 @@
+"""Shared fixtures: small simulated worlds, built once per test session in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shipdelay.lake import Lake
+from shipdelay.world.simulate import SimConfig, SimSummary, simulate
+
+SMALL = SimConfig(shipments=3_000, start="2025-10-01", days=60, seed=11, ceiling_shipments=150,
+                  ceiling_draws=40, chunk_size=1_000)
+MEDIUM = SimConfig(shipments=20_000, start="2025-10-01", days=180, seed=7, ceiling_shipments=1_500,
+                   ceiling_draws=100)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> tuple[Lake, SimSummary]:
+    link = tmp_path_factory.mktemp("small") / "lake"
+    summary = simulate(SMALL, link)
+    return Lake(link), summary
+
+
+@pytest.fixture(scope="session")
+def medium_world(tmp_path_factory) -> tuple[Lake, SimSummary]:
+    link = tmp_path_factory.mktemp("medium") / "lake"
+    summary = simulate(MEDIUM, link, workers=1)
+    return Lake(link), summary
+
+
+def services_required() -> bool:
+    """In CI a missing Redis or PostgreSQL is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh SHIPDELAY_DATA_DIR for code that reads Settings."""
+    from shipdelay.settings import get_settings
+
+    monkeypatch.setenv("SHIPDELAY_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
