@@ -14,6 +14,8 @@ import pandas as pd
 
 from shipdelay.world.journeys import Journey, Plan, known_at, simulate_journeys
 
+BATCH_ROWS = 200_000  # re-simulated journeys held in memory at once
+
 
 def _take(j: Journey, rows: np.ndarray) -> Journey:
     return Journey(**{k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in j.__dict__.items()})
@@ -23,8 +25,15 @@ def estimate_ceiling(plan: Plan, truth: Journey, promised: np.ndarray, rows: np.
                      as_of: np.ndarray, world, carriers: pd.DataFrame, draws: int,
                      rng: np.random.Generator) -> np.ndarray:
     """P(late) for each (rows[k], as_of[k]) snapshot, from `draws` re-simulations each."""
-    if len(rows) == 0:
-        return np.zeros(0)
+    out = np.zeros(len(rows))
+    step = max(1, BATCH_ROWS // draws)  # bounded memory whatever the sample size
+    for lo in range(0, len(rows), step):
+        out[lo:lo + step] = _estimate(plan, truth, promised, rows[lo:lo + step],
+                                      as_of[lo:lo + step], world, carriers, draws, rng)
+    return out
+
+
+def _estimate(plan, truth, promised, rows, as_of, world, carriers, draws, rng) -> np.ndarray:
     rep_rows = np.repeat(rows, draws)
     rep_as_of = np.repeat(as_of, draws)
     known = known_at(_take(truth, rep_rows), rep_as_of)

@@ -44,7 +44,7 @@ class SimConfig:
     ceiling_shipments: int = 1_500
     ceiling_draws: int = 100
     ceiling_window: float = 0.2  # newest share of the booking period sampled for the ceiling
-    chunk_size: int = 100_000
+    chunk_size: int = 50_000
 
 
 @dataclass
