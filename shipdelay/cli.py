@@ -107,5 +107,37 @@ def ingest_cmd(
         console.print(table)
 
 
+features_app = typer.Typer(help="The feature store: build it from the lake.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+def features_build_cmd(
+    since: Annotated[Optional[str], typer.Option(help="recompute only days from this date on "
+                                                 "(YYYY-MM-DD), for nightly incremental runs",
+                                                 callback=lambda v: v and _parse_date(v))] = None,
+) -> None:
+    """Lake -> feature tables -> Feast apply -> materialize to the online store."""
+    from features.build import build_features
+
+    settings = get_settings()
+    if not settings.lake_dir.exists():
+        console.print(f"[red]No lake at {settings.lake_dir}: run `shipdelay simulate` or "
+                      "`shipdelay ingest` first.[/red]")
+        raise typer.Exit(1)
+    with progress() as bar:
+        task = bar.add_task("features", total=4)
+        report = build_features(settings, since=date.fromisoformat(since) if since else None,
+                                on_step=lambda name, done, total: bar.update(
+                                    task, description=name, completed=done, total=total))
+    table = Table("feature view", "rows written", title="feature store built")
+    for view, rows in report.rows.items():
+        table.add_row(view, f"{rows:,}")
+    console.print(table)
+    console.print(f"online store loaded with values from {report.online_from:%Y-%m-%d} to "
+                  f"{report.online_to:%Y-%m-%d %H:%M} UTC; "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

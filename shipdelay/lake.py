@@ -41,6 +41,17 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def split_by_day(table: pa.Table, times: pd.Series) -> Iterator[tuple[str, pa.Table]]:
+    """The rows of `table` grouped by the UTC day of `times` (aligned with it), day by day."""
+    days = (times.array.asi8 // 86_400_000_000_000).astype("datetime64[D]")
+    order = np.argsort(days, kind="stable")
+    sorted_days = days[order]
+    bounds = np.flatnonzero(sorted_days[1:] != sorted_days[:-1]) + 1
+    for chunk in np.split(np.arange(len(order)), bounds):
+        if len(chunk):
+            yield str(sorted_days[chunk[0]]), table.take(pa.array(order[chunk]))
+
+
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
@@ -121,13 +132,7 @@ class Lake:
         if column is None:
             write_parquet_atomic(arrow, self.table_dir(table) / f"part-{token}.parquet")
             return len(frame)
-        days = (frame[column].array.asi8 // 86_400_000_000_000).astype("datetime64[D]")
-        order = np.argsort(days, kind="stable")
-        sorted_days = days[order]
-        bounds = np.flatnonzero(sorted_days[1:] != sorted_days[:-1]) + 1
-        for chunk in np.split(np.arange(len(order)), bounds):
-            day = str(sorted_days[chunk[0]])
-            rows = arrow.take(pa.array(order[chunk]))
+        for day, rows in split_by_day(arrow, frame[column]):
             write_parquet_atomic(rows, self.table_dir(table) / f"day={day}" / f"part-{token}.parquet")
         return len(frame)
 

@@ -1,0 +1,69 @@
+"""The offline feature tables on disk: `<feast>/offline/<view>/YYYY-MM-DD/part-*.parquet`.
+
+A full build replaces a view's folder in one rename; an incremental build (`since`) replaces only
+the day folders it recomputed; the streaming updater appends new parts. Readers (DuckDB, Feast)
+see every `part-*.parquet` under the view's folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from features.schema import TIMESTAMP
+from shipdelay.lake import split_by_day, write_parquet_atomic
+
+
+def view_glob(offline: Path, view: str) -> str:
+    return str(offline / view / "**" / "part-*.parquet")
+
+
+def _write_days(frame: pd.DataFrame, root: Path, token: str) -> list[Path]:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return [write_parquet_atomic(rows, root / day / f"part-{token}.parquet")
+            for day, rows in split_by_day(table, frame[TIMESTAMP])]
+
+
+def replace_view(offline: Path, view: str, frame: pd.DataFrame) -> None:
+    """Write a whole view anew and swap it in; readers see the old or the new, never a mix."""
+    target = offline / view
+    staging = offline / f".{view}-{uuid.uuid4().hex[:8]}"
+    _write_days(frame, staging, uuid.uuid4().hex[:12])
+    staging.mkdir(parents=True, exist_ok=True)
+    old = offline / f".{view}-old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_days(offline: Path, view: str, frame: pd.DataFrame) -> None:
+    """Replace the day folders present in `frame` (an incremental rebuild of those days)."""
+    token = uuid.uuid4().hex[:12]
+    written = set(_write_days(frame, offline / view, token))
+    for path in written:
+        for other in path.parent.glob("part-*.parquet"):
+            if other not in written:
+                other.unlink()
+
+
+def append_parts(offline: Path, view: str, frame: pd.DataFrame) -> list[Path]:
+    """Add rows as new parts (the streaming updater's offline write)."""
+    return _write_days(frame, offline / view, uuid.uuid4().hex[:12])
+
+
+def read_view(offline: Path, view: str, where: str = "") -> pd.DataFrame:
+    """A whole offline view as pandas (tests and small tools; big joins use DuckDB directly)."""
+    con = duckdb.connect()
+    try:
+        query = f"select * from read_parquet('{view_glob(offline, view)}', union_by_name=true)"
+        frame = con.sql(query + (f" where {where}" if where else "")).df()
+    finally:
+        con.close()
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    return frame

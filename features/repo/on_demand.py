@@ -1,0 +1,35 @@
+"""On-demand features: computed at request time from the shipment's views and the request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feast import Field, FeatureView, RequestSource
+from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
+from feast.types import Float64
+
+from features.request_time import REQUEST_TIME, request_features
+from features.schema import ON_DEMAND
+
+NAME = "delay_on_demand"
+
+
+def request_source() -> RequestSource:
+    return RequestSource(name="delay_request", schema=[Field(name=REQUEST_TIME, dtype=Float64)])
+
+
+def on_demand_view(profile: FeatureView, progress: FeatureView) -> OnDemandFeatureView:
+    @on_demand_feature_view(
+        name=NAME,
+        sources=[profile[["booked_at_s", "promised_at_s", "planned_arrival_s"]],
+                 progress[["last_event_s"]], request_source()],
+        schema=[Field(name=c, dtype=Float64) for c in ON_DEMAND],
+        mode="python",
+    )
+    def delay_on_demand(inputs: dict[str, Any]) -> dict[str, Any]:
+        out = request_features(inputs["booked_at_s"], inputs["promised_at_s"],
+                               inputs["planned_arrival_s"], inputs["last_event_s"],
+                               inputs[REQUEST_TIME])
+        return {k: v.tolist() for k, v in out.items()}
+
+    return delay_on_demand

@@ -1,0 +1,49 @@
+"""Feature views: one per table of features/schema.py, each over a folder of Parquet parts.
+
+Shipment progress is fed by every tracking event: its PushSource (backed by the same batch
+source) takes the streaming updater's rows into the online store.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import FeatureView, Field, FileSource, PushSource
+from feast.data_format import ParquetFormat
+from feast.types import Array, Float64, Int64, String
+
+from features.offline import view_glob
+from features.repo.entities import entities
+from features.schema import TIMESTAMP, VIEW_ENTITY, VIEWS
+
+FEAST_TYPES = {"str": String, "int": Int64, "float": Float64,
+               "float_list": Array(Float64), "str_list": Array(String)}
+# How long a value stays valid: a shipment's profile for its whole journey, window statistics
+# until the next window is computed (with a day of grace).
+TTL = {"shipment_profile": timedelta(days=400), "shipment_progress": timedelta(days=400),
+       "lane_stats": timedelta(days=2), "carrier_stats": timedelta(days=2),
+       "customer_stats": timedelta(days=2), "hub_stats": timedelta(days=2)}
+PUSH_SOURCE = "shipment_progress_push"
+
+
+def source(view: str, offline: Path) -> FileSource:
+    return FileSource(name=f"{view}_source", path=view_glob(offline, view),
+                      file_format=ParquetFormat(), timestamp_field=TIMESTAMP)
+
+
+def feature_views(offline: Path) -> dict[str, FeatureView]:
+    ents = entities()
+    views = {}
+    for name, columns in VIEWS.items():
+        batch = source(name, offline)
+        src = PushSource(name=PUSH_SOURCE, batch_source=batch) if name == "shipment_progress" else batch
+        views[name] = FeatureView(
+            name=name,
+            entities=[ents[VIEW_ENTITY[name]]],
+            ttl=TTL[name],
+            schema=[Field(name=c, dtype=FEAST_TYPES[t]) for c, t in columns.items()],
+            source=src,
+            online=True,
+        )
+    return views

@@ -1,0 +1,401 @@
+"""Lake -> offline feature tables (shipment profile, lane/carrier/customer/hub statistics), in DuckDB.
+
+Pure functions, frames in and frames out (pandas frames, Arrow tables or Arrow datasets in; pandas
+frames out), plus `build_tables`, which reads a Lake. Every output has the entity key, the
+availability time `event_timestamp` and exactly the columns of its `features.schema` dict.
+
+Point in time (DESIGN principle 3). A value counts from the moment it could have been known: an
+outcome from `delivered_at`, a tracking scan from its `ingested_at`. A window value stamped `t`
+uses only what became known in `[t - window, t)`. A milestone (one shipment's departure from a
+leg, say) is scanned once per parcel and scans arrive out of order, so its time is "the earliest
+scan time ingested so far": the value it contributes at `t` is the minimum `event_time` among
+its scans ingested before `t`, and it belongs to the window in which its first scan was ingested.
+Those values change while a milestone is inside a window, so the departure slips and dwell times
+are summed with exact integer-microsecond difference markers ("+delta from t1, -delta from t2")
+and one cumulative sum, rather than with a fixed window frame.
+
+Times are handled at microsecond resolution (the lake's); inside SQL every time is a BIGINT of
+epoch microseconds, so no session time zone can shift a day boundary.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from features.schema import (CARRIER_STATS, CUSTOMER_STATS, ENTITY_KEYS, HUB_STATS, LANE_STATS,
+                             SHIPMENT_PROFILE, TIMESTAMP, WINDOW_DAYS)
+from shipdelay import contract
+from shipdelay.contract import MODES, STR
+from shipdelay.lake import Lake
+
+Frame = pd.DataFrame | pa.Table | ds.Dataset
+DayLike = date | datetime | pd.Timestamp | str
+
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+EARTH_KM = 6371.0  # as shipdelay.world.network.great_circle_km
+HUB_WINDOW_H = 24
+SLIP_WINDOW_D = 7
+STATS = {"lane": LANE_STATS, "carrier": CARRIER_STATS, "customer": CUSTOMER_STATS}
+
+# TODO: use features.transforms.classify_notes once that module exists (it is being written in
+# parallel); until then these patterns classify notes inside SQL. Notes are abbreviated and
+# misspelt, so several stems per cause.
+_WEATHER_RE = (r"typh|rain|fog|snow|icy|ice|blizz|\bwx\b|storm|flood|wind|weather|hurric|"
+               r"monsoon|hail")
+_CONGESTION_RE = r"cong|backlog|queue|anchorage|heavy vol|not worked|sorting del"
+
+# What each function reads, cast to one SQL type whatever the input (empty frames included).
+_T = "TIMESTAMPTZ"
+_COLUMNS = {
+    "shipments": {"shipment_id": "VARCHAR", "customer_id": "VARCHAR", "origin_hub": "VARCHAR",
+                  "destination_hub": "VARCHAR", "service_level": "VARCHAR",
+                  "weight_kg": "DOUBLE", "volume_m3": "DOUBLE", "parcel_count": "BIGINT",
+                  "booked_at": _T, "promised_at": _T},
+    "legs": {"shipment_id": "VARCHAR", "leg_index": "BIGINT", "mode": "VARCHAR",
+             "carrier_id": "VARCHAR", "from_hub": "VARCHAR", "to_hub": "VARCHAR",
+             "planned_departure": _T, "planned_arrival": _T},
+    "hubs": {"hub_id": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
+             "latitude": "DOUBLE", "longitude": "DOUBLE"},
+    "events": {"event_id": "VARCHAR", "shipment_id": "VARCHAR", "event_type": "VARCHAR",
+               "leg_index": "BIGINT", "hub_id": "VARCHAR", "event_time": _T,
+               "ingested_at": _T, "note": "VARCHAR"},
+    "outcomes": {"shipment_id": "VARCHAR", "delivered_at": _T, "delay_hours": "DOUBLE",
+                 "is_late": "BOOLEAN"},
+}
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+def _connect(**frames: Frame) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB with one typed view per input (times as epoch microseconds)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")  # naive input times are UTC
+    for name, frame in frames.items():
+        cols = _COLUMNS[name] if name in _COLUMNS else {c: None for c in _names(frame)}
+        if isinstance(frame, pd.DataFrame):
+            frame = frame[[c for c in cols]]  # never let DuckDB sniff unused (list) columns
+        con.register(f"{name}_in", frame)
+        select = ", ".join(
+            f'{c}' if t is None else
+            f'epoch_us(CAST("{c}" AS {t})) AS "{c}"' if t == _T else f'CAST("{c}" AS {t}) AS "{c}"'
+            for c, t in cols.items())
+        con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {name}_in")
+    return con
+
+
+def _names(frame: Frame) -> list[str]:
+    return list(frame.columns) if isinstance(frame, pd.DataFrame) else frame.schema.names
+
+
+def _us(value: DayLike) -> int:
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1000)
+
+
+def _day(value: DayLike) -> int:
+    """Days since the epoch of the UTC day containing `value`."""
+    return _us(value) // DAY_US
+
+
+def _finish(con: duckdb.DuckDBPyConnection, sql: str, key: str, schema: dict[str, str],
+            params: list | None = None) -> pd.DataFrame:
+    """Run `sql` (columns: key, ts_us, the schema's columns) into a frame of the schema's dtypes."""
+    table = con.execute(sql, params or []).to_arrow_table()
+    out = {key: pd.array(table.column(key).to_pandas(), dtype=STR),
+           TIMESTAMP: pd.to_datetime(table.column("ts_us").to_numpy(), unit="us", utc=True)
+           .astype("datetime64[ns, UTC]")}
+    for col, kind in schema.items():
+        values = table.column(col)
+        if kind.endswith("_list"):
+            out[col] = pd.Series(values.to_pylist(), dtype=object)
+        elif kind == "str":
+            out[col] = pd.array(values.to_pandas(), dtype=STR)
+        elif kind == "int":
+            out[col] = values.to_numpy(zero_copy_only=False).astype("int64")
+        else:
+            out[col] = values.to_numpy(zero_copy_only=False).astype("float64")
+    return pd.DataFrame(out)
+
+
+def _cumulative(markers: str, group: str, value_cols: list[str]) -> str:
+    """Running sums of difference markers `(group, t, values...)`, one row per (group, t)."""
+    sums = ", ".join(f"sum({c}) AS {c}" for c in value_cols)
+    running = ", ".join(f"sum({c}) OVER w AS {c}" for c in value_cols)
+    return (f"SELECT {group}, t, {running} FROM (SELECT {group}, t, {sums} FROM ({markers}) "
+            f"GROUP BY ALL) WINDOW w AS (PARTITION BY {group} ORDER BY t ROWS UNBOUNDED PRECEDING)")
+
+
+def _versions(source: str, key: str, bucket_us: int) -> str:
+    """The value history of each milestone in `source` (one row per scan: key columns, et, ing).
+
+    One row per change of "earliest scan time ingested so far": `b` is the ingestion bucket of
+    the change, `b0` the milestone's first ingestion bucket, `vmin` the new earliest time and
+    `delta` its change (rn = 1: the first value itself).
+    """
+    return f"""
+        SELECT * EXCLUDE (prev), vmin - coalesce(prev, 0) AS delta FROM (
+            SELECT *, lag(vmin) OVER (PARTITION BY {key} ORDER BY rn) AS prev FROM (
+                SELECT *, ing // {bucket_us} AS b,
+                       min(et) OVER w AS vmin, row_number() OVER w AS rn,
+                       first_value(ing // {bucket_us}) OVER w AS b0
+                FROM ({source}) WINDOW w AS (PARTITION BY {key} ORDER BY ing, event_id
+                                             ROWS UNBOUNDED PRECEDING)))
+        WHERE rn = 1 OR vmin < prev"""
+
+
+# -- 1. shipment profile ------------------------------------------------------------------------
+def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame:
+    """One row per shipment, available at booking: lane, main carrier/mode, shares, the plan."""
+    con = _connect(shipments=shipments, legs=legs, hubs=hubs)
+    shares = ", ".join(f"coalesce(p.dur_{m}, 0) / p.dur AS share_{m}" for m in MODES)
+    mode_sums = ", ".join(f"sum(dur) FILTER (WHERE mode = '{m}') AS dur_{m}" for m in MODES)
+    sql = f"""
+    WITH hub AS (SELECT hub_id, country, region, radians(latitude) AS lat,
+                        radians(longitude) AS lon FROM hubs),
+    leg AS (
+        SELECT l.*, l.planned_arrival - l.planned_departure AS dur,
+               2 * {EARTH_KM} * asin(sqrt(least(1.0, pow(sin((t.lat - f.lat) / 2), 2)
+                   + cos(f.lat) * cos(t.lat) * pow(sin((t.lon - f.lon) / 2), 2)))) AS km
+        FROM legs l LEFT JOIN hub f ON f.hub_id = l.from_hub LEFT JOIN hub t ON t.hub_id = l.to_hub),
+    plan AS (
+        SELECT shipment_id, count(*) AS n_legs, sum(dur)::DOUBLE AS dur, {mode_sums},
+               sum(km) AS km,
+               first(carrier_id ORDER BY dur DESC, leg_index) AS carrier_id,
+               first(mode ORDER BY dur DESC, leg_index) AS main_mode,
+               min_by(planned_departure, leg_index) AS first_dep,
+               min_by(from_hub, leg_index) AS first_hub, min_by(mode, leg_index) AS first_mode,
+               max_by(planned_arrival, leg_index) AS last_arr,
+               max_by(to_hub, leg_index) AS last_hub, max_by(mode, leg_index) AS last_mode,
+               flatten(list([planned_departure / 1e6, planned_arrival / 1e6] ORDER BY leg_index))
+                   AS mid_times,
+               flatten(list([from_hub, to_hub] ORDER BY leg_index)) AS mid_hubs,
+               flatten(list([mode, mode] ORDER BY leg_index)) AS mid_modes
+        FROM leg GROUP BY shipment_id)
+    SELECT s.shipment_id, s.booked_at AS ts_us,
+        s.origin_hub || '>' || s.destination_hub AS lane_id, s.customer_id, p.carrier_id,
+        s.origin_hub, s.destination_hub,
+        coalesce(o.region, 'unknown') AS origin_region,
+        coalesce(d.region, 'unknown') AS destination_region,
+        s.service_level, coalesce(p.main_mode, 'unknown') AS main_mode,
+        coalesce(p.n_legs, 0) AS n_legs, {shares}, p.km AS distance_km,
+        (p.last_arr - s.booked_at) / {HOUR_US}::DOUBLE AS planned_transit_h,
+        s.weight_kg, s.volume_m3, s.parcel_count,
+        (s.promised_at - p.last_arr) / {HOUR_US}::DOUBLE AS promised_slack_h,
+        coalesce(o.country <> d.country, false)::BIGINT AS international,
+        isodow(make_timestamp(s.booked_at)) - 1 AS booked_weekday,
+        month(make_timestamp(s.booked_at)) AS booked_month,
+        s.booked_at / 1e6 AS booked_at_s, s.promised_at / 1e6 AS promised_at_s,
+        p.last_arr / 1e6 AS planned_arrival_s,
+        list_transform(list_concat([p.first_dep / 1e6], coalesce(p.mid_times, []),
+                                   [p.last_arr / 1e6, s.promised_at / 1e6]),
+                       x -> coalesce(x, 'NaN'::DOUBLE)) AS plan_times_s,
+        list_concat([coalesce(p.first_hub, s.origin_hub)], coalesce(p.mid_hubs, []),
+                    [coalesce(p.last_hub, s.destination_hub)],
+                    [coalesce(p.last_hub, s.destination_hub)]) AS plan_hubs,
+        list_concat([coalesce(p.first_mode, 'unknown')], coalesce(p.mid_modes, []),
+                    [coalesce(p.last_mode, 'unknown')], [coalesce(p.last_mode, 'unknown')])
+            AS plan_modes
+    FROM shipments s LEFT JOIN plan p USING (shipment_id)
+    LEFT JOIN hub o ON o.hub_id = s.origin_hub LEFT JOIN hub d ON d.hub_id = s.destination_hub
+    ORDER BY s.shipment_id"""
+    return _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
+
+
+# -- 2. lane / carrier / customer rolling statistics ------------------------------------------------
+def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLike,
+                  end_day: DayLike, *, events: Frame | None = None,
+                  legs: Frame | None = None) -> pd.DataFrame:
+    """Daily rows (00:00 UTC, `start_day`..`end_day`) of one entity's delivery statistics.
+
+    Dense: every entity of `profile`, every day. Outcomes count from `delivered_at`; lane and
+    carrier also get the 7-day departure slip, which needs `events` and `legs`.
+    """
+    if entity not in STATS:
+        raise ValueError(f"entity must be one of {', '.join(STATS)}, not {entity!r}")
+    key, schema = ENTITY_KEYS[entity], STATS[entity]
+    slip_col = f"{entity}_dep_slip_7d"
+    if slip_col in schema and (events is None or legs is None):
+        raise ValueError(f"{entity} statistics need `events` and `legs` for {slip_col}")
+    d0, d1 = _day(start_day), _day(end_day)
+    frames = {"outcomes": outcomes, "profile": _keys_of(profile, key)}
+    if slip_col in schema:
+        frames |= {"events": events, "legs": legs}
+    con = _connect(**frames)
+    con.execute(f"CREATE TEMP TABLE ent AS SELECT DISTINCT {key} AS k FROM profile "
+                f"WHERE {key} IS NOT NULL")
+    con.execute(f"CREATE TEMP TABLE who AS SELECT DISTINCT shipment_id, {key} AS k FROM profile "
+                f"WHERE {key} IS NOT NULL")
+
+    wmax = max(WINDOW_DAYS)
+    aggs, picks = [], []
+    for w in WINDOW_DAYS:
+        f = f"FILTER (WHERE age <= {w})"
+        aggs += [f"count(*) {f} AS v{w}", f"avg(late) {f} AS lr{w}", f"avg(delay) {f} AS md{w}",
+                 f"quantile_cont(delay, 0.9) {f} AS p{w}"]
+        picks += [f"coalesce(a.v{w}, 0) AS {entity}_volume_{w}d", f"a.lr{w} AS {entity}_late_rate_{w}d",
+                  f"a.md{w} AS {entity}_mean_delay_{w}d", f"a.p{w} AS {entity}_p90_delay_{w}d"]
+    slip_join, slip_pick = "", ""
+    if slip_col in schema:
+        con.execute(f"CREATE TEMP TABLE slip AS {_cumulative(_dep_slip_markers(), 'k', ['n', 's'])}")
+        slip_join = "ASOF LEFT JOIN slip c ON c.k = g.k AND g.d >= c.t"
+        slip_pick = (f", CASE WHEN c.n > 0 THEN c.s::DOUBLE / c.n / {HOUR_US} END "
+                     f"AS {slip_col}")
+    sql = f"""
+    WITH oc AS (
+        SELECT w.k, o.delivered_at // {DAY_US} AS day, o.delay_hours AS delay,
+               o.is_late::DOUBLE AS late
+        FROM outcomes o JOIN who w USING (shipment_id)),
+    x AS (SELECT k, day + age AS d, age, delay, late FROM oc, range(1, {wmax + 1}) r(age)
+          WHERE day + age BETWEEN {d0} AND {d1}),
+    a AS (SELECT k, d, {", ".join(aggs)} FROM x GROUP BY k, d),
+    g AS (SELECT k, d FROM ent, range({d0}, {d1 + 1}) r(d))
+    SELECT g.k AS {key}, g.d * {DAY_US} AS ts_us, {", ".join(picks)}{slip_pick}
+    FROM g LEFT JOIN a ON a.k = g.k AND a.d = g.d {slip_join}
+    ORDER BY g.k, g.d"""
+    return _finish(con, sql, key, schema)
+
+
+def _keys_of(profile: Frame, key: str) -> Frame:
+    if isinstance(profile, pd.DataFrame):
+        return profile[["shipment_id", key]]
+    if isinstance(profile, pa.Table):
+        return profile.select(["shipment_id", key])
+    return profile
+
+
+def _dep_slip_markers() -> str:
+    """Daily difference markers `(k, t, n, s)` of departures' slip, by first-ingestion day."""
+    scans = """
+        SELECT e.shipment_id, e.leg_index, e.event_id, e.event_time AS et, e.ingested_at AS ing,
+               l.planned_departure AS planned, w.k
+        FROM events e JOIN legs l ON l.shipment_id = e.shipment_id AND l.leg_index = e.leg_index
+        JOIN who w ON w.shipment_id = e.shipment_id
+        WHERE e.event_type = 'departed'"""
+    v = f"({_versions(scans, 'shipment_id, leg_index', DAY_US)})"
+    end = f"b0 + {SLIP_WINDOW_D} + 1"
+    return f"""
+        SELECT k, b0 + 1 AS t, 1 AS n, 0::BIGINT AS s FROM {v} WHERE rn = 1
+        UNION ALL SELECT k, {end}, -1, 0 FROM {v} WHERE rn = 1
+        UNION ALL SELECT k, b + 1, 0, CASE WHEN rn = 1 THEN vmin - planned ELSE delta END
+            FROM {v} WHERE b < b0 + {SLIP_WINDOW_D}
+        UNION ALL SELECT k, {end}, 0, -CASE WHEN rn = 1 THEN vmin - planned ELSE delta END
+            FROM {v} WHERE b < b0 + {SLIP_WINDOW_D}"""
+
+
+# -- 3. hub statistics ----------------------------------------------------------------------------
+def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike) -> pd.DataFrame:
+    """Hourly rows (every hour end t in [start, end]) of each hub's last 24 hours of scans."""
+    h0 = -(-_us(start) // HOUR_US)  # first whole hour at or after start
+    h1 = _us(end) // HOUR_US
+    L = HUB_WINDOW_H
+    con = _connect(events=events, legs=legs)
+    con.execute("CREATE TEMP TABLE hubs AS SELECT DISTINCT hub_id FROM events "
+                "WHERE hub_id IS NOT NULL")
+    # Only scans ingested before the last hour end can count; milestones first ingested more than
+    # a window before the first hour end cancel out before it (their markers all precede h0).
+    con.execute(f"""CREATE TEMP TABLE ms AS
+        SELECT * FROM ({_versions(f'''SELECT shipment_id, event_type, leg_index, hub_id, event_id,
+                                            event_time AS et, ingested_at AS ing
+                                     FROM events WHERE ingested_at < {h1 * HOUR_US}''',
+                                  'shipment_id, event_type, leg_index, hub_id', HOUR_US)})
+        WHERE b0 >= {h0 - L - 1}""")
+    counted = {"departed": "dep", "arrived": "arr", "exception": "exc", "customs_hold": "hold"}
+    cols = ["dep", "arr", "exc", "hold", "wx", "cong", "slip_n", "slip_s", "dwell_n", "dwell_s"]
+
+    def marks(col: str, value: str, frm: str, start_t: str, end_t: str, where: str = "") -> str:
+        vals = ", ".join(f"{value if c == col else '0'} AS {c}" for c in cols)
+        neg = ", ".join(f"{'-(' + value + ')' if c == col else '0'} AS {c}" for c in cols)
+        cond = f"WHERE {start_t} < {end_t}" + (f" AND ({where})" if where else "")
+        return (f"SELECT hub_id, {start_t} AS t, {vals} FROM {frm} {cond} UNION ALL "
+                f"SELECT hub_id, {end_t} AS t, {neg} FROM {frm} {cond}")
+
+    end_t = f"b0 + {L + 1}"
+    parts = [marks(c, "1", f"(SELECT * FROM ms WHERE rn = 1 AND event_type = '{t}')",
+                   "b0 + 1", end_t) for t, c in counted.items()]
+    notes = (f"(SELECT hub_id, ingested_at // {HOUR_US} AS b0, "
+             f"regexp_matches(lower(note), ?) AS wx, regexp_matches(lower(note), ?) AS cong "
+             f"FROM events WHERE note IS NOT NULL AND ingested_at < {h1 * HOUR_US} "
+             f"AND ingested_at >= {(h0 - L - 1) * HOUR_US})")
+    parts += [marks("wx", "1", notes, "b0 + 1", end_t, "wx"),
+              marks("cong", "1", notes, "b0 + 1", end_t, "cong")]
+    # slip: the first value minus the plan, then each improvement of the earliest scan time
+    dep = ("(SELECT m.*, epoch_us(l.planned_departure) AS _p FROM ms m JOIN legs l "
+           "USING (shipment_id, leg_index) WHERE m.event_type = 'departed')")
+    dep = ("(SELECT m.*, l.planned_departure AS planned FROM ms m JOIN legs l "
+           "USING (shipment_id, leg_index) WHERE m.event_type = 'departed')")
+    parts += [marks("slip_n", "1", dep, "b0 + 1", end_t, "rn = 1"),
+              marks("slip_s", "CASE WHEN rn = 1 THEN vmin - planned ELSE delta END", dep,
+                    "b + 1", end_t)]
+    # dwell: departure (leg i >= 1) minus the arrival of leg i - 1 at the same hub, defined
+    # once both are known; each side's value changes count from their own ingestion
+    pair = """(SELECT d.hub_id, d.b0, d.b AS db, d.rn AS drn, d.delta AS dd,
+                      a.b AS ab, a.rn AS arn, a.delta AS ad, a0.b AS a0
+               FROM ms d JOIN ms a0 ON a0.shipment_id = d.shipment_id AND a0.rn = 1
+                    AND a0.event_type = 'arrived' AND a0.leg_index = d.leg_index - 1
+                    AND a0.hub_id = d.hub_id
+               JOIN ms a ON a.shipment_id = d.shipment_id AND a.event_type = 'arrived'
+                    AND a.leg_index = d.leg_index - 1 AND a.hub_id = d.hub_id
+               WHERE d.event_type = 'departed' AND d.leg_index >= 1)"""
+    parts += [marks("dwell_n", "1", pair, "greatest(b0, a0) + 1", end_t, "drn = 1 AND arn = 1"),
+              marks("dwell_s", "dd", pair, "greatest(db, a0) + 1", end_t, "arn = 1"),
+              marks("dwell_s", "-ad", pair, "greatest(ab, b0) + 1", end_t, "drn = 1")]
+    markers = " UNION ALL ".join(parts)
+    con.execute(f"CREATE TEMP TABLE cum AS {_cumulative(markers, 'hub_id', cols)}",
+                [_WEATHER_RE, _CONGESTION_RE] * 4)
+    mean = "CASE WHEN c.{0}_n > 0 THEN c.{0}_s::DOUBLE / c.{0}_n / {1} END AS hub_{2}_24h"
+    sql = f"""
+    SELECT g.hub_id, g.t * {HOUR_US} AS ts_us,
+        coalesce(c.dep, 0) AS hub_departures_24h, coalesce(c.arr, 0) AS hub_arrivals_24h,
+        {mean.format('slip', HOUR_US, 'dep_slip')}, {mean.format('dwell', HOUR_US, 'dwell')},
+        coalesce(c.exc, 0) AS hub_exceptions_24h, coalesce(c.hold, 0) AS hub_customs_holds_24h,
+        coalesce(c.wx, 0) AS hub_weather_notes_24h, coalesce(c.cong, 0) AS hub_congestion_notes_24h
+    FROM (SELECT hub_id, t FROM hubs, range({h0}, {h1 + 1}) r(t)) g
+    ASOF LEFT JOIN cum c ON c.hub_id = g.hub_id AND g.t >= c.t
+    ORDER BY g.hub_id, g.t"""
+    return _finish(con, sql, "hub_id", HUB_STATS)
+
+
+# -- 4. the whole lake ----------------------------------------------------------------------------
+def _scan(lake: Lake, table: str) -> Frame:
+    if lake.exists(table):
+        return lake.scan(table)
+    return contract.validate(table, pd.DataFrame({c: [] for c in contract.columns(table)}))
+
+
+def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFrame]:
+    """Every offline feature table of the lake: profile, lane/carrier/customer/hub statistics.
+
+    Days run from the first booking day to the day after the last ingested scan. `since` keeps
+    only statistics rows on or after that day (windows still look back before it); the profile
+    is always whole.
+    """
+    shipments, legs = _scan(lake, "shipments"), _scan(lake, "legs")
+    events, outcomes = _scan(lake, "tracking_events"), _scan(lake, "outcomes")
+    profile = shipment_profile(shipments, legs, _scan(lake, "hubs"))
+    tables = {"profile": profile}
+    if profile.empty:
+        first = last = pd.Timestamp.now(tz="UTC").floor("D")
+    else:
+        first = profile[TIMESTAMP].min().floor("D")
+        con = _connect(events=events)
+        last_us = con.execute("SELECT max(ingested_at) FROM events").fetchone()[0]
+        last = profile[TIMESTAMP].max() if last_us is None else pd.Timestamp(last_us * 1000,
+                                                                              tz="UTC")
+        last = last.floor("D") + pd.Timedelta(days=1)
+    start = max(first, pd.Timestamp(since, tz="UTC")) if since is not None else first
+    for entity in STATS:
+        tables[f"{entity}_stats"] = rolling_stats(entity, outcomes, profile, start, last,
+                                                  events=events, legs=legs)
+    tables["hub_stats"] = hub_stats(events, legs, start, last)
+    return tables
+
+
+__all__ = ["build_tables", "hub_stats", "rolling_stats", "shipment_profile"]
+_ = np  # numpy is used through pandas/arrow conversions only

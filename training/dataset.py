@@ -1,0 +1,128 @@
+"""Training sets: every shipment looked at when booked and after each milestone, joined point in
+time with the features it would have had then, and labelled from its outcome.
+
+The fast path joins the offline feature tables with DuckDB ASOF joins under the exact rules of
+Feast's `get_historical_features` (latest value at or before the snapshot, no older than the
+view's TTL); `feast_features` runs Feast itself on a sample, and a test proves the two equal.
+The nightly batch job uses the same join with one snapshot per in-flight shipment at the cut-off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from features.offline import view_glob
+from features.repo.views import TTL
+from features.request_time import REQUEST_TIME, request_features
+from features.schema import (
+    FEATURE_SERVICE, MODEL_FEATURES, ON_DEMAND, SHIPMENT_PROFILE, SHIPMENT_PROGRESS, TIMESTAMP,
+    VIEWS, model_feature_names,
+)
+from shipdelay.lake import Lake
+from shipdelay.snapshots import snapshot_times
+
+KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
+_STATS = {"lane_stats": "lane_id", "carrier_stats": "carrier_id",
+          "customer_stats": "customer_id", "hub_stats": "hub_id"}
+
+
+def training_snapshots(lake: Lake) -> pd.DataFrame:
+    """(shipment_id, as_of, milestone) for every delivered shipment, by the shared rule."""
+    shipments = lake.read("shipments", columns=["shipment_id", "booked_at"])
+    events = lake.read("tracking_events", columns=["shipment_id", "event_type", "leg_index",
+                                                   "ingested_at"])
+    outcomes = lake.read("outcomes", columns=["shipment_id", "delivered_at"])
+    shipments = shipments[shipments["shipment_id"].isin(outcomes["shipment_id"])]
+    return snapshot_times(shipments, events, outcomes)
+
+
+def _cols(alias: str, names) -> str:
+    return ", ".join(f'{alias}."{c}"' for c in names)
+
+
+def point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
+    """Features of each (shipment_id, as_of) snapshot as known at as_of, plus the entity keys."""
+    con = duckdb.connect()
+    try:
+        con.register("snaps", snapshots[["shipment_id", "as_of"]])
+        for view in VIEWS:
+            con.sql(f"create view {view} as select * from "
+                    f"read_parquet('{view_glob(offline, view)}')")
+        prof = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs", "plan_modes")]
+        stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, MODEL_FEATURES[v])
+                               for v in _STATS)
+        stats_joins = "\n".join(
+            f"asof left join {v} on {v}.{key} = k.{key} and {v}.{TIMESTAMP} <= k.as_of"
+            for v, key in _STATS.items())
+        query = f"""
+        with k as (
+            select s.shipment_id, s.as_of, {_cols('p', prof)},
+                   p.{TIMESTAMP} as shipment_profile__ts,
+                   g.{TIMESTAMP} as shipment_progress__ts,
+                   {_cols('g', SHIPMENT_PROGRESS)},
+                   coalesce(g.current_hub, p.origin_hub) as hub_id
+            from snaps s
+            asof left join shipment_profile p
+                on p.shipment_id = s.shipment_id and p.{TIMESTAMP} <= s.as_of
+            asof left join shipment_progress g
+                on g.shipment_id = s.shipment_id and g.{TIMESTAMP} <= s.as_of
+        )
+        select k.*, {stats_cols}
+        from k
+        {stats_joins}
+        """
+        frame = con.sql(query).df()
+    finally:
+        con.close()
+    frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
+    _apply_ttl(frame)
+    frame[REQUEST_TIME] = frame["as_of"].astype("int64") / 1e9
+    for name, values in request_features(frame["booked_at_s"], frame["promised_at_s"],
+                                         frame["planned_arrival_s"], frame["last_event_s"],
+                                         frame[REQUEST_TIME]).items():
+        frame[name] = values
+    return frame
+
+
+def _apply_ttl(frame: pd.DataFrame) -> None:
+    """Blank a view's values that are older than its TTL at the snapshot, as Feast does."""
+    views = {"shipment_profile": [c for c in SHIPMENT_PROFILE if c in frame],
+             "shipment_progress": list(SHIPMENT_PROGRESS),
+             **{v: MODEL_FEATURES[v] for v in _STATS}}
+    for view, cols in views.items():
+        ts = pd.to_datetime(frame.pop(f"{view}__ts"), utc=True)
+        stale = ts.isna() | (ts < frame["as_of"] - TTL[view])
+        if stale.any():
+            frame.loc[stale, cols] = np.nan
+
+
+def build_training_set(lake: Lake, offline: Path,
+                       snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Snapshots with their point-in-time features and labels (is_late, delay_hours)."""
+    snapshots = training_snapshots(lake) if snapshots is None else snapshots
+    frame = point_in_time(offline, snapshots)
+    outcomes = lake.read("outcomes", columns=["shipment_id", "is_late", "delay_hours",
+                                              "delivered_at"])
+    frame = frame.merge(outcomes, on="shipment_id", how="inner")
+    keep = ["shipment_id", "as_of", *[k for k in KEYS[1:]], *model_feature_names(),
+            "is_late", "delay_hours", "delivered_at", "booked_at_s", "promised_at_s",
+            "last_event_s", "delivered"]
+    return frame[[c for c in dict.fromkeys(keep) if c in frame]]
+
+
+def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:
+    """The reference path: Feast's get_historical_features through the FeatureService.
+
+    `rows` carries the entity keys (KEYS), `as_of` and request_time_s, e.g. a fast-path frame.
+    """
+    entity_df = rows[KEYS + ["as_of", REQUEST_TIME]].rename(columns={"as_of": "event_timestamp"})
+    service = store.get_feature_service(FEATURE_SERVICE)
+    return store.get_historical_features(entity_df=entity_df, features=service).to_df()
+
+
+__all__ = ["training_snapshots", "point_in_time", "build_training_set", "feast_features",
+           "ON_DEMAND"]
