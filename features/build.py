@@ -52,13 +52,13 @@ def backfill_progress(events: pd.DataFrame, profile: pd.DataFrame,
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(0, len(ids), SHIPMENTS_PER_CHUNK)[1:])
     parts = np.split(order, bounds)
-    plans = plans_of(profile).set_index("shipment_id")
+    plans = plans_of(profile)
+    plan_codes = pd.Index(ids).get_indexer(plans["shipment_id"])
     out = []
     for k, rows in enumerate(parts, 1):
         batch = events.iloc[rows]
-        chunk_ids = pd.Index(batch["shipment_id"].unique())
-        out.append(advance_progress(None, batch, plans.loc[plans.index.intersection(chunk_ids)]
-                                    .reset_index()))
+        lo, hi = codes[rows[0]], codes[rows[-1]]
+        out.append(advance_progress(None, batch, plans[(plan_codes >= lo) & (plan_codes <= hi)]))
         if on_chunk:
             on_chunk(k, len(parts))
     return pd.concat(out, ignore_index=True)

@@ -1,4 +1,4 @@
-"""Lake -> offline feature tables (shipment profile, lane/carrier/customer/hub statistics), in DuckDB.
+"""Lake -> offline feature tables (shipment profile; lane, carrier, customer, hub statistics).
 
 Pure functions, frames in and frames out (pandas frames, Arrow tables or Arrow datasets in; pandas
 frames out), plus `build_tables`, which reads a Lake. Every output has the entity key, the
@@ -23,13 +23,21 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from features.schema import (CARRIER_STATS, CUSTOMER_STATS, ENTITY_KEYS, HUB_STATS, LANE_STATS,
-                             SHIPMENT_PROFILE, TIMESTAMP, WINDOW_DAYS)
+from features.schema import (
+    CARRIER_STATS,
+    CUSTOMER_STATS,
+    ENTITY_KEYS,
+    HUB_STATS,
+    LANE_STATS,
+    SHIPMENT_PROFILE,
+    TIMESTAMP,
+    WINDOW_DAYS,
+)
+from features.transforms import classify_notes
 from shipdelay import contract
 from shipdelay.contract import MODES, STR
 from shipdelay.lake import Lake
@@ -43,13 +51,6 @@ EARTH_KM = 6371.0  # as shipdelay.world.network.great_circle_km
 HUB_WINDOW_H = 24
 SLIP_WINDOW_D = 7
 STATS = {"lane": LANE_STATS, "carrier": CARRIER_STATS, "customer": CUSTOMER_STATS}
-
-# TODO: use features.transforms.classify_notes once that module exists (it is being written in
-# parallel); until then these patterns classify notes inside SQL. Notes are abbreviated and
-# misspelt, so several stems per cause.
-_WEATHER_RE = (r"typh|rain|fog|snow|icy|ice|blizz|\bwx\b|storm|flood|wind|weather|hurric|"
-               r"monsoon|hail")
-_CONGESTION_RE = r"cong|backlog|queue|anchorage|heavy vol|not worked|sorting del"
 
 # What each function reads, cast to one SQL type whatever the input (empty frames included).
 _T = "TIMESTAMPTZ"
@@ -82,7 +83,7 @@ def _connect(**frames: Frame) -> duckdb.DuckDBPyConnection:
             frame = frame[[c for c in cols]]  # never let DuckDB sniff unused (list) columns
         con.register(f"{name}_in", frame)
         select = ", ".join(
-            f'{c}' if t is None else
+            f'"{c}"' if t is None else
             f'epoch_us(CAST("{c}" AS {t})) AS "{c}"' if t == _T else f'CAST("{c}" AS {t}) AS "{c}"'
             for c, t in cols.items())
         con.execute(f"CREATE VIEW {name} AS SELECT {select} FROM {name}_in")
@@ -104,10 +105,18 @@ def _day(value: DayLike) -> int:
     return _us(value) // DAY_US
 
 
+def _midnight(value: DayLike) -> pd.Timestamp:
+    return pd.Timestamp(_day(value) * DAY_US, unit="us", tz="UTC")
+
+
 def _finish(con: duckdb.DuckDBPyConnection, sql: str, key: str, schema: dict[str, str],
             params: list | None = None) -> pd.DataFrame:
-    """Run `sql` (columns: key, ts_us, the schema's columns) into a frame of the schema's dtypes."""
-    table = con.execute(sql, params or []).to_arrow_table()
+    """Run `sql` (columns: key, ts_us, the schema's columns) into a frame of the schema's dtypes.
+
+    The last step of every table: it closes the connection.
+    """
+    table = con.sql(sql, params=params).to_arrow_table()
+    con.close()
     out = {key: pd.array(table.column(key).to_pandas(), dtype=STR),
            TIMESTAMP: pd.to_datetime(table.column("ts_us").to_numpy(), unit="us", utc=True)
            .astype("datetime64[ns, UTC]")}
@@ -124,12 +133,18 @@ def _finish(con: duckdb.DuckDBPyConnection, sql: str, key: str, schema: dict[str
     return pd.DataFrame(out)
 
 
-def _cumulative(markers: str, group: str, value_cols: list[str]) -> str:
-    """Running sums of difference markers `(group, t, values...)`, one row per (group, t)."""
-    sums = ", ".join(f"sum({c}) AS {c}" for c in value_cols)
-    running = ", ".join(f"sum({c}) OVER w AS {c}" for c in value_cols)
-    return (f"SELECT {group}, t, {running} FROM (SELECT {group}, t, {sums} FROM ({markers}) "
-            f"GROUP BY ALL) WINDOW w AS (PARTITION BY {group} ORDER BY t ROWS UNBOUNDED PRECEDING)")
+def _cumulative(con: duckdb.DuckDBPyConnection, markers: str, group: str,
+                value_cols: list[str], name: str) -> None:
+    """Register `name`: running sums of difference markers `(group, t, values...)` per (group, t).
+
+    Exact int64 arithmetic (values are counts and microsecond differences of hours' scale);
+    the running sum is a vectorized pandas cumsum, several times faster than a DuckDB window.
+    """
+    sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in value_cols)
+    frame = con.sql(f"SELECT {group}, t, {sums} FROM ({markers}) GROUP BY ALL "
+                    f"ORDER BY {group}, t").df()
+    frame[value_cols] = frame.groupby(group, sort=False)[value_cols].cumsum()
+    con.register(name, frame)
 
 
 def _versions(source: str, key: str, bucket_us: int) -> str:
@@ -137,14 +152,15 @@ def _versions(source: str, key: str, bucket_us: int) -> str:
 
     One row per change of "earliest scan time ingested so far": `b` is the ingestion bucket of
     the change, `b0` the milestone's first ingestion bucket, `vmin` the new earliest time and
-    `delta` its change (rn = 1: the first value itself).
+    `delta` its change (rn = 1: the first value itself); `v0` is the first value.
     """
     return f"""
         SELECT * EXCLUDE (prev), vmin - coalesce(prev, 0) AS delta FROM (
             SELECT *, lag(vmin) OVER (PARTITION BY {key} ORDER BY rn) AS prev FROM (
                 SELECT *, ing // {bucket_us} AS b,
                        min(et) OVER w AS vmin, row_number() OVER w AS rn,
-                       first_value(ing // {bucket_us}) OVER w AS b0
+                       first_value(ing // {bucket_us}) OVER w AS b0,
+                       first_value(et) OVER w AS v0
                 FROM ({source}) WINDOW w AS (PARTITION BY {key} ORDER BY ing, event_id
                                              ROWS UNBOUNDED PRECEDING)))
         WHERE rn = 1 OR vmin < prev"""
@@ -159,11 +175,14 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
     sql = f"""
     WITH hub AS (SELECT hub_id, country, region, radians(latitude) AS lat,
                         radians(longitude) AS lon FROM hubs),
-    leg AS (
+    hav AS (  -- haversine term; NULL for an unknown hub (least() would skip a NULL)
         SELECT l.*, l.planned_arrival - l.planned_departure AS dur,
-               2 * {EARTH_KM} * asin(sqrt(least(1.0, pow(sin((t.lat - f.lat) / 2), 2)
-                   + cos(f.lat) * cos(t.lat) * pow(sin((t.lon - f.lon) / 2), 2)))) AS km
-        FROM legs l LEFT JOIN hub f ON f.hub_id = l.from_hub LEFT JOIN hub t ON t.hub_id = l.to_hub),
+               pow(sin((t.lat - f.lat) / 2), 2)
+                   + cos(f.lat) * cos(t.lat) * pow(sin((t.lon - f.lon) / 2), 2) AS a
+        FROM legs l LEFT JOIN hub f ON f.hub_id = l.from_hub
+        LEFT JOIN hub t ON t.hub_id = l.to_hub),
+    leg AS (SELECT *, 2 * {EARTH_KM} * asin(sqrt(CASE WHEN a > 1 THEN 1.0 ELSE a END)) AS km
+            FROM hav),
     plan AS (
         SELECT shipment_id, count(*) AS n_legs, sum(dur)::DOUBLE AS dur, {mode_sums},
                sum(km) AS km,
@@ -193,22 +212,21 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
         month(make_timestamp(s.booked_at)) AS booked_month,
         s.booked_at / 1e6 AS booked_at_s, s.promised_at / 1e6 AS promised_at_s,
         p.last_arr / 1e6 AS planned_arrival_s,
-        list_transform(list_concat([p.first_dep / 1e6], coalesce(p.mid_times, []),
-                                   [p.last_arr / 1e6, s.promised_at / 1e6]),
-                       x -> coalesce(x, 'NaN'::DOUBLE)) AS plan_times_s,
-        list_concat([coalesce(p.first_hub, s.origin_hub)], coalesce(p.mid_hubs, []),
-                    [coalesce(p.last_hub, s.destination_hub)],
-                    [coalesce(p.last_hub, s.destination_hub)]) AS plan_hubs,
-        list_concat([coalesce(p.first_mode, 'unknown')], coalesce(p.mid_modes, []),
-                    [coalesce(p.last_mode, 'unknown')], [coalesce(p.last_mode, 'unknown')])
-            AS plan_modes
+        list_transform([p.first_dep / 1e6] || coalesce(p.mid_times, []::DOUBLE[])
+                           || [p.last_arr / 1e6, s.promised_at / 1e6],
+                       lambda x: coalesce(x, 'NaN'::DOUBLE)) AS plan_times_s,
+        [coalesce(p.first_hub, s.origin_hub)] || coalesce(p.mid_hubs, []::VARCHAR[])
+            || [coalesce(p.last_hub, s.destination_hub), coalesce(p.last_hub, s.destination_hub)]
+            AS plan_hubs,
+        [coalesce(p.first_mode, 'unknown')] || coalesce(p.mid_modes, []::VARCHAR[])
+            || [coalesce(p.last_mode, 'unknown'), coalesce(p.last_mode, 'unknown')] AS plan_modes
     FROM shipments s LEFT JOIN plan p USING (shipment_id)
     LEFT JOIN hub o ON o.hub_id = s.origin_hub LEFT JOIN hub d ON d.hub_id = s.destination_hub
     ORDER BY s.shipment_id"""
     return _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
 
 
-# -- 2. lane / carrier / customer rolling statistics ------------------------------------------------
+# -- 2. lane / carrier / customer rolling statistics ----------------------------------------------
 def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLike,
                   end_day: DayLike, *, events: Frame | None = None,
                   legs: Frame | None = None) -> pd.DataFrame:
@@ -239,11 +257,13 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
         f = f"FILTER (WHERE age <= {w})"
         aggs += [f"count(*) {f} AS v{w}", f"avg(late) {f} AS lr{w}", f"avg(delay) {f} AS md{w}",
                  f"quantile_cont(delay, 0.9) {f} AS p{w}"]
-        picks += [f"coalesce(a.v{w}, 0) AS {entity}_volume_{w}d", f"a.lr{w} AS {entity}_late_rate_{w}d",
-                  f"a.md{w} AS {entity}_mean_delay_{w}d", f"a.p{w} AS {entity}_p90_delay_{w}d"]
+        picks += [f"coalesce(a.v{w}, 0) AS {entity}_volume_{w}d",
+                  f"a.lr{w} AS {entity}_late_rate_{w}d", f"a.md{w} AS {entity}_mean_delay_{w}d",
+                  f"a.p{w} AS {entity}_p90_delay_{w}d"]
     slip_join, slip_pick = "", ""
     if slip_col in schema:
-        con.execute(f"CREATE TEMP TABLE slip AS {_cumulative(_dep_slip_markers(), 'k', ['n', 's'])}")
+        con.execute(f"CREATE TEMP TABLE dv AS {_dep_versions()}")
+        _cumulative(con, _DEP_SLIP_MARKERS, "k", ["n", "s"], "slip")
         slip_join = "ASOF LEFT JOIN slip c ON c.k = g.k AND g.d >= c.t"
         slip_pick = (f", CASE WHEN c.n > 0 THEN c.s::DOUBLE / c.n / {HOUR_US} END "
                      f"AS {slip_col}")
@@ -270,23 +290,27 @@ def _keys_of(profile: Frame, key: str) -> Frame:
     return profile
 
 
-def _dep_slip_markers() -> str:
-    """Daily difference markers `(k, t, n, s)` of departures' slip, by first-ingestion day."""
+def _dep_versions() -> str:
+    """Value history of each departure (shipment, leg), by ingestion day, with its entity k."""
     scans = """
         SELECT e.shipment_id, e.leg_index, e.event_id, e.event_time AS et, e.ingested_at AS ing,
                l.planned_departure AS planned, w.k
         FROM events e JOIN legs l ON l.shipment_id = e.shipment_id AND l.leg_index = e.leg_index
         JOIN who w ON w.shipment_id = e.shipment_id
         WHERE e.event_type = 'departed'"""
-    v = f"({_versions(scans, 'shipment_id, leg_index', DAY_US)})"
-    end = f"b0 + {SLIP_WINDOW_D} + 1"
-    return f"""
-        SELECT k, b0 + 1 AS t, 1 AS n, 0::BIGINT AS s FROM {v} WHERE rn = 1
-        UNION ALL SELECT k, {end}, -1, 0 FROM {v} WHERE rn = 1
-        UNION ALL SELECT k, b + 1, 0, CASE WHEN rn = 1 THEN vmin - planned ELSE delta END
-            FROM {v} WHERE b < b0 + {SLIP_WINDOW_D}
-        UNION ALL SELECT k, {end}, 0, -CASE WHEN rn = 1 THEN vmin - planned ELSE delta END
-            FROM {v} WHERE b < b0 + {SLIP_WINDOW_D}"""
+    return _versions(scans, "shipment_id, leg_index", DAY_US)
+
+
+# Daily difference markers (k, t, n, s) of the departures' slip: a departure counts on the days
+# after its first ingestion day; each improvement of its earliest scan time from the day after
+# it was ingested.
+_SLIP = "CASE WHEN rn = 1 THEN vmin - planned ELSE delta END"
+_DEP_SLIP_MARKERS = f"""
+    SELECT k, b0 + 1 AS t, 1 AS n, 0::BIGINT AS s FROM dv WHERE rn = 1
+    UNION ALL SELECT k, b0 + {SLIP_WINDOW_D + 1}, -1, 0 FROM dv WHERE rn = 1
+    UNION ALL SELECT k, b + 1, 0, {_SLIP} FROM dv WHERE b < b0 + {SLIP_WINDOW_D}
+    UNION ALL SELECT k, b0 + {SLIP_WINDOW_D + 1}, 0, -{_SLIP} FROM dv
+        WHERE b < b0 + {SLIP_WINDOW_D}"""
 
 
 # -- 3. hub statistics ----------------------------------------------------------------------------
@@ -299,56 +323,63 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike) -> pd.Da
     con.execute("CREATE TEMP TABLE hubs AS SELECT DISTINCT hub_id FROM events "
                 "WHERE hub_id IS NOT NULL")
     # Only scans ingested before the last hour end can count; milestones first ingested more than
-    # a window before the first hour end cancel out before it (their markers all precede h0).
+    # a window before the first hour end cancel out before it (their markers all precede h0),
+    # except arrivals, which a later departure's dwell time needs.
     con.execute(f"""CREATE TEMP TABLE ms AS
         SELECT * FROM ({_versions(f'''SELECT shipment_id, event_type, leg_index, hub_id, event_id,
                                             event_time AS et, ingested_at AS ing
                                      FROM events WHERE ingested_at < {h1 * HOUR_US}''',
                                   'shipment_id, event_type, leg_index, hub_id', HOUR_US)})
-        WHERE b0 >= {h0 - L - 1}""")
+        WHERE b0 >= {h0 - L - 1} OR event_type = 'arrived'""")
     counted = {"departed": "dep", "arrived": "arr", "exception": "exc", "customs_hold": "hold"}
     cols = ["dep", "arr", "exc", "hold", "wx", "cong", "slip_n", "slip_s", "dwell_n", "dwell_s"]
 
-    def marks(col: str, value: str, frm: str, start_t: str, end_t: str, where: str = "") -> str:
-        vals = ", ".join(f"{value if c == col else '0'} AS {c}" for c in cols)
-        neg = ", ".join(f"{'-(' + value + ')' if c == col else '0'} AS {c}" for c in cols)
+    def marks(values: dict[str, str], frm: str, start_t: str, end_t: str, where: str = "") -> str:
+        """+value from start_t, -value from end_t (one pass: each row times the signs +1, -1)."""
+        vals = ", ".join(f"sg.s * ({values[c]}) AS {c}" if c in values else f"0 AS {c}"
+                         for c in cols)
         cond = f"WHERE {start_t} < {end_t}" + (f" AND ({where})" if where else "")
-        return (f"SELECT hub_id, {start_t} AS t, {vals} FROM {frm} {cond} UNION ALL "
-                f"SELECT hub_id, {end_t} AS t, {neg} FROM {frm} {cond}")
+        return (f"SELECT hub_id, CASE WHEN sg.s = 1 THEN {start_t} ELSE {end_t} END AS t, "
+                f"{vals} FROM {frm}, (VALUES (1), (-1)) sg(s) {cond}")
 
     end_t = f"b0 + {L + 1}"
-    parts = [marks(c, "1", f"(SELECT * FROM ms WHERE rn = 1 AND event_type = '{t}')",
-                   "b0 + 1", end_t) for t, c in counted.items()]
-    notes = (f"(SELECT hub_id, ingested_at // {HOUR_US} AS b0, "
-             f"regexp_matches(lower(note), ?) AS wx, regexp_matches(lower(note), ?) AS cong "
-             f"FROM events WHERE note IS NOT NULL AND ingested_at < {h1 * HOUR_US} "
-             f"AND ingested_at >= {(h0 - L - 1) * HOUR_US})")
-    parts += [marks("wx", "1", notes, "b0 + 1", end_t, "wx"),
-              marks("cong", "1", notes, "b0 + 1", end_t, "cong")]
+    types = ", ".join(f"'{t}'" for t in counted)
+    parts = [marks({c: f"(event_type = '{t}')::INT" for t, c in counted.items()}, "ms",
+                   "b0 + 1", end_t, f"rn = 1 AND event_type IN ({types})")]
+    # notes are classified by the one shared classifier, once per distinct note
+    distinct = con.sql("SELECT DISTINCT note FROM events WHERE note IS NOT NULL").df()["note"]
+    flags = classify_notes(distinct)
+    con.register("note_class", pd.DataFrame({"note": distinct.astype(object),
+                                             "wx": flags["note_weather"].to_numpy(),
+                                             "cong": flags["note_congestion"].to_numpy()}))
+    notes = (f"(SELECT e.hub_id, e.ingested_at // {HOUR_US} AS b0, n.wx, n.cong "
+             f"FROM events e JOIN note_class n USING (note) WHERE e.ingested_at < {h1 * HOUR_US} "
+             f"AND e.ingested_at >= {(h0 - L - 1) * HOUR_US} AND n.wx + n.cong > 0)")
+    parts += [marks({"wx": "wx", "cong": "cong"}, notes, "b0 + 1", end_t)]
     # slip: the first value minus the plan, then each improvement of the earliest scan time
-    dep = ("(SELECT m.*, epoch_us(l.planned_departure) AS _p FROM ms m JOIN legs l "
-           "USING (shipment_id, leg_index) WHERE m.event_type = 'departed')")
-    dep = ("(SELECT m.*, l.planned_departure AS planned FROM ms m JOIN legs l "
-           "USING (shipment_id, leg_index) WHERE m.event_type = 'departed')")
-    parts += [marks("slip_n", "1", dep, "b0 + 1", end_t, "rn = 1"),
-              marks("slip_s", "CASE WHEN rn = 1 THEN vmin - planned ELSE delta END", dep,
-                    "b + 1", end_t)]
+    con.execute("CREATE TEMP TABLE dep AS SELECT m.*, l.planned_departure AS planned FROM ms m "
+                "JOIN legs l USING (shipment_id, leg_index) WHERE m.event_type = 'departed'")
+    parts += [marks({"slip_n": "(rn = 1)::INT", "slip_s": _SLIP}, "dep", "b + 1", end_t)]
     # dwell: departure (leg i >= 1) minus the arrival of leg i - 1 at the same hub, defined
-    # once both are known; each side's value changes count from their own ingestion
-    pair = """(SELECT d.hub_id, d.b0, d.b AS db, d.rn AS drn, d.delta AS dd,
-                      a.b AS ab, a.rn AS arn, a.delta AS ad, a0.b AS a0
-               FROM ms d JOIN ms a0 ON a0.shipment_id = d.shipment_id AND a0.rn = 1
-                    AND a0.event_type = 'arrived' AND a0.leg_index = d.leg_index - 1
-                    AND a0.hub_id = d.hub_id
-               JOIN ms a ON a.shipment_id = d.shipment_id AND a.event_type = 'arrived'
-                    AND a.leg_index = d.leg_index - 1 AND a.hub_id = d.hub_id
-               WHERE d.event_type = 'departed' AND d.leg_index >= 1)"""
-    parts += [marks("dwell_n", "1", pair, "greatest(b0, a0) + 1", end_t, "drn = 1 AND arn = 1"),
-              marks("dwell_s", "dd", pair, "greatest(db, a0) + 1", end_t, "arn = 1"),
-              marks("dwell_s", "-ad", pair, "greatest(ab, b0) + 1", end_t, "drn = 1")]
-    markers = " UNION ALL ".join(parts)
-    con.execute(f"CREATE TEMP TABLE cum AS {_cumulative(markers, 'hub_id', cols)}",
-                [_WEATHER_RE, _CONGESTION_RE] * 4)
+    # once both are known; each side's value changes count from their own ingestion. Values
+    # are taken relative to the departure's first scan time, so sums stay small integers.
+    con.execute("""CREATE TEMP TABLE pair AS
+        SELECT d.hub_id, d.b0, d.b AS db, d.rn AS drn, d.delta AS dd,
+               a.b AS ab, a.rn AS arn, CASE WHEN a.rn = 1 THEN a.vmin - d.v0 ELSE a.delta END AS ad,
+               a0.b AS a0
+        FROM ms d JOIN ms a0 ON a0.shipment_id = d.shipment_id AND a0.rn = 1
+             AND a0.event_type = 'arrived' AND a0.leg_index = d.leg_index - 1
+             AND a0.hub_id = d.hub_id
+        JOIN ms a ON a.shipment_id = d.shipment_id AND a.event_type = 'arrived'
+             AND a.leg_index = d.leg_index - 1 AND a.hub_id = d.hub_id
+        WHERE d.event_type = 'departed' AND d.leg_index >= 1""")
+    parts += [marks({"dwell_n": "1"}, "pair", "greatest(b0, a0) + 1", end_t,
+                    "drn = 1 AND arn = 1"),
+              marks({"dwell_s": "dd"}, "pair", "greatest(db, a0) + 1", end_t,
+                    "arn = 1 AND drn > 1"),
+              marks({"dwell_s": "-ad"}, "pair", "greatest(ab, b0) + 1", end_t, "drn = 1")]
+    con.execute(f"CREATE TEMP TABLE marks AS {' UNION ALL '.join(parts)}")
+    _cumulative(con, "SELECT * FROM marks", "hub_id", cols, "cum")
     mean = "CASE WHEN c.{0}_n > 0 THEN c.{0}_s::DOUBLE / c.{0}_n / {1} END AS hub_{2}_24h"
     sql = f"""
     SELECT g.hub_id, g.t * {HOUR_US} AS ts_us,
@@ -384,12 +415,12 @@ def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFram
         first = last = pd.Timestamp.now(tz="UTC").floor("D")
     else:
         first = profile[TIMESTAMP].min().floor("D")
-        con = _connect(events=events)
-        last_us = con.execute("SELECT max(ingested_at) FROM events").fetchone()[0]
+        with _connect(events=events) as con:
+            last_us = con.execute("SELECT max(ingested_at) FROM events").fetchone()[0]
         last = profile[TIMESTAMP].max() if last_us is None else pd.Timestamp(last_us * 1000,
                                                                               tz="UTC")
         last = last.floor("D") + pd.Timedelta(days=1)
-    start = max(first, pd.Timestamp(since, tz="UTC")) if since is not None else first
+    start = max(first, _midnight(since)) if since is not None else first
     for entity in STATS:
         tables[f"{entity}_stats"] = rolling_stats(entity, outcomes, profile, start, last,
                                                   events=events, legs=legs)
@@ -398,4 +429,3 @@ def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFram
 
 
 __all__ = ["build_tables", "hub_stats", "rolling_stats", "shipment_profile"]
-_ = np  # numpy is used through pandas/arrow conversions only

@@ -110,7 +110,7 @@ def build_training_set(lake: Lake, offline: Path,
     frame = frame.merge(outcomes, on="shipment_id", how="inner")
     keep = ["shipment_id", "as_of", *[k for k in KEYS[1:]], *model_feature_names(),
             "is_late", "delay_hours", "delivered_at", "booked_at_s", "promised_at_s",
-            "last_event_s", "delivered"]
+            "last_event_s", "delivered", REQUEST_TIME]
     return frame[[c for c in dict.fromkeys(keep) if c in frame]]
 
 

@@ -8,7 +8,7 @@ from feast import Field, FeatureView, RequestSource
 from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
 from feast.types import Float64
 
-from features.request_time import REQUEST_TIME, request_features
+from features.request_time import REQUEST_TIME
 from features.schema import ON_DEMAND
 
 NAME = "delay_on_demand"
@@ -27,9 +27,12 @@ def on_demand_view(profile: FeatureView, progress: FeatureView) -> OnDemandFeatu
         mode="python",
     )
     def delay_on_demand(inputs: dict[str, Any]) -> dict[str, Any]:
+        # Feast stores this function as source text and runs it elsewhere: import inside.
+        from features.request_time import request_features
+
         out = request_features(inputs["booked_at_s"], inputs["promised_at_s"],
                                inputs["planned_arrival_s"], inputs["last_event_s"],
-                               inputs[REQUEST_TIME])
+                               inputs["request_time_s"])
         return {k: v.tolist() for k, v in out.items()}
 
     return delay_on_demand

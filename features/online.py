@@ -1,0 +1,99 @@
+"""Online reads and the streaming update, through Feast's online store.
+
+`online_vectors` answers "what are this shipment's features now?" in two steps: the shipment's
+own views give its lane, carrier, customer and current hub, then the FeatureService is read with
+all five keys. `apply_events` is the streaming updater's core: prior state and plans from the
+online store, `advance_progress`, the new state back online and appended offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+from feast.data_source import PushMode
+
+from features import offline as off
+from features.repo.views import PUSH_SOURCE
+from features.request_time import REQUEST_TIME
+from features.schema import FEATURE_SERVICE, SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
+from features.transforms import advance_progress, latest
+
+PLAN_FIELDS = ["n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
+KEY_FIELDS = ["lane_id", "carrier_id", "customer_id", "origin_hub"]
+
+
+class FeatureServiceMismatch(RuntimeError):
+    """The FeatureService lacks features a model needs: serving must not guess them."""
+
+
+def require_features(store: FeatureStore, needed: list[str],
+                     service_name: str = FEATURE_SERVICE) -> None:
+    """Fail loudly when `service_name` does not provide every feature in `needed`."""
+    service = store.get_feature_service(service_name)
+    provided = {f.name for proj in service.feature_view_projections for f in proj.features}
+    missing = [f for f in needed if f not in provided]
+    if missing:
+        raise FeatureServiceMismatch(
+            f"FeatureService '{service_name}' lacks {len(missing)} feature(s) the model needs: "
+            + ", ".join(missing))
+
+
+def _read(store: FeatureStore, refs: list[str], ids: list[str]) -> pd.DataFrame:
+    rows = [{"shipment_id": s} for s in ids]
+    return store.get_online_features(features=refs, entity_rows=rows).to_df()
+
+
+def read_plans(store: FeatureStore, ids: list[str]) -> pd.DataFrame:
+    """Plans of the shipments the online store knows (others are left out)."""
+    frame = _read(store, [f"shipment_profile:{c}" for c in PLAN_FIELDS], ids)
+    return frame[frame["n_legs"].notna()].astype({"n_legs": "int64"})
+
+
+def read_progress(store: FeatureStore, ids: list[str]) -> pd.DataFrame:
+    """The latest progress state of each shipment that has one."""
+    frame = _read(store, [f"shipment_progress:{c}" for c in SHIPMENT_PROGRESS], ids)
+    return frame[frame["milestones_done"].notna()].reset_index(drop=True)
+
+
+def apply_events(store: FeatureStore, offline: Path, events: pd.DataFrame) -> pd.DataFrame:
+    """Fold one micro-batch of (deduplicated) events into the online and offline stores.
+
+    Returns every new state row (one per shipment and ingestion moment in the batch).
+    """
+    ids = events["shipment_id"].astype(str).unique().tolist()
+    plans = read_plans(store, ids)
+    prior = read_progress(store, ids)
+    if not prior.empty:
+        prior[TIMESTAMP] = pd.Timestamp(0, tz="UTC")  # not used by the fold, required by shape
+    states = advance_progress(prior if len(prior) else None,
+                              events[events["shipment_id"].isin(plans["shipment_id"])], plans)
+    if len(states):
+        store.push(PUSH_SOURCE, latest(states), to=PushMode.ONLINE)
+        off.append_parts(offline, "shipment_progress", states)
+    return states
+
+
+def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timestamp) -> pd.DataFrame:
+    """The model's features for each shipment as the online store has them now.
+
+    Unknown shipments come back with `known = False` and empty features.
+    """
+    first = _read(store, ["shipment_profile:" + c for c in KEY_FIELDS]
+                  + ["shipment_progress:current_hub", "shipment_progress:delivered"], ids)
+    known = first["lane_id"].notna().to_numpy()
+    hub = first["current_hub"].where(first["current_hub"].notna(), first["origin_hub"])
+    rows = pd.DataFrame({"shipment_id": ids, "lane_id": first["lane_id"],
+                         "carrier_id": first["carrier_id"], "customer_id": first["customer_id"],
+                         "hub_id": hub, REQUEST_TIME: request_time.timestamp()})[known]
+    out = pd.DataFrame({"shipment_id": ids, "known": known,
+                        "delivered": first["delivered"].fillna(0).astype(bool).to_numpy()})
+    if known.any():
+        vectors = store.get_online_features(
+            features=store.get_feature_service(FEATURE_SERVICE),
+            entity_rows=rows.to_dict("records")).to_df()
+        vectors.index = np.flatnonzero(known)
+        out = out.join(vectors[model_feature_names()])
+    return out.reindex(columns=["shipment_id", "known", "delivered", *model_feature_names()])

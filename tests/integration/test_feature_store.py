@@ -1,0 +1,186 @@
+"""The feature store end to end: Feast definitions applied, materialized, read point in time and
+online, on SQLite and on the local Redis server."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from features import offline as off
+from features.build import build_features
+from features.online import (
+    FeatureServiceMismatch, apply_events, online_vectors, read_progress, require_features,
+)
+from features.repo.definitions import definitions
+from features.schema import SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
+from features.store import get_store, offline_dir
+from features.transforms import latest
+from shipdelay.lake import Lake
+from shipdelay.settings import Settings
+from training.dataset import build_training_set, feast_features, point_in_time
+
+from tests.conftest import services_required
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _settings(root: Path, lake: Lake, **kw) -> Settings:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "lake").symlink_to(lake.root.resolve())
+    return Settings(data_dir=root, **kw)
+
+
+def _redis_db() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 3 + int(worker[2:] or 0)
+
+
+def redis_settings(root: Path, lake: Lake) -> Settings:
+    import redis
+
+    db = _redis_db()
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError:
+        if services_required():
+            pytest.fail("Redis at 127.0.0.1:6379 is required in CI and is not reachable")
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    return _settings(root, lake, online_store="redis", redis_url=f"redis://127.0.0.1:6379/{db}")
+
+
+@pytest.fixture(scope="module")
+def built(small_world, tmp_path_factory):
+    lake, _ = small_world
+    settings = _settings(tmp_path_factory.mktemp("fs") / "data", lake)
+    build_features(settings)
+    return lake, settings, build_training_set(lake, offline_dir(settings))
+
+
+def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+        return np.isclose(a.astype(float), b.astype(float), rtol=1e-12, atol=0, equal_nan=True)
+    na, nb = a.isna().to_numpy(), b.isna().to_numpy()
+    return (na & nb) | (~na & ~nb & (a.astype(str).to_numpy() == b.astype(str).to_numpy()))
+
+
+def test_training_set_is_labelled_and_covers_every_milestone(built):
+    lake, _, ts = built
+    assert set(model_feature_names()) <= set(ts.columns)
+    assert ts["is_late"].isin([True, False]).all()
+    per_shipment = ts.groupby("shipment_id").size()
+    assert per_shipment.median() >= 6  # booking plus milestones
+    # at booking nothing has been scanned yet; later snapshots know more
+    first = ts.sort_values("as_of").groupby("shipment_id").head(1)
+    assert first["milestones_done"].isna().all()
+    assert ts["milestones_done"].max() >= 8
+
+
+def test_fast_path_equals_feast_get_historical_features(built):
+    _, settings, ts = built
+    sample = ts.sample(250, random_state=3)
+    ref = feast_features(get_store(settings), sample).rename(columns={"event_timestamp": "as_of"})
+    joined = sample.merge(ref, on=["shipment_id", "as_of"], suffixes=("", "__feast"))
+    assert len(joined) == len(sample)
+    for col in model_feature_names():
+        same = _same(joined[col], joined[f"{col}__feast"])
+        assert same.all(), (col, joined.loc[~same, [col, f"{col}__feast"]].head())
+
+
+def test_online_equals_latest_offline_after_materialize(built):
+    _, settings, _ = built
+    _assert_online_parity(settings)
+
+
+def test_online_equals_latest_offline_on_redis(small_world, tmp_path):
+    lake, _ = small_world
+    settings = redis_settings(tmp_path / "data", lake)
+    build_features(settings)
+    _assert_online_parity(settings)
+
+
+def _assert_online_parity(settings: Settings) -> None:
+    store, offline = get_store(settings), offline_dir(settings)
+    progress = latest(off.read_view(offline, "shipment_progress")).set_index("shipment_id")
+    ids = progress.sort_values(TIMESTAMP).index[-60:].tolist()
+    online = read_progress(store, ids).set_index("shipment_id").loc[ids]
+    for col in SHIPMENT_PROGRESS:
+        assert _same(online[col], progress.loc[ids, col]).all(), col
+    # the statistics views: the online value is the latest offline row of the key
+    lanes = off.read_view(offline, "lane_stats")
+    last = lanes.sort_values(TIMESTAMP).groupby("lane_id").tail(1).set_index("lane_id")
+    keys = last.index[:20].tolist()
+    got = store.get_online_features(features=["lane_stats:lane_late_rate_28d"],
+                                    entity_rows=[{"lane_id": k} for k in keys]).to_df()
+    assert _same(got["lane_late_rate_28d"], last.loc[keys, "lane_late_rate_28d"].reset_index(drop=True)).all()
+    vectors = online_vectors(store, ids[:5] + ["SH-UNKNOWN"], pd.Timestamp.now(tz="UTC"))
+    assert vectors["known"].tolist() == [True] * 5 + [False]
+    assert vectors.loc[:4, "milestones_done"].notna().all()
+
+
+def test_missing_feature_in_service_fails_loudly(built):
+    _, settings, _ = built
+    store = get_store(settings)
+    require_features(store, model_feature_names())
+    with pytest.raises(FeatureServiceMismatch, match="slip_next_week"):
+        require_features(store, model_feature_names() + ["slip_next_week"])
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_stream_updates_equal_the_backfill(built, tmp_path, online):
+    """Micro-batches through the real online store end where the backfill ends, row for row."""
+    lake, settings, _ = built
+    fresh = (redis_settings(tmp_path / "data", lake) if online == "redis"
+             else _settings(tmp_path / "data", lake))
+    store, offline = get_store(fresh), offline_dir(fresh)
+    store.apply(definitions(offline))
+    profile = off.read_view(offline_dir(settings), "shipment_profile")
+    events = lake.read("tracking_events")
+    ids = events["shipment_id"].drop_duplicates().sample(40, random_state=5)
+    events = events[events["shipment_id"].isin(ids)].sort_values(["ingested_at", "event_id"])
+    store.write_to_online_store("shipment_profile", profile[profile["shipment_id"].isin(ids)])
+    bounds = np.linspace(0, len(events), 13).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):  # micro-batches in ingestion order
+        batch = events.iloc[lo:hi]
+        apply_events(store, offline, batch)
+    backfill = off.read_view(offline_dir(settings), "shipment_progress")
+    backfill = backfill[backfill["shipment_id"].isin(ids)]
+    key = ["shipment_id", TIMESTAMP]
+    streamed = off.read_view(offline, "shipment_progress").sort_values(key, ignore_index=True)
+    expected = backfill.sort_values(key, ignore_index=True)
+    pdt.assert_frame_equal(streamed[expected.columns], expected, check_dtype=False)
+    online_now = read_progress(store, ids.tolist()).set_index("shipment_id")
+    final = latest(backfill).set_index("shipment_id").loc[online_now.index]
+    for col in SHIPMENT_PROGRESS:
+        assert _same(online_now[col], final[col]).all(), col
+
+
+def test_leakage_events_and_outcomes_after_a_snapshot_change_nothing(built, tmp_path):
+    lake, settings, ts = built
+    cut = ts["as_of"].quantile(0.6)
+    altered = tmp_path / "data"
+    altered.mkdir()
+    with Lake.rewrite(altered / "lake") as new:
+        for table in ("hubs", "shipments", "legs", "ceiling"):
+            new.append(table, lake.read(table))
+        events = lake.read("tracking_events")
+        later = events["ingested_at"] > cut
+        changed = events[later].sample(frac=0.5, random_state=1)
+        changed["event_time"] = changed["event_time"] - pd.Timedelta(hours=30)
+        changed["event_time"] = changed[["event_time", "ingested_at"]].min(axis=1)
+        changed["note"] = "customs exam, typhoon, engine failure"
+        new.append("tracking_events", pd.concat([events[~later], changed]))
+        outcomes = lake.read("outcomes")
+        new.append("outcomes", outcomes[outcomes["delivered_at"] <= cut])
+    build_features(Settings(data_dir=altered))
+    snaps = ts.loc[ts["as_of"] <= cut, ["shipment_id", "as_of"]].sample(400, random_state=2)
+    before = point_in_time(offline_dir(settings), snaps).sort_values(["shipment_id", "as_of"])
+    after = point_in_time(offline_dir(Settings(data_dir=altered)), snaps).sort_values(
+        ["shipment_id", "as_of"])
+    for col in model_feature_names():
+        assert _same(before[col].reset_index(drop=True), after[col].reset_index(drop=True)).all(), col
