@@ -30,9 +30,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"  # git-ignored
 sys.path.insert(0, str(HERE))  # the bench modules import `harness` whichever cwd we run from
 
-# In run order. Planned: features (feature build), online (online latency), service, stream,
-# batch -- each adds bench_<name>.py and its name here.
-BENCHMARKS = ("simulate",)
+# In run order. Planned: service, stream, batch -- each adds bench_<name>.py and its name here.
+BENCHMARKS = ("simulate", "features", "online")
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 

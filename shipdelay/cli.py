@@ -139,5 +139,91 @@ def features_build_cmd(
                   + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
 
 
+def _frame_table(frame, title: str, fmt: str = "{:.3f}") -> Table:
+    table = Table(frame.index.name or "", *[str(c) for c in frame.columns], title=title)
+    for idx, row in frame.iterrows():
+        table.add_row(str(idx), *["-" if v != v else fmt.format(v) for v in row])
+    return table
+
+
+@app.command("train")
+def train_cmd(
+    no_register: Annotated[bool, typer.Option("--no-register", help="evaluate only; do not "
+                                              "register the model")] = False,
+) -> None:
+    """Fit the delay models on the feature store, compare with baselines and the ceiling in
+    MLflow, and register the result as the challenger."""
+    from training.train import train
+
+    with console.status("training") as status:
+        report = train(get_settings(), register_model=not no_register,
+                       on_step=lambda s: status.update(s))
+    console.print(_frame_table(report.headline(), "test window: model, baselines, ceiling"))
+    stages = report.gap.xs("stage", level="slice") if "stage" in report.gap.index.get_level_values(0) else report.gap
+    console.print(_frame_table(stages, "share of the baseline-to-ceiling AUC gap the model closes",
+                               "{:.0%}"))
+    console.print(f"MLflow run {report.run_id}; rows {report.sizes}; "
+                  + (f"registered as version {report.version} (alias challenger)"
+                     if report.version else "not registered"))
+
+
+@app.command("tune")
+def tune_cmd(
+    trials: Annotated[int, typer.Option(min=1, help="number of Optuna trials")] = 20,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage: a journal file path "
+                                                   "(default under the data dir) or a "
+                                                   "postgresql:// URL for parallel workers")] = None,
+    study: Annotated[str, typer.Option(help="study name; workers with the same name and storage "
+                                       "share it")] = "shipdelay-delay",
+    timeout: Annotated[Optional[int], typer.Option(min=1, help="stop after this many "
+                                                   "seconds")] = None,
+) -> None:
+    """Tune the classifier with Optuna (TPE, pruning); each trial is a nested MLflow run."""
+    from training.train import current_split
+    from training.tune import tune
+
+    settings = get_settings()
+    with console.status("building the training set"):
+        split = current_split(settings)
+    study_obj = tune(split, trials, study_name=study, storage=storage or None, timeout=timeout)
+    done = [t for t in study_obj.trials if t.value is not None and t.state.name == "COMPLETE"]
+    if not done:
+        console.print("[yellow]no trial completed (all pruned or failed); see the MLflow runs[/yellow]")
+        raise typer.Exit(1)
+    console.print(f"best validation log loss {study_obj.best_value:.4f} after {len(study_obj.trials)} "
+                  f"trials, with {study_obj.best_params}")
+
+
+@app.command("promote")
+def promote_cmd(
+    stage_margin: Annotated[float, typer.Option(min=0, help="largest log-loss worsening allowed "
+                                                "in any journey stage")] = 0.01,
+    strict: Annotated[bool, typer.Option(help="exit with code 3 when the gate refuses")] = False,
+) -> None:
+    """Make the challenger the champion if it beats it on the newest holdout; else say why not."""
+    from registry.promote import promote
+    from training.train import holdout_evaluator
+
+    settings = get_settings()
+    with console.status("scoring challenger and champion on the newest holdout"):
+        result = promote(settings, holdout_evaluator(settings), stage_margin=stage_margin)
+    if len(result.table):
+        console.print(result.table.to_string())
+    colour = "green" if result.ok else "yellow"
+    console.print(f"[{colour}]{'promoted' if result.ok else 'not promoted'}:[/{colour}] "
+                  + "; ".join(result.reasons))
+    if strict and not result.ok:
+        raise typer.Exit(3)
+
+
+@app.command("rollback")
+def rollback_cmd() -> None:
+    """Restore the previous champion."""
+    from registry.promote import rollback
+
+    old, new = rollback(get_settings())
+    console.print(f"champion rolled back from version {old} to version {new}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

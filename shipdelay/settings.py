@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, object]:
         """Settings as plain values with secrets and URL passwords hidden, for printing."""
         out: dict[str, object] = {}
-        for name, value in self.model_dump().items():
+        values = {**self.model_dump(), "lake_dir": str(self.lake_dir),
+                  "tracking_uri": self.tracking_uri}
+        for name, value in values.items():
             if isinstance(value, SecretStr) or name == "api_key":
                 out[name] = "********" if value else None
             elif isinstance(value, str) and "://" in value and "@" in value:
@@ -81,8 +83,6 @@ class Settings(BaseSettings):
                              for k, v in value.items()}
             else:
                 out[name] = str(value) if isinstance(value, Path) else value
-        out["lake_dir"] = str(self.lake_dir)
-        out["tracking_uri"] = self.tracking_uri
         return out
 
 

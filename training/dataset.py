@@ -80,7 +80,7 @@ def point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         con.close()
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
     _apply_ttl(frame)
-    frame[REQUEST_TIME] = frame["as_of"].astype("int64") / 1e9
+    frame[REQUEST_TIME] = frame["as_of"].dt.as_unit("ns").astype("int64") / 1e9
     for name, values in request_features(frame["booked_at_s"], frame["promised_at_s"],
                                          frame["planned_arrival_s"], frame["last_event_s"],
                                          frame[REQUEST_TIME]).items():
@@ -119,7 +119,9 @@ def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:
 
     `rows` carries the entity keys (KEYS), `as_of` and request_time_s, e.g. a fast-path frame.
     """
-    entity_df = rows[KEYS + ["as_of", REQUEST_TIME]].rename(columns={"as_of": "event_timestamp"})
+    entity_df = rows[KEYS + ["as_of"]].rename(columns={"as_of": "event_timestamp"})
+    # the request time of each row, computed independently of the fast path
+    entity_df[REQUEST_TIME] = [t.timestamp() for t in entity_df["event_timestamp"]]
     service = store.get_feature_service(FEATURE_SERVICE)
     return store.get_historical_features(entity_df=entity_df, features=service).to_df()
 

@@ -79,6 +79,10 @@ def test_training_set_is_labelled_and_covers_every_milestone(built):
     first = ts.sort_values("as_of").groupby("shipment_id").head(1)
     assert first["milestones_done"].isna().all()
     assert ts["milestones_done"].max() >= 8
+    # request-time features are in hours and shares of the journey, not in epoch units
+    assert ts["hours_to_promised"].between(-2_000, 3_000).all()
+    assert ts["transit_elapsed_frac"].between(0, 5).mean() > 0.95
+    assert first["transit_elapsed_frac"].abs().max() < 1e-9  # at booking: nothing elapsed
 
 
 def test_fast_path_equals_feast_get_historical_features(built):

@@ -30,9 +30,11 @@ def test_scale_profile_and_environment_overrides(monkeypatch):
 
 def test_secrets_are_masked():
     s = Settings(api_key=SecretStr("topsecret"), postgres_url="postgresql://app:pw@db:5432/x",
+                 mlflow_tracking_uri="postgresql://ml:pw2@db:5432/mlflow",
                  kafka_security={"sasl.password": "hunter2", "security.protocol": "SASL_SSL"})
     shown = str(s.masked())
     assert "topsecret" not in shown and "pw@" not in shown and "hunter2" not in shown
+    assert "pw2" not in shown
     assert "postgresql://app:********@db:5432/x" in shown and "SASL_SSL" in shown
 
 
