@@ -17,11 +17,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The main job end to end on the embedded default: a simulated year, the feature store, a
+# trained and registered model, the promotion gate.
 demo: $(STAMP)
-	$(BIN)/shipdelay simulate --shipments 20000 --days 180 --seed 7
+	$(BIN)/shipdelay simulate --shipments 40000 --start 2025-03-01 --days 365 --seed 7
+	$(BIN)/shipdelay features build
+	$(BIN)/shipdelay train
+	$(BIN)/shipdelay promote
 
+# Tests (and the notebook) get their own data folder: they never touch ./data.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data $(BIN)/python -m pytest -q -n 2 --dist loadfile \
+		tests notebooks --nbmake
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

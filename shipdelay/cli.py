@@ -18,6 +18,22 @@ app = typer.Typer(help="Delay risk for in-flight multimodal shipments.", no_args
 console = Console()
 
 
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep the terminal for shipdelay's own output: libraries' notices go to the log only."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic", "feast", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
+
+
 def progress() -> Progress:
     """The progress bar used by long commands."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -159,7 +175,10 @@ def train_cmd(
         report = train(get_settings(), register_model=not no_register,
                        on_step=lambda s: status.update(s))
     console.print(_frame_table(report.headline(), "test window: model, baselines, ceiling"))
-    stages = report.gap.xs("stage", level="slice") if "stage" in report.gap.index.get_level_values(0) else report.gap
+    from training.evaluate import STAGES
+
+    stages = report.gap.xs("stage", level="slice").reindex(
+        [s for s in STAGES if s in report.gap.xs("stage", level="slice").index])
     console.print(_frame_table(stages, "share of the baseline-to-ceiling AUC gap the model closes",
                                "{:.0%}"))
     console.print(f"MLflow run {report.run_id}; rows {report.sizes}; "

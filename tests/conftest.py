@@ -44,3 +44,22 @@ def data_dir(tmp_path: Path, monkeypatch) -> Path:
     get_settings.cache_clear()
     yield tmp_path / "data"
     get_settings.cache_clear()
+
+
+TRAINING = SimConfig(shipments=5_000, start="2025-05-01", days=240, seed=5, ceiling_shipments=300,
+                     ceiling_draws=50, chunk_size=5_000)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A small world with its feature store, one trained and registered model, as the CLI does."""
+    from features.build import build_features
+    from shipdelay.settings import Settings
+    from training.train import current_split, train
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("trained") / "data")
+    simulate(TRAINING, settings.lake_dir)
+    build_features(settings)
+    split = current_split(settings)
+    report = train(settings, split=split)
+    return settings, split, report

@@ -59,8 +59,14 @@ def lane_history(train: pd.DataFrame, test: pd.DataFrame, prior_rows: float = 10
         ["sum", "count"])
     lane_rate = (stats["sum"] + prior_rows * overall) / (stats["count"] + prior_rows)
     from_train = test["lane_id"].astype(str).map(lane_rate).astype(float)
+    prior = from_train.fillna(overall)
     recent = pd.to_numeric(test["lane_late_rate_28d"], errors="coerce")
-    return _clip(recent.fillna(from_train).fillna(overall).to_numpy(float))
+    if "lane_volume_28d" in test:
+        # the recent rate weighs as much as its volume of outcomes: 1 of 1 late is not "always late"
+        volume = pd.to_numeric(test["lane_volume_28d"], errors="coerce").fillna(0.0)
+        denom = volume + prior_rows
+        recent = ((recent * volume + prior * prior_rows) / denom).where(denom > 0, recent)
+    return _clip(recent.fillna(prior).to_numpy(float))
 
 
 def _design(frame: pd.DataFrame, medians: pd.Series) -> np.ndarray:
