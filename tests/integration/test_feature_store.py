@@ -64,7 +64,7 @@ def built(small_world, tmp_path_factory):
 
 def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
-        return np.isclose(a.astype(float), b.astype(float), rtol=1e-12, atol=0, equal_nan=True)
+        return np.isclose(a.astype(float), b.astype(float), rtol=1e-9, atol=0, equal_nan=True)
     na, nb = a.isna().to_numpy(), b.isna().to_numpy()
     return (na & nb) | (~na & ~nb & (a.astype(str).to_numpy() == b.astype(str).to_numpy()))
 

@@ -1,0 +1,111 @@
+"""Plain-word reasons from the model's per-feature contributions (LightGBM's own TreeSHAP).
+
+Each feature that can push risk up has a sentence; the top three positive contributions of a
+shipment become its reasons. A feature without a sentence falls back to "name = value".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+_H = "{:.0f} h"
+TEMPLATES: dict[str, str] = {
+    "slip_h": "running {v:.0f} h behind schedule at the last milestone",
+    "slip_trend_h": "slipping further: {v:+.0f} h since departure",
+    "customs_open": "customs hold not yet released",
+    "customs_holds": "held by customs on this journey",
+    "note_customs": "customs issue reported in a tracking note",
+    "note_weather": "weather disruption reported in a tracking note",
+    "note_congestion": "congestion reported in a tracking note",
+    "note_failure": "equipment failure reported in a tracking note",
+    "note_missed": "missed a scheduled departure or connection",
+    "note_delivery": "delivery attempt problem reported",
+    "exceptions": "{v:.0f} exception(s) reported on this journey",
+    "missing_milestones": "{v:.0f} milestone scan(s) missing",
+    "lane_dep_slip_7d": "lane running {v:.0f} h behind schedule this week",
+    "lane_late_rate_28d": "lane late on {v:.0%} of deliveries in the last 4 weeks",
+    "lane_late_rate_7d": "lane late on {v:.0%} of deliveries this week",
+    "lane_p90_delay_28d": "lane's worst deliveries {v:.0f} h late recently",
+    "carrier_dep_slip_7d": "carrier departing {v:.0f} h late this week",
+    "carrier_late_rate_28d": "carrier late on {v:.0%} of deliveries in the last 4 weeks",
+    "customer_late_rate_28d": "this customer's shipments late {v:.0%} of the time recently",
+    "hub_dep_slip_24h": "departures from the current hub {v:.0f} h late in the last 24 h",
+    "hub_dwell_24h": "long dwell at the current hub: {v:.0f} h on average",
+    "hub_congestion_notes_24h": "congestion reported at the current hub today",
+    "hub_weather_notes_24h": "weather reported at the current hub today",
+    "hub_customs_holds_24h": "customs holds at the current hub today",
+    "promised_slack_h": "tight promise: {v:.0f} h of slack in the plan",
+    "hours_to_promised": "{v:.0f} h left to the promised time",
+    "hours_since_last_scan": "no scan for {v:.0f} h",
+    "transit_elapsed_frac": "{v:.0%} of the planned transit time already used",
+    "planned_transit_h": "long planned journey ({v:.0f} h)",
+    "main_mode": "{v} journeys run late more often",
+    "service_level": "{v} service has little slack",
+    "current_mode": "currently on a {v} leg",
+    "last_event_type": "last event: {v}",
+    "destination_region": "destination region {v}",
+    "origin_region": "origin region {v}",
+    "booked_month": "booked in a peak month",
+    "n_legs": "{v:.0f} legs to connect",
+    "international": "crosses a border",
+    "furthest_ord": "early in the journey (milestone {v:.0f})",
+    "milestones_done": "{v:.0f} milestones done so far",
+    "core_done": "{v:.0f} planned milestones scanned",
+    "current_leg": "on leg {v:.0f} of the journey",
+    "milestones_planned": "{v:.0f} planned milestones",
+    "weight_kg": "heavy consignment ({v:.0f} kg)",
+    "volume_m3": "bulky consignment ({v:.2f} m3)",
+    "parcel_count": "{v:.0f} parcels to keep together",
+    "distance_km": "long distance ({v:,.0f} km)",
+    "booked_weekday": "booked on a busy weekday",
+    "share_ocean": "{v:.0%} of the plan at sea",
+    "share_air": "{v:.0%} of the plan by air",
+    "share_rail": "{v:.0%} of the plan by rail",
+    "share_truck": "{v:.0%} of the plan by road",
+}
+for _prefix, _who in (("lane", "lane"), ("carrier", "carrier"), ("customer", "customer")):
+    for _d in (7, 28):
+        _when = "this week" if _d == 7 else "in the last 4 weeks"
+        TEMPLATES.setdefault(f"{_prefix}_late_rate_{_d}d",
+                             f"{_who} late on {{v:.0%}} of deliveries {_when}")
+        TEMPLATES.setdefault(f"{_prefix}_mean_delay_{_d}d",
+                             f"{_who} deliveries {{v:+.0f}} h against promise on average {_when}")
+        TEMPLATES.setdefault(f"{_prefix}_p90_delay_{_d}d",
+                             f"{_who}'s worst deliveries {{v:.0f}} h late {_when}")
+        TEMPLATES.setdefault(f"{_prefix}_volume_{_d}d", f"{_who} volume: {{v:.0f}} deliveries {_when}")
+TEMPLATES.update({
+    "hub_departures_24h": "busy hub: {v:.0f} departures in the last 24 h",
+    "hub_arrivals_24h": "busy hub: {v:.0f} arrivals in the last 24 h",
+    "hub_exceptions_24h": "{v:.0f} exceptions at the current hub today",
+})
+
+
+def _sentence(feature: str, value) -> str:
+    template = TEMPLATES.get(feature)
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return template.split("{")[0].strip(": ") if template and "{" in template else (
+            template or f"{feature} unknown")
+    if template is None:
+        return f"{feature} = {value:.3g}" if isinstance(value, (int, float)) else f"{feature} = {value}"
+    try:
+        return template.format(v=value)
+    except (ValueError, TypeError):
+        return template.format(v=str(value)) if "{v}" in template else template
+
+
+def top_reasons(contrib: np.ndarray, features: list[str], raw: pd.DataFrame, k: int = 3) -> list[list[str]]:
+    """The k strongest risk-raising contributions of each row, in words.
+
+    `contrib` is LightGBM's pred_contrib output (rows x features + bias); `raw` holds the
+    human-readable values (categories as text) in the same row order.
+    """
+    c = contrib[:, : len(features)]
+    order = np.argsort(-c, axis=1)[:, :k]
+    out = []
+    values = raw[features].to_numpy(dtype=object)
+    for i, cols in enumerate(order):  # k sentences per row: cheap next to the trees
+        out.append([_sentence(features[j], values[i, j]) for j in cols if c[i, j] > 0])
+    return out
