@@ -39,13 +39,13 @@ def safe_uri(uri: str) -> str:
 
 
 def artifact_location(settings: Settings, name: str) -> str | None:
-    """Artifact root for a new experiment: under `data_dir` when tracking is a local database
-    (MLflow's default would be `./mlruns` in whatever folder the process started from); a
-    server or shared database keeps its own configured artifact root."""
-    uri = settings.tracking_uri
-    if uri.startswith("sqlite:"):
-        return (settings.data_dir / "mlartifacts" / name).resolve().as_uri()
-    return None
+    """Artifact root for a new experiment. A tracking server (http/https) keeps its own
+    configured root; with a database used directly (SQLite, PostgreSQL) MLflow's default would
+    be `./mlruns` in whatever folder the process started from, so artifacts go under `data_dir`
+    (point `data_dir` at shared storage when several machines share the database)."""
+    if settings.tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (settings.data_dir / "mlartifacts" / name).resolve().as_uri()
 
 
 def ensure_experiment(settings: Settings, name: str = EXPERIMENT) -> str:

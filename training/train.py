@@ -10,6 +10,7 @@ model closes per stage, the plots, and the model with its signature and FeatureS
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class TrainReport:
     metrics: pd.DataFrame  # model, slice, group, metric, value
     gap: pd.DataFrame  # stage x baseline: share of the gap to the ceiling closed (AUC)
     sizes: dict[str, int] = field(default_factory=dict)
+    on_ceiling: pd.DataFrame = field(default_factory=pd.DataFrame)  # AUC per scorer, covered rows
+    fit_seconds: float = 0.0
 
     def headline(self) -> pd.DataFrame:
         overall = self.metrics[self.metrics["slice"] == "overall"]
@@ -76,7 +79,7 @@ def compare(split: Split, bundle: Bundle, ceiling: pd.DataFrame) -> tuple[pd.Dat
     gap = pd.DataFrame({b: [gap_closed(m, bl, c) for m, bl, c in
                             zip(auc["model"], auc[b], auc["ceiling"])]
                         for b in scores if b not in ("model", "ceiling")}, index=auc.index)
-    return table, gap, {"p": p, "q": q, "scores": scores}
+    return table, gap, {"p": p, "q": q, "scores": scores, "on_ceiling": auc}
 
 
 def _log_metrics(table: pd.DataFrame, gap: pd.DataFrame) -> None:
@@ -129,7 +132,10 @@ def train(settings: Settings | None = None, params: dict | None = None,
             split.train[["shipment_id", "as_of", *model_feature_names(), "is_late", "delay_hours"]],
             name="training_set"), context="training")
         step("fitting the models")
+        started = time.perf_counter()
         bundle = fit_bundle(split, params)
+        fit_seconds = time.perf_counter() - started
+        mlflow.log_metric("fit_seconds", fit_seconds)
         step("evaluating against baselines and the ceiling")
         table, gap, scored = compare(split, bundle, ceiling)
         _log_metrics(table, gap)
@@ -137,7 +143,8 @@ def train(settings: Settings | None = None, params: dict | None = None,
         step("registering the model")
         model_uri = log_bundle(bundle, input_example=bundle.spec.matrix(split.test.head(5)))
         version = register(settings, model_uri) if register_model else None
-    return TrainReport(run.info.run_id, version, table, gap, sizes)
+    return TrainReport(run.info.run_id, version, table, gap, sizes, scored["on_ceiling"],
+                       fit_seconds)
 
 
 def holdout_evaluator(settings: Settings | None = None) -> Callable[[Bundle], dict]:

@@ -193,3 +193,36 @@ def test_gate_ece_tolerance():
 def test_gate_ignores_stages_scored_for_one_model_only():
     result = decide(evaluation(0.40, road=0.40, ocean=0.9), evaluation(0.45, road=0.45))
     assert result.ok and np.isnan(result.table.loc["stage:ocean", "champion"])
+
+
+def test_registry_on_postgresql(bundles, frame, tmp_path):
+    """Tracking and registry on the local PostgreSQL, as a shared deployment would run them."""
+    import psycopg
+
+    from tests.conftest import services_required
+
+    db = f"shipdelay_mlflow_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
+    try:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True,
+                             connect_timeout=3) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {db}")
+    except psycopg.OperationalError:
+        if services_required():
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required in CI and is not reachable")
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    settings = Settings(data_dir=tmp_path / "data",
+                        mlflow_tracking_uri=f"postgresql://postgres@127.0.0.1:5432/{db}")
+    try:
+        scores = {"1": evaluation(0.5), "2": evaluation(0.4)}
+        first = log_and_register(settings, bundles[0], frame)
+        assert promote(settings, lambda b: scores[b.version]).ok  # no champion yet
+        assert alias_version(settings, "champion") == first == "1"
+        second = log_and_register(settings, bundles[1], frame)
+        assert promote(settings, lambda b: scores[b.version]).ok
+        assert load_by_alias(settings, "champion").version == second
+        assert not any(tmp_path.parent.glob("mlruns"))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
