@@ -9,7 +9,7 @@ progress is backfilled with the very function the streaming updater calls
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -43,25 +43,28 @@ def plans_of(profile: pd.DataFrame) -> pd.DataFrame:
     return profile[PLAN_COLUMNS]
 
 
-def backfill_progress(events: pd.DataFrame, profile: pd.DataFrame,
-                      on_chunk: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Progress state after every ingestion moment of every shipment (prior = nothing)."""
+def progress_chunks(events: pd.DataFrame, profile: pd.DataFrame,
+                    since: pd.Timestamp | None = None) -> Iterator[pd.DataFrame]:
+    """Progress state after every ingestion moment of every shipment (prior = nothing), a
+    chunk of shipments at a time so memory stays flat; with `since`, only rows from then on."""
     if events.empty:
-        return advance_progress(None, events, plans_of(profile))
+        yield advance_progress(None, events, plans_of(profile))
+        return
     codes, ids = pd.factorize(events["shipment_id"], sort=True)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(0, len(ids), SHIPMENTS_PER_CHUNK)[1:])
-    parts = np.split(order, bounds)
     plans = plans_of(profile)
     plan_codes = pd.Index(ids).get_indexer(plans["shipment_id"])
-    out = []
-    for k, rows in enumerate(parts, 1):
-        batch = events.iloc[rows]
+    for rows in np.split(order, bounds):
         lo, hi = codes[rows[0]], codes[rows[-1]]
-        out.append(advance_progress(None, batch, plans[(plan_codes >= lo) & (plan_codes <= hi)]))
-        if on_chunk:
-            on_chunk(k, len(parts))
-    return pd.concat(out, ignore_index=True)
+        states = advance_progress(None, events.iloc[rows],
+                                  plans[(plan_codes >= lo) & (plan_codes <= hi)])
+        yield states if since is None else states[states[TIMESTAMP] >= since]
+
+
+def backfill_progress(events: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
+    """All of `progress_chunks` in one frame (for small lakes and tests)."""
+    return pd.concat(list(progress_chunks(events, profile)), ignore_index=True)
 
 
 def build_features(settings: Settings | None = None, since: date | None = None,
@@ -79,27 +82,28 @@ def build_features(settings: Settings | None = None, since: date | None = None,
     report.seconds["tables"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    step("backfilling shipment progress", 1, steps)
-    events = lake.read("tracking_events", columns=EVENT_COLUMNS)
-    if since is not None:
-        cutoff = pd.Timestamp(since, tz="UTC")
-        touched = events.loc[events["ingested_at"] >= cutoff, "shipment_id"].unique()
-        events = events[events["shipment_id"].isin(touched)]
-    progress = backfill_progress(events, tables["shipment_profile"])
-    if since is not None:
-        progress = progress[progress[TIMESTAMP] >= cutoff]
-        tables["shipment_profile"] = tables["shipment_profile"][
-            tables["shipment_profile"][TIMESTAMP] >= cutoff]
-    tables["shipment_progress"] = progress
-    report.seconds["progress"] = time.perf_counter() - t
+    step("writing the offline store", 1, steps)
+    write = off.replace_days if since is not None else off.replace_view
+    cutoff = pd.Timestamp(since, tz="UTC") if since is not None else None
+    if cutoff is not None:
+        profile = tables["shipment_profile"]
+        tables["shipment_profile"] = profile[profile[TIMESTAMP] >= cutoff]
+    for view in VIEWS:
+        if view != "shipment_progress":
+            report.rows[view] = write(target, view, tables[view])
+    report.seconds["write"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    step("writing the offline store", 2, steps)
-    for view in VIEWS:
-        frame = tables[view]
-        report.rows[view] = len(frame)
-        (off.replace_days if since is not None else off.replace_view)(target, view, frame)
-    report.seconds["write"] = time.perf_counter() - t
+    step("backfilling shipment progress", 2, steps)
+    events = lake.read("tracking_events", columns=EVENT_COLUMNS)
+    if cutoff is not None:
+        touched = events.loc[events["ingested_at"] >= cutoff, "shipment_id"].unique()
+        events = events[events["shipment_id"].isin(touched)]
+    newest_event = events["ingested_at"].max() if len(events) else None
+    report.rows["shipment_progress"] = write(target, "shipment_progress", progress_chunks(
+        events, profile if cutoff is not None else tables["shipment_profile"], cutoff))
+    del events
+    report.seconds["progress"] = time.perf_counter() - t
 
     t = time.perf_counter()
     step("applying and materializing", 3, steps)
@@ -107,7 +111,8 @@ def build_features(settings: Settings | None = None, since: date | None = None,
 
     store = get_store(settings)
     store.apply(definitions(target))
-    end = max(tables[v][TIMESTAMP].max() for v in VIEWS if len(tables[v]))
+    stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
+    end = max(stamps + ([newest_event] if newest_event is not None else []))
     end = end.to_pydatetime() + timedelta(seconds=1)
     start = end - ONLINE_WINDOW
     store.materialize(start_date=start, end_date=end)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -29,27 +30,40 @@ def _write_days(frame: pd.DataFrame, root: Path, token: str) -> list[Path]:
             for day, rows in split_by_day(table, frame[TIMESTAMP])]
 
 
-def replace_view(offline: Path, view: str, frame: pd.DataFrame) -> None:
-    """Write a whole view anew and swap it in; readers see the old or the new, never a mix."""
+def _frames(data: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    yield from ([data] if isinstance(data, pd.DataFrame) else data)
+
+
+def replace_view(offline: Path, view: str, data: pd.DataFrame | Iterable[pd.DataFrame]) -> int:
+    """Write a whole view anew (one frame or chunk by chunk) and swap it in: readers see the old
+    or the new, never a mix. Returns rows written."""
     target = offline / view
     staging = offline / f".{view}-{uuid.uuid4().hex[:8]}"
-    _write_days(frame, staging, uuid.uuid4().hex[:12])
+    rows = 0
+    for frame in _frames(data):
+        _write_days(frame, staging, uuid.uuid4().hex[:12])
+        rows += len(frame)
     staging.mkdir(parents=True, exist_ok=True)
     old = offline / f".{view}-old-{uuid.uuid4().hex[:8]}"
     if target.exists():
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+    return rows
 
 
-def replace_days(offline: Path, view: str, frame: pd.DataFrame) -> None:
-    """Replace the day folders present in `frame` (an incremental rebuild of those days)."""
-    token = uuid.uuid4().hex[:12]
-    written = set(_write_days(frame, offline / view, token))
-    for path in written:
-        for other in path.parent.glob("part-*.parquet"):
+def replace_days(offline: Path, view: str, data: pd.DataFrame | Iterable[pd.DataFrame]) -> int:
+    """Replace the day folders present in the data (an incremental rebuild of those days)."""
+    written: set[Path] = set()
+    rows = 0
+    for frame in _frames(data):
+        written |= set(_write_days(frame, offline / view, uuid.uuid4().hex[:12]))
+        rows += len(frame)
+    for folder in {p.parent for p in written}:
+        for other in folder.glob("part-*.parquet"):
             if other not in written:
                 other.unlink()
+    return rows
 
 
 def append_parts(offline: Path, view: str, frame: pd.DataFrame) -> list[Path]:

@@ -44,10 +44,31 @@ def _cols(alias: str, names) -> str:
     return ", ".join(f'{alias}."{c}"' for c in names)
 
 
+SNAPSHOTS_PER_CHUNK = 1_000_000  # joined at a time, so memory stays bounded at any size
+DUCKDB_MEMORY = "3GB"  # DuckDB spills to disk beyond this
+
+
 def point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
     """Features of each (shipment_id, as_of) snapshot as known at as_of, plus the entity keys."""
+    if len(snapshots) <= SNAPSHOTS_PER_CHUNK:
+        return _point_in_time(offline, snapshots)
+    # whole shipments per chunk: every join is per shipment or per (key, time)
+    codes, _ = pd.factorize(snapshots["shipment_id"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    per = max(1, int(codes.max() + 1) * SNAPSHOTS_PER_CHUNK // len(snapshots))
+    bounds = np.searchsorted(codes[order], np.arange(per, codes.max() + 1, per))
+    return pd.concat([_point_in_time(offline, snapshots.iloc[rows])
+                      for rows in np.split(order, bounds) if len(rows)], ignore_index=True)
+
+
+def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     try:
+        spill = offline.parent / "tmp"
+        spill.mkdir(parents=True, exist_ok=True)
+        con.sql(f"set memory_limit = '{DUCKDB_MEMORY}'")
+        con.sql(f"set temp_directory = '{spill}'")
+        con.sql("set preserve_insertion_order = false")
         con.register("snaps", snapshots[["shipment_id", "as_of"]])
         for view in VIEWS:
             con.sql(f"create view {view} as select * from "

@@ -1,0 +1,182 @@
+"""The HTTP contract of the prediction service: request and response models, and the pure
+functions that turn scorer output into per-shipment answers.
+
+Requests are validated here, before anything is read or scored, so a bad request is a 4xx whose
+message names the field (DESIGN principle 7). A request that is valid as a whole but names a
+shipment that cannot be scored gets an answer for that item (`ok: false` and an `error`); the
+other items are scored as usual.
+
+Staleness: a shipment still in flight whose last tracking scan is older than
+`MAX_FEATURE_AGE_H` hours is still scored (the model sees `hours_since_last_scan` itself and
+was trained on such gaps), but the item says `stale: true` with a warning, because the tracking
+feed for it may have stopped and the forecast rests on old facts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import (
+    AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+    StringConstraints, field_validator,
+)
+
+from features.schema import CATEGORICAL, model_feature_names
+
+MAX_IDS = 500
+MAX_ROWS = 500
+MAX_ID_LENGTH = 64
+MAX_FEATURE_AGE_H = 72.0
+
+UNKNOWN = "unknown shipment"
+DELIVERED = "already delivered"
+NO_MODEL = "no model loaded"
+FEATURES_UNAVAILABLE = "feature store unavailable"
+SCORING_FAILED = "scoring failed"
+ID_FIELD = "shipment_id"
+
+ShipmentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# bool is refused on purpose (Strict*): `true` is not a number of anything
+FeatureValue = StrictInt | StrictFloat | StrictStr | None
+
+
+class PredictRequest(BaseModel):
+    """Score shipments as the online feature store knows them now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shipment_ids: Annotated[list[ShipmentId], Field(min_length=1, max_length=MAX_IDS)] = Field(
+        description=f"1 to {MAX_IDS} distinct shipment ids, each 1 to {MAX_ID_LENGTH} characters")
+
+    @field_validator("shipment_ids")
+    @classmethod
+    def _distinct(cls, ids: list[str]) -> list[str]:
+        seen: set[str] = set()
+        repeated = [i for i in ids if i in seen or seen.add(i)]
+        if repeated:
+            shown = ", ".join(sorted(set(repeated))[:5])
+            raise ValueError(f"duplicate shipment id(s): {shown}")
+        return ids
+
+
+def row_problems(row: dict[str, object], features: Iterable[str] | None = None) -> list[str]:
+    """What is wrong with one what-if row: missing or unknown fields, values of the wrong kind."""
+    features = list(features if features is not None else model_feature_names())
+    categorical = set(CATEGORICAL)
+    problems = []
+    missing = [f for f in features if f not in row]
+    if missing:
+        problems.append("missing model feature(s): " + ", ".join(missing))
+    unknown = sorted(set(row) - set(features) - {ID_FIELD})
+    if unknown:
+        problems.append("unknown field(s): " + ", ".join(unknown))
+    if ID_FIELD in row and not (isinstance(row[ID_FIELD], str)
+                                and 1 <= len(row[ID_FIELD]) <= MAX_ID_LENGTH):
+        problems.append(f"{ID_FIELD} must be a string of 1 to {MAX_ID_LENGTH} characters")
+    for name in features:
+        value = row.get(name)
+        if value is None:
+            continue  # absent is reported above; null means "not known", as online
+        if name in categorical:
+            if not isinstance(value, str):
+                problems.append(f"{name} must be a string or null")
+        elif isinstance(value, str):
+            problems.append(f"{name} must be a number or null")
+        elif not math.isfinite(value):
+            problems.append(f"{name} must be a finite number or null")
+    return problems
+
+
+class PredictFeaturesRequest(BaseModel):
+    """Score feature vectors given in the request ("what if"): every model feature must be
+    present (null for unknown); categorical features are strings, the others numbers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: Annotated[list[dict[str, FeatureValue]], Field(min_length=1, max_length=MAX_ROWS)] = \
+        Field(description=f"1 to {MAX_ROWS} rows of {{feature: value}}; an optional "
+                          f"'{ID_FIELD}' labels the answer")
+
+    @field_validator("rows")
+    @classmethod
+    def _complete(cls, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        features = model_feature_names()
+        errors = []
+        for i, row in enumerate(rows):
+            errors += [f"rows[{i}]: {p}" for p in row_problems(row, features)]
+            if len(errors) >= 10:
+                break
+        if errors:
+            raise ValueError("; ".join(errors[:10]))
+        return rows
+
+
+class Prediction(BaseModel):
+    """The answer for one shipment (or what-if row). Times are ISO-8601 UTC."""
+
+    shipment_id: str
+    ok: bool
+    error: str | None = Field(None, description=f"why there is no forecast, e.g. '{UNKNOWN}'")
+    stale: bool = Field(False, description=f"no tracking scan for over {MAX_FEATURE_AGE_H:.0f} h")
+    warning: str | None = None
+    feature_age_h: float | None = Field(None, description="hours since the last tracking scan")
+    p_late: float | None = None
+    risk_band: Literal["low", "medium", "high"] | None = None
+    delay_p50_h: float | None = None
+    delay_p90_h: float | None = None
+    eta: AwareDatetime | None = None
+    eta_p10: AwareDatetime | None = None
+    eta_p90: AwareDatetime | None = None
+    reasons: list[str] = Field(default_factory=list)
+    model_version: str | None = None
+
+
+def failed(shipment_id: str, error: str, model_version: str | None = None) -> Prediction:
+    return Prediction(shipment_id=shipment_id, ok=False, error=error, model_version=model_version)
+
+
+def _number(value) -> float | None:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _time(value) -> datetime | None:
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+
+
+def stale_mask(age_h: pd.Series, max_age_h: float = MAX_FEATURE_AGE_H) -> np.ndarray:
+    """In-flight rows whose last scan is older than `max_age_h` (no scan yet: not stale)."""
+    age = pd.to_numeric(age_h, errors="coerce").to_numpy(dtype=float)
+    return np.nan_to_num(age, nan=-np.inf) > max_age_h
+
+
+def predictions(scored: pd.DataFrame, age_h: pd.Series | None = None,
+                max_age_h: float = MAX_FEATURE_AGE_H) -> list[Prediction]:
+    """Scorer output (one row per shipment) as answers, in row order; `age_h` (hours since the
+    last scan, aligned with `scored`) adds the staleness flag."""
+    ages = (pd.to_numeric(age_h, errors="coerce") if age_h is not None
+            else pd.Series(np.nan, index=scored.index))
+    stale = stale_mask(ages, max_age_h)
+    out = []
+    for (_, r), age, is_stale in zip(scored.iterrows(), ages.to_numpy(), stale):
+        age = _number(age)
+        out.append(Prediction(
+            shipment_id=str(r["shipment_id"]), ok=True, stale=bool(is_stale),
+            warning=(f"no tracking scan for {age:.0f} h: the forecast rests on old facts"
+                     if is_stale else None),
+            feature_age_h=age, p_late=_number(r["p_late"]), risk_band=r["risk_band"],
+            delay_p50_h=_number(r["delay_p50_h"]), delay_p90_h=_number(r["delay_p90_h"]),
+            eta=_time(r["eta"]), eta_p10=_time(r["eta_p10"]), eta_p90=_time(r["eta_p90"]),
+            reasons=list(r["reasons"]) if "reasons" in r and r["reasons"] is not None else [],
+            model_version=str(r["model_version"]),
+        ))
+    return out
