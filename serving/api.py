@@ -6,10 +6,14 @@ message names the field (DESIGN principle 7). A request that is valid as a whole
 shipment that cannot be scored gets an answer for that item (`ok: false` and an `error`); the
 other items are scored as usual.
 
-Staleness: a shipment still in flight whose last tracking scan is older than
-`MAX_FEATURE_AGE_H` hours is still scored (the model sees `hours_since_last_scan` itself and
-was trained on such gaps), but the item says `stale: true` with a warning, because the tracking
-feed for it may have stopped and the forecast rests on old facts.
+Staleness: a shipment in flight whose last tracking scan is older than the longest normal gap
+between scans on its current mode (`MAX_SCAN_GAP_H`: a few days on a truck or a plane, weeks at
+sea; `MAX_FEATURE_AGE_H` when the mode is unknown) is still scored, because the model sees
+`hours_since_last_scan` itself and was trained on such gaps, but the item says `stale: true`
+with a warning: the tracking feed for it may have stopped and the forecast rests on old facts.
+A flat limit would not do: in the simulated world half of all shipments at sea go more than
+72 h without a scan, and 99% of gaps between scans stay under 43 h by air, 102 h by road,
+390 h by rail and 714 h at sea. No scan yet (booked, not picked up) is not stale.
 """
 
 from __future__ import annotations
@@ -22,16 +26,24 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from pydantic import (
-    AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
-    StringConstraints, field_validator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
 )
 
 from features.schema import CATEGORICAL, model_feature_names
 
 MAX_IDS = 500
-MAX_ROWS = 500
+MAX_ROWS = 200  # a full row is ~2 kB of JSON: 200 rows stay well under the 1 MB limit
 MAX_ID_LENGTH = 64
-MAX_FEATURE_AGE_H = 72.0
+MAX_FEATURE_AGE_H = 72.0  # staleness limit when the current mode is unknown
+MAX_SCAN_GAP_H = {"air": 72.0, "truck": 120.0, "rail": 21 * 24.0, "ocean": 42 * 24.0}
 
 UNKNOWN = "unknown shipment"
 DELIVERED = "already delivered"
@@ -51,7 +63,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shipment_ids: Annotated[list[ShipmentId], Field(min_length=1, max_length=MAX_IDS)] = Field(
-        description=f"1 to {MAX_IDS} distinct shipment ids, each 1 to {MAX_ID_LENGTH} characters")
+        description=f"1 to {MAX_IDS} distinct shipment ids, each 1 to {MAX_ID_LENGTH} characters",
+        json_schema_extra={"uniqueItems": True})
 
     @field_validator("shipment_ids")
     @classmethod
@@ -92,6 +105,20 @@ def row_problems(row: dict[str, object], features: Iterable[str] | None = None) 
     return problems
 
 
+def row_schema() -> dict:
+    """JSON Schema of one what-if row, so that the OpenAPI document states the whole contract."""
+    categorical = set(CATEGORICAL)
+    props = {f: {"anyOf": [{"type": "string" if f in categorical else "number"},
+                           {"type": "null"}]} for f in model_feature_names()}
+    props[ID_FIELD] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+    return {"type": "object", "properties": props, "required": model_feature_names(),
+            "additionalProperties": False}
+
+
+def _rows_schema(schema: dict) -> None:
+    schema["items"] = row_schema()
+
+
 class PredictFeaturesRequest(BaseModel):
     """Score feature vectors given in the request ("what if"): every model feature must be
     present (null for unknown); categorical features are strings, the others numbers."""
@@ -100,7 +127,7 @@ class PredictFeaturesRequest(BaseModel):
 
     rows: Annotated[list[dict[str, FeatureValue]], Field(min_length=1, max_length=MAX_ROWS)] = \
         Field(description=f"1 to {MAX_ROWS} rows of {{feature: value}}; an optional "
-                          f"'{ID_FIELD}' labels the answer")
+                          f"'{ID_FIELD}' labels the answer", json_schema_extra=_rows_schema)
 
     @field_validator("rows")
     @classmethod
@@ -122,7 +149,8 @@ class Prediction(BaseModel):
     shipment_id: str
     ok: bool
     error: str | None = Field(None, description=f"why there is no forecast, e.g. '{UNKNOWN}'")
-    stale: bool = Field(False, description=f"no tracking scan for over {MAX_FEATURE_AGE_H:.0f} h")
+    stale: bool = Field(False, description="no tracking scan for longer than usual on the "
+                                           "current mode (see MAX_SCAN_GAP_H)")
     warning: str | None = None
     feature_age_h: float | None = Field(None, description="hours since the last tracking scan")
     p_late: float | None = None
@@ -153,26 +181,34 @@ def _time(value) -> datetime | None:
     return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
 
 
-def stale_mask(age_h: pd.Series, max_age_h: float = MAX_FEATURE_AGE_H) -> np.ndarray:
-    """In-flight rows whose last scan is older than `max_age_h` (no scan yet: not stale)."""
+def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
+               default_h: float = MAX_FEATURE_AGE_H) -> np.ndarray:
+    """Rows whose last scan is older than the limit for their current mode (no scan: not stale)."""
     age = pd.to_numeric(age_h, errors="coerce").to_numpy(dtype=float)
-    return np.nan_to_num(age, nan=-np.inf) > max_age_h
+    limit = np.full(len(age), float(default_h))
+    if mode is not None:
+        limit = pd.Series(np.asarray(mode, dtype=object)).map(MAX_SCAN_GAP_H).fillna(
+            default_h).to_numpy(dtype=float)
+    return np.nan_to_num(age, nan=-np.inf) > limit
 
 
-def predictions(scored: pd.DataFrame, age_h: pd.Series | None = None,
-                max_age_h: float = MAX_FEATURE_AGE_H) -> list[Prediction]:
-    """Scorer output (one row per shipment) as answers, in row order; `age_h` (hours since the
-    last scan, aligned with `scored`) adds the staleness flag."""
-    ages = (pd.to_numeric(age_h, errors="coerce") if age_h is not None
-            else pd.Series(np.nan, index=scored.index))
-    stale = stale_mask(ages, max_age_h)
+def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
+                default_age_h: float = MAX_FEATURE_AGE_H) -> list[Prediction]:
+    """Scorer output (one row per shipment) as answers, in row order; `vectors` (the scored
+    features, same rows) adds the scan age and the staleness flag."""
+    if vectors is not None and "hours_since_last_scan" in vectors:
+        ages = pd.to_numeric(vectors["hours_since_last_scan"], errors="coerce")
+        stale = stale_mask(ages, vectors.get("current_mode"), default_age_h)
+    else:
+        ages = pd.Series(np.nan, index=scored.index)
+        stale = np.zeros(len(scored), bool)
     out = []
     for (_, r), age, is_stale in zip(scored.iterrows(), ages.to_numpy(), stale):
         age = _number(age)
         out.append(Prediction(
             shipment_id=str(r["shipment_id"]), ok=True, stale=bool(is_stale),
-            warning=(f"no tracking scan for {age:.0f} h: the forecast rests on old facts"
-                     if is_stale else None),
+            warning=(f"no tracking scan for {age:.0f} h, longer than usual on this leg: "
+                     "the forecast rests on old facts" if is_stale else None),
             feature_age_h=age, p_late=_number(r["p_late"]), risk_band=r["risk_band"],
             delay_p50_h=_number(r["delay_p50_h"]), delay_p90_h=_number(r["delay_p90_h"]),
             eta=_time(r["eta"]), eta_p10=_time(r["eta_p10"]), eta_p90=_time(r["eta_p90"]),

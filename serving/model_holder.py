@@ -149,7 +149,7 @@ class ModelHolder:
             self._last_check = self.clock()
             try:
                 wanted = alias_version(self.settings, self.alias)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - any failure: keep serving the last good
                 self.last_error = f"registry unreachable: {type(err).__name__}: {err}"
                 log.warning("%s; keeping version %s", self.last_error, self.version)
                 self._event(REGISTRY_ERROR, None)
@@ -167,7 +167,7 @@ class ModelHolder:
                 warm_up(scorer)
             except FeatureServiceMismatch as err:
                 return self._fail(REFUSED, wanted, f"refused model version {wanted}: {err}")
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - a broken version must not stop serving
                 return self._fail(LOAD_ERROR, wanted,
                                   f"model version {wanted} failed to load: {err}", exc=True)
             previous = self.version

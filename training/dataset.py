@@ -9,6 +9,7 @@ The nightly batch job uses the same join with one snapshot per in-flight shipmen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ from features.schema import (
     FEATURE_SERVICE, MODEL_FEATURES, ON_DEMAND, SHIPMENT_PROFILE, SHIPMENT_PROGRESS, TIMESTAMP,
     VIEWS, model_feature_names,
 )
-from shipdelay.lake import Lake
+from shipdelay.lake import Lake, from_arrow
 from shipdelay.snapshots import snapshot_times
 
 KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
@@ -48,16 +49,22 @@ SNAPSHOTS_PER_CHUNK = 1_000_000  # joined at a time, so memory stays bounded at 
 DUCKDB_MEMORY = "3GB"  # DuckDB spills to disk beyond this
 
 
-def point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
-    """Features of each (shipment_id, as_of) snapshot as known at as_of, plus the entity keys."""
+def point_in_time(offline: Path, snapshots: pd.DataFrame,
+                  finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Features of each (shipment_id, as_of) snapshot as known at as_of, plus the entity keys.
+
+    `finish` runs on each chunk before the chunks are put together (e.g. labels and column
+    selection), so the full-width intermediate never exists for the whole set at once.
+    """
+    finish = finish or (lambda frame: frame)
     if len(snapshots) <= SNAPSHOTS_PER_CHUNK:
-        return _point_in_time(offline, snapshots)
+        return finish(_point_in_time(offline, snapshots))
     # whole shipments per chunk: every join is per shipment or per (key, time)
     codes, _ = pd.factorize(snapshots["shipment_id"], sort=True)
     order = np.argsort(codes, kind="stable")
     per = max(1, int(codes.max() + 1) * SNAPSHOTS_PER_CHUNK // len(snapshots))
     bounds = np.searchsorted(codes[order], np.arange(per, codes.max() + 1, per))
-    return pd.concat([_point_in_time(offline, snapshots.iloc[rows])
+    return pd.concat([finish(_point_in_time(offline, snapshots.iloc[rows]))
                       for rows in np.split(order, bounds) if len(rows)], ignore_index=True)
 
 
@@ -96,7 +103,7 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         from k
         {stats_joins}
         """
-        frame = con.sql(query).df()
+        frame = from_arrow(con.sql(query).to_arrow_table())  # Arrow-backed strings: compact
     finally:
         con.close()
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
@@ -125,14 +132,18 @@ def build_training_set(lake: Lake, offline: Path,
                        snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
     """Snapshots with their point-in-time features and labels (is_late, delay_hours)."""
     snapshots = training_snapshots(lake) if snapshots is None else snapshots
-    frame = point_in_time(offline, snapshots)
     outcomes = lake.read("outcomes", columns=["shipment_id", "is_late", "delay_hours",
                                               "delivered_at"])
-    frame = frame.merge(outcomes, on="shipment_id", how="inner")
-    keep = ["shipment_id", "as_of", *[k for k in KEYS[1:]], *model_feature_names(),
-            "is_late", "delay_hours", "delivered_at", "booked_at_s", "promised_at_s",
-            "last_event_s", "delivered", REQUEST_TIME]
-    return frame[[c for c in dict.fromkeys(keep) if c in frame]]
+    keep = list(dict.fromkeys(
+        ["shipment_id", "as_of", *KEYS[1:], *model_feature_names(), "is_late", "delay_hours",
+         "delivered_at", "booked_at_s", "promised_at_s", "last_event_s", "delivered",
+         REQUEST_TIME]))
+
+    def label(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.merge(outcomes, on="shipment_id", how="inner")
+        return frame[[c for c in keep if c in frame]]
+
+    return point_in_time(offline, snapshots, finish=label)
 
 
 def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:

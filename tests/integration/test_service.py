@@ -1,0 +1,544 @@
+"""The prediction service at the three levels BentoML documents: the class called directly, the
+ASGI app in process (starlette's TestClient), and a real served process over HTTPS; plus a fuzz
+of the API from its own OpenAPI document.
+
+Every test runs against a copy of the `trained` world's registry and online store (the session
+fixture is shared with other modules: promoting and registering here must not move its aliases),
+with the service clock frozen at the simulated world's "now".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.online import online_vectors
+from features.schema import model_feature_names
+from features.store import get_store
+from registry.loader import CHAMPION, alias_version, load_by_alias
+from registry.store import MODEL_NAME, client
+from shipdelay.lake import Lake
+from shipdelay.settings import Settings, get_settings
+from tests.conftest import TRAINING
+
+pytest.importorskip("bentoml")
+
+API_KEY = "test-key-0123456789"
+AS_OF = pd.Timestamp(TRAINING.start, tz="UTC") + pd.Timedelta(days=TRAINING.days)  # world's now
+UNKNOWN_ID = "NO-SUCH-SHIPMENT"
+CUSTOM_METRICS = ["shipdelay_predictions_total", "shipdelay_predict_latency_seconds",
+                  "shipdelay_p_late", "shipdelay_feature_age_hours", "shipdelay_model_reloads_total",
+                  "shipdelay_rejected_requests_total", "shipdelay_batch_size"]
+READY_TIMEOUT_S = 240  # BentoML's arbiter and worker import mlflow, feast and lightgbm: slow
+RELOAD_TIMEOUT_S = 90
+
+
+@dataclass
+class World:
+    settings: Settings
+    run_id: str
+    live: list[str]  # in flight, known to the online store
+    delivered: list[str]
+
+
+def _copy_world(source: Settings, root: Path) -> Settings:
+    """Own registry and online store; the lake and offline tables are read-only, so linked."""
+    (root / "feast").mkdir(parents=True)
+    shutil.copy2(source.data_dir / "mlflow.db", root / "mlflow.db")
+    for name in ("online.db", "registry.db"):
+        shutil.copy2(source.data_dir / "feast" / name, root / "feast" / name)
+    (root / "feast" / "offline").symlink_to((source.data_dir / "feast" / "offline").resolve())
+    (root / "lake").symlink_to(source.lake_dir.resolve())
+    return Settings(data_dir=root)
+
+
+@pytest.fixture(scope="module")
+def world(trained, tmp_path_factory) -> World:
+    source, _, report = trained
+    settings = _copy_world(source, tmp_path_factory.mktemp("service") / "data")
+    if alias_version(settings, CHAMPION) is None:
+        c = client(settings)
+        version = alias_version(settings, "challenger") or max(
+            (mv.version for mv in c.search_model_versions(f"name='{MODEL_NAME}'")), key=int)
+        c.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
+    lake = Lake(settings.lake_dir)
+    outcomes = lake.read("outcomes").sort_values("delivered_at")
+    shipments = lake.read("shipments").sort_values("booked_at")
+    store = get_store(settings)
+    in_flight = shipments.loc[~shipments["shipment_id"].isin(outcomes["shipment_id"]),
+                              "shipment_id"].astype(str).tail(80).tolist()
+    v = online_vectors(store, in_flight, AS_OF)
+    live = v.loc[v["known"] & ~v["delivered"], "shipment_id"].tolist()
+    d = online_vectors(store, outcomes["shipment_id"].astype(str).tail(20).tolist(), AS_OF)
+    delivered = d.loc[d["known"] & d["delivered"], "shipment_id"].tolist()
+    assert len(live) >= 10 and delivered, "the trained world has too few shipments to serve"
+    return World(settings, report.run_id, live, delivered)
+
+
+@pytest.fixture(scope="module")
+def env(world):
+    """The environment the service reads its Settings and options from."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHIPDELAY_DATA_DIR", str(world.settings.data_dir))
+        mp.setenv("SHIPDELAY_API_KEY", API_KEY)
+        mp.setenv("SHIPDELAY_SERVE_AS_OF", AS_OF.isoformat())
+        mp.setenv("SHIPDELAY_MODEL_REFRESH_SECONDS", "3600")  # in process: no surprise reloads
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
+
+
+def _jsonable(frame: pd.DataFrame) -> list[dict]:
+    rows = frame[["shipment_id", *model_feature_names()]].astype(object).to_dict("records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else
+                 v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+            for r in rows]
+
+
+# ------------------------------------------------------------------ level 1: the class itself
+@pytest.fixture(scope="module")
+def service(env):
+    from serving.service import ShipDelay
+
+    return ShipDelay()
+
+
+def test_class_answers_known_unknown_and_delivered_ids(service, world):
+    ids = [world.live[0], UNKNOWN_ID, world.delivered[0], world.live[1]]
+    items = service.predict(ids)
+    assert [i.shipment_id for i in items] == ids
+    live, unknown, delivered = items[0], items[1], items[2]
+    assert live.ok and items[3].ok and live.error is None
+    assert 0 < live.p_late < 1 and live.risk_band in ("low", "medium", "high")
+    assert live.delay_p50_h <= live.delay_p90_h
+    assert live.eta_p10 <= live.eta <= live.eta_p90
+    # the ETA is anchored at the service clock (the world's now), not at the wall clock
+    assert abs(live.eta - AS_OF.to_pydatetime()) < dt.timedelta(days=120)
+    assert live.reasons and all(isinstance(r, str) for r in live.reasons)
+    assert live.model_version == service.holder.version == alias_version(world.settings,
+                                                                         CHAMPION)
+    assert (unknown.ok, unknown.error) == (False, "unknown shipment")
+    assert (delivered.ok, delivered.error) == (False, "already delivered")
+    assert service.__is_ready__()
+
+
+def test_class_answers_repeated_ids_alike(service, world):
+    """Adaptive batching merges requests, so one call can hold the same id twice."""
+    a, b, c = service.predict([world.live[2], world.live[3], world.live[2]])
+    assert a == c and a.shipment_id == world.live[2] and b.shipment_id == world.live[3]
+
+
+def test_one_bad_row_fails_alone(service, world):
+    rows = _jsonable(online_vectors(service.store, world.live[:2], AS_OF))
+    rows[0]["hours_to_promised"] = 1e300  # no representable ETA
+    bad, good = service.predict_features(rows)
+    assert (bad.ok, bad.error) == (False, "scoring failed") and good.ok
+
+
+def test_a_failing_feature_store_is_a_per_item_error(service, world, monkeypatch):
+    class Down:
+        def get_online_features(self, *args, **kwargs):
+            raise ConnectionError("online store down")
+
+    monkeypatch.setattr(service, "store", Down())
+    (item,) = service.predict(world.live[:1])
+    assert (item.ok, item.error) == (False, "feature store unavailable")
+    assert not service.__is_ready__()
+
+
+# ---------------------------------------------------------------- the model holder on its own
+def test_holder_keeps_the_last_good_model(world, env, monkeypatch):
+    from features.online import FeatureServiceMismatch
+    from serving import model_holder as mh
+
+    events: list[str] = []
+    holder = mh.ModelHolder(world.settings, refresh_seconds=0, store=get_store(world.settings),
+                            background=False, on_event=lambda outcome, _: events.append(outcome))
+    served = holder.version
+    assert served is not None and events == ["loaded"]
+
+    def unreachable(*_):
+        raise ConnectionError("registry down")
+
+    monkeypatch.setattr(mh, "alias_version", unreachable)
+    holder.maybe_reload()
+    assert holder.version == served and events[-1] == "registry_error"
+
+    monkeypatch.setattr(mh, "alias_version", lambda *_: "999")
+    monkeypatch.setattr(mh, "load_by_alias", unreachable)
+    holder.maybe_reload()
+    assert holder.version == served and events[-1] == "load_error"
+
+    foreign = load_by_alias(world.settings)
+    foreign.spec.service = "some_other_service"  # trained on features serving cannot read
+    monkeypatch.setattr(mh, "load_by_alias", lambda *_: foreign)
+    holder.maybe_reload()
+    assert holder.version == served and events[-1] == "refused"
+    assert "some_other_service" in holder.last_error
+    with pytest.raises(FeatureServiceMismatch, match="not_a_feature"):
+        foreign.spec.service = "delay_model_v1"
+        foreign.spec.features = [*foreign.spec.features, "not_a_feature"]
+        mh.check_servable(foreign, None)
+
+
+def test_holder_without_a_champion_is_not_ready(world, env):
+    from serving.model_holder import ModelHolder
+
+    holder = ModelHolder(world.settings, alias="nobody", background=False)
+    assert not holder.ready and holder.scorer is None and "nobody" in holder.last_error
+
+
+# ----------------------------------------------------------------- level 2: the ASGI app
+@pytest.fixture(scope="module")
+def asgi(env):
+    from starlette.testclient import TestClient
+
+    from serving.service import ShipDelay
+
+    with TestClient(ShipDelay.to_asgi()) as c:
+        yield c
+
+
+KEY = {"X-API-Key": API_KEY}
+
+
+def _post(asgi, path: str, body, headers=KEY, **kw) -> httpx.Response:
+    if isinstance(body, (bytes, str)):
+        return asgi.post(path, content=body, headers={"content-type": "application/json",
+                                                      **headers}, **kw)
+    return asgi.post(path, json=body, headers=headers, **kw)
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/predict", '{"shipment_ids": ["a",', ""),  # malformed JSON
+    ("/predict", "", "shipment_ids"),  # no body at all
+    ("/predict", {"shipment_ids": []}, "shipment_ids"),
+    ("/predict", {"shipment_ids": "SH1"}, "shipment_ids"),
+    ("/predict", {"shipment_ids": [1, 2]}, "shipment_ids"),
+    ("/predict", {"shipment_ids": [f"S{i}" for i in range(501)]}, "shipment_ids"),
+    ("/predict", {"shipment_ids": ["a", "a"]}, "shipment_ids"),
+    ("/predict", {"shipment_ids": ["x" * 65]}, "shipment_ids"),
+    ("/predict", {"ids": ["a"]}, "ids"),
+    ("/predict", [["a"]], ""),
+    ("/predict_features", {"rows": []}, "rows"),
+    ("/predict_features", {"rows": [{"slip_h": 1.0}]}, "missing model feature(s)"),
+    ("/predict_features", {"rows": "nope"}, "rows"),
+])
+def test_bad_input_is_400_naming_the_field(asgi, path, body, field):
+    r = _post(asgi, path, body)
+    assert r.status_code == 400, r.text
+    assert field in r.text and "error" in r.json()
+    if body == '{"shipment_ids": ["a",':
+        assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_what_if_rows_name_the_missing_feature(asgi, world, service):
+    rows = _jsonable(online_vectors(service.store, world.live[:1], AS_OF))
+    del rows[0]["slip_h"]
+    rows[0]["main_mode"] = 3
+    r = _post(asgi, "/predict_features", {"rows": rows})
+    assert r.status_code == 400
+    assert "rows[0]: missing model feature(s): slip_h" in r.text
+    assert "main_mode must be a string or null" in r.text
+
+
+def test_http_predict_answers_each_id(asgi, world):
+    r = _post(asgi, "/predict", {"shipment_ids": [world.live[0], UNKNOWN_ID, world.delivered[0]]})
+    assert r.status_code == 200
+    live, unknown, delivered = r.json()
+    assert live["ok"] and live["eta"].endswith("Z") and live["model_version"]
+    assert unknown["error"] == "unknown shipment" and delivered["error"] == "already delivered"
+
+
+def test_what_if_matches_predict_and_slip_never_lowers_risk(asgi, world, service):
+    ids = world.live[:20]
+    rows = _jsonable(online_vectors(service.store, ids, AS_OF))
+    online = _post(asgi, "/predict", {"shipment_ids": ids}).json()
+    given = _post(asgi, "/predict_features", {"rows": rows})
+    assert given.status_code == 200
+    base = [i["p_late"] for i in given.json()]
+    # one scoring path: the same vector gives the same answer whichever door it came in by
+    assert base == pytest.approx([i["p_late"] for i in online], abs=1e-12)
+    for extra in (6.0, 24.0, 96.0):
+        later = [{**r, "slip_h": (r["slip_h"] or 0.0) + extra} for r in rows]
+        now = [i["p_late"] for i in _post(asgi, "/predict_features", {"rows": later}).json()]
+        assert all(n >= b - 1e-12 for n, b in zip(now, base)), (extra, now, base)
+
+
+def test_api_key_guards_every_route_but_the_probes(asgi, world):
+    body = {"shipment_ids": world.live[:1]}
+    assert _post(asgi, "/predict", body, headers={}).status_code == 401
+    wrong = _post(asgi, "/predict", body, headers={"X-API-Key": API_KEY + "x"})
+    assert wrong.status_code == 401 and "X-API-Key" in wrong.json()["error"]
+    assert _post(asgi, "/predict_features", {"rows": []}, headers={}).status_code == 401
+    assert _post(asgi, "/noop", {}, headers={}).status_code == 401
+    assert asgi.get("/docs.json").status_code == 401
+    assert _post(asgi, "/predict", body).status_code == 200
+    assert _post(asgi, "/noop", {}).json() == {"ok": True}
+    for probe in ("/livez", "/readyz", "/metrics"):
+        assert asgi.get(probe).status_code == 200, probe
+
+
+def test_body_size_and_media_type_limits(asgi):
+    big = b'{"shipment_ids": ["' + b"x" * 1_000_001 + b'"]}'
+    r = _post(asgi, "/predict", big)
+    assert r.status_code == 413 and "bytes" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the limit must hold on the stream too
+        for _ in range(40):
+            yield b" " * 50_000
+
+    r = asgi.post("/predict", content=chunks(),
+                  headers={"content-type": "application/json", **KEY})
+    assert r.status_code == 413
+    for media in ("application/vnd.bentoml+pickle", "multipart/form-data; boundary=x",
+                  "application/x-www-form-urlencoded", "text/plain"):
+        r = asgi.post("/predict", content=b"x", headers={"content-type": media, **KEY})
+        assert r.status_code == 415, media
+
+
+def test_metrics_expose_the_custom_series(asgi, world):
+    _post(asgi, "/predict", {"shipment_ids": [world.live[0], UNKNOWN_ID]})
+    _post(asgi, "/predict", {"shipment_ids": []})
+    text = asgi.get("/metrics").text
+    for name in CUSTOM_METRICS:
+        assert name in text, name
+    assert 'shipdelay_predictions_total{outcome="unknown",route="predict"}' in text
+    assert 'shipdelay_rejected_requests_total{reason="invalid"}' in text
+    assert 'shipdelay_model_reloads_total{outcome="loaded"}' in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/predict", "/predict_features", "/noop"])
+def test_fuzz_from_the_openapi_document_never_5xx(asgi, path):
+    """Schemathesis draws valid and invalid bodies from the service's own OpenAPI document:
+    no 5xx, valid bodies accepted, invalid ones refused, answers match the documented schema."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi.checks import (
+        negative_data_rejection,
+        positive_data_acceptance,
+        response_schema_conformance,
+    )
+
+    from serving.service import ShipDelay
+
+    def success_schema_conformance(ctx, response, case):
+        # BentoML 1.4.40 documents a 400's "detail" as a string but sends pydantic's error list
+        # (which names the field, so we keep it): only successful answers are held to the schema
+        if response.status_code < 400:
+            return response_schema_conformance(ctx, response, case)
+        return None
+
+    spec = ShipDelay.openapi_spec.asdict()
+    for item in spec["paths"].values():  # BentoML 1.4.40 leaves out that a body is required
+        body = item.get("post", {}).get("requestBody")
+        if body and body["content"]["application/json"]["schema"].get("required"):
+            body["required"] = True
+    operation = schemathesis.openapi.from_dict(spec)[path]["POST"]
+    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
+                      operation.as_strategy(GenerationMode.NEGATIVE))
+    checks = [not_a_server_error, negative_data_rejection, positive_data_acceptance,
+              success_schema_conformance]
+
+    @settings(max_examples=50, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases)
+    def run(case):
+        kw = case.as_transport_kwargs(base_url=str(asgi.base_url))
+        send = {"json": kw["json"]} if "json" in kw else {"content": kw.get("data") or b""}
+        response = asgi.request(kw["method"], kw["url"], params=kw.get("params"),
+                                headers={**kw.get("headers", {}), **KEY}, **send)
+        assert response.status_code < 500, response.text
+        case.validate_response(response, checks=checks)
+
+    run()
+
+
+# ------------------------------------------------------- level 3: a real served process, TLS
+def test_serve_command_hands_the_settings_to_the_server(tmp_path, monkeypatch):
+    from serving.serve import serve_command
+
+    settings = Settings(data_dir=tmp_path / "d", api_key="k3y", online_store="redis",
+                        redis_url="redis://:pw@db:6379/2", kafka_security={"sasl": "x"})
+    argv, env = serve_command(settings, "0.0.0.0", 8443, workers=2, refresh_seconds=5,
+                              as_of="2025-12-27T00:00:00Z")
+    assert argv[1:5] == ["-m", "bentoml", "serve", "serving.service:ShipDelay"]
+    assert argv[-4:] == ["--host", "0.0.0.0", "--port", "8443"]
+    assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"ShipDelay": {"workers": 2}}}
+    assert env["SHIPDELAY_MODEL_REFRESH_SECONDS"] == "5.0"
+    assert env["SHIPDELAY_SERVE_AS_OF"] == "2025-12-27T00:00:00Z"
+    for key in [k for k in os.environ if k.startswith("SHIPDELAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():  # the server rebuilds exactly these settings
+        if key.startswith("SHIPDELAY_"):
+            monkeypatch.setenv(key, value)
+    rebuilt = Settings()
+    assert rebuilt.api_key.get_secret_value() == "k3y"
+    assert rebuilt.model_dump(exclude={"api_key"}) == {
+        **settings.model_dump(exclude={"api_key"}), "data_dir": (tmp_path / "d").resolve()}
+    with pytest.raises(ValueError, match="both"):
+        serve_command(settings, ssl_certfile=tmp_path / "cert.pem")
+    with pytest.raises(FileNotFoundError):
+        serve_command(settings, ssl_certfile=tmp_path / "c.pem", ssl_keyfile=tmp_path / "k.pem")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, its own issuer (so also the client's CA)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shipdelay test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@dataclass
+class Served:
+    http: httpx.Client
+    port: int
+    cert: Path
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's own process group (arbiter and workers), then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+    try:  # workers left behind by a crashed arbiter
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(world, env, tmp_path_factory):
+    from serving.serve import serve_command
+
+    folder = tmp_path_factory.mktemp("served")
+    cert, key = _self_signed(folder)
+    port = _free_port()
+    argv, proc_env = serve_command(get_settings(), "127.0.0.1", port, ssl_certfile=cert,
+                                   ssl_keyfile=key, refresh_seconds=1, as_of=AS_OF.isoformat())
+    proc_env["BENTOML_HOME"] = str(folder / "bentoml")
+    log = folder / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        verify = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30,
+                          headers=KEY) as http:
+            s = Served(http, port, cert, log)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while True:
+                assert proc.poll() is None, f"server exited early:\n{s.tail()}"
+                assert time.monotonic() < deadline, f"not ready in {READY_TIMEOUT_S} s\n{s.tail()}"
+                try:
+                    if http.get("/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+            yield s
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_served_process_over_tls(served, world):
+    assert served.http.get("/livez").status_code == 200
+    assert served.http.get("/readyz").status_code == 200
+    r = served.http.post("/predict", json={"shipment_ids": [world.live[0], UNKNOWN_ID]})
+    assert r.status_code == 200, served.tail()
+    live, unknown = r.json()
+    assert live["ok"] and live["model_version"] == alias_version(world.settings, CHAMPION)
+    assert unknown["error"] == "unknown shipment"
+    assert served.http.post("/predict", json={"shipment_ids": []}).status_code == 400
+    unauthorized = served.http.post("/predict", json={"shipment_ids": ["a"]},
+                                    headers={"X-API-Key": "wrong"})
+    assert unauthorized.status_code == 401
+    # TLS for real: plain HTTP is refused, and the certificate is not trusted by default
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{served.port}/livez", timeout=5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"https://127.0.0.1:{served.port}/livez", timeout=5)
+    metrics = served.http.get("/metrics").text  # collected across processes by BentoML
+    assert 'shipdelay_predictions_total{outcome="ok",route="predict"}' in metrics
+
+
+@pytest.mark.slow
+def test_served_process_follows_a_new_champion_without_restart(served, world):
+    from registry.register import register
+
+    def version() -> str:
+        r = served.http.post("/predict", json={"shipment_ids": world.live[:1]})
+        assert r.status_code == 200, served.tail()
+        return r.json()[0]["model_version"]
+
+    before = version()
+    new = register(world.settings, world.run_id)  # the same run, registered again
+    client(world.settings).set_registered_model_alias(MODEL_NAME, CHAMPION, new)
+    assert new != before
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    seen = before
+    while seen != new and time.monotonic() < deadline:
+        time.sleep(0.5)
+        seen = version()
+    assert seen == new, f"still serving {seen} after {RELOAD_TIMEOUT_S} s\n{served.tail()}"
+    metrics = served.http.get("/metrics").text
+    assert 'shipdelay_model_reloads_total{outcome="loaded"} 2.0' in metrics
