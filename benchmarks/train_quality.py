@@ -14,7 +14,7 @@ def main() -> None:
 
     report = train(get_settings(), run_name="benchmark")
     overall = report.metrics[(report.metrics["slice"] == "overall")]
-    get = lambda model, metric: float(overall[(overall["model"] == model)  # noqa: E731
+    get = lambda model, metric: float(overall[(overall["model"] == model)
                                               & (overall["metric"] == metric)]["value"].iloc[0])
     cover = report.on_ceiling
     stage_gap = report.gap.xs("stage", level="slice") if len(report.gap) else None

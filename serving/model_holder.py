@@ -89,7 +89,11 @@ def warm_up(scorer: Scorer) -> None:
 
 
 class ModelHolder:
-    """Holds the current champion Scorer and follows the alias without a restart."""
+    """Holds the current champion Scorer and follows the alias without a restart.
+
+    `store` is the Feast store whose FeatureService a model must match (default: the one
+    `settings` describe); `background=False` makes `maybe_reload` check inline; `on_event`
+    receives (outcome, version) for each load, refusal or failure."""
 
     def __init__(self, settings: Settings, refresh_seconds: float = DEFAULT_REFRESH_SECONDS, *,
                  store=None, alias: str = CHAMPION, background: bool = True,
@@ -97,6 +101,10 @@ class ModelHolder:
                  predict_threads: int | None = None, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.refresh_seconds = float(refresh_seconds)
+        if store is None:
+            from features.store import get_store
+
+            store = get_store(settings)
         self.store = store
         self.alias = alias
         self.background = background

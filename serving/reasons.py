@@ -86,8 +86,9 @@ TEMPLATES.update({
 def _sentence(feature: str, value) -> str:
     template = TEMPLATES.get(feature)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return template.split("{")[0].strip(": ") if template and "{" in template else (
-            template or f"{feature} unknown")
+        if template and "{" not in template:
+            return template
+        return f"{feature.replace('_', ' ')} unknown"
     if template is None:
         return f"{feature} = {value:.3g}" if isinstance(value, (int, float)) else f"{feature} = {value}"
     try:

@@ -15,6 +15,7 @@ import pandas as pd
 from serving.reasons import top_reasons
 from training.bundle import Bundle
 
+
 @dataclass(frozen=True)
 class Thresholds:
     high: float = 0.6
@@ -47,8 +48,10 @@ class Scorer:
         # hours_to_promised is relative to the moment the features describe
         asked = (pd.to_datetime(vectors["request_time_s"].to_numpy(), unit="s", utc=True)
                  if "request_time_s" in vectors else pd.Timestamp.now(tz="UTC"))
-        promised = asked + pd.to_timedelta(pd.to_numeric(vectors["hours_to_promised"],
-                                                         errors="coerce").to_numpy(), unit="h")
+        # a what-if row may ask about a promise centuries away: keep times representable
+        hours = np.clip(pd.to_numeric(vectors["hours_to_promised"], errors="coerce").to_numpy(
+            dtype=float), -1e5, 1e5)
+        promised = asked + pd.to_timedelta(hours, unit="h")
         out = pd.DataFrame({
             "shipment_id": vectors["shipment_id"].to_numpy() if "shipment_id" in vectors else
             np.arange(len(vectors)).astype(str),
@@ -56,9 +59,9 @@ class Scorer:
             "risk_band": self.band(p),
             "delay_p50_h": q[0.5],
             "delay_p90_h": q[0.9],
-            "eta": promised + pd.to_timedelta(q[0.5], unit="h"),
-            "eta_p10": promised + pd.to_timedelta(q[0.1], unit="h"),
-            "eta_p90": promised + pd.to_timedelta(q[0.9], unit="h"),
+            "eta": promised + pd.to_timedelta(np.clip(q[0.5], -1e5, 1e5), unit="h"),
+            "eta_p10": promised + pd.to_timedelta(np.clip(q[0.1], -1e5, 1e5), unit="h"),
+            "eta_p90": promised + pd.to_timedelta(np.clip(q[0.9], -1e5, 1e5), unit="h"),
             "model_version": self.version,
         }, index=vectors.index)
         if reasons:

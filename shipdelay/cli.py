@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -102,7 +102,7 @@ def ingest_cmd(
                                          help="CSV or Parquet file that follows the contract")],
     kind: Annotated[str, typer.Option(help="what the file holds: hubs, shipments, legs, "
                                       "events or outcomes")],
-    map_: Annotated[Optional[list[str]], typer.Option("--map", help="column mapping: "
+    map_: Annotated[list[str] | None, typer.Option("--map", help="column mapping: "
                     "contract=source (repeatable) or a JSON file")] = None,
 ) -> None:
     """Import real data: good rows into the lake, bad rows to rejects with their reasons."""
@@ -129,7 +129,7 @@ app.add_typer(features_app, name="features")
 
 @features_app.command("build")
 def features_build_cmd(
-    since: Annotated[Optional[str], typer.Option(help="recompute only days from this date on "
+    since: Annotated[str | None, typer.Option(help="recompute only days from this date on "
                                                  "(YYYY-MM-DD), for nightly incremental runs",
                                                  callback=lambda v: v and _parse_date(v))] = None,
 ) -> None:
@@ -156,9 +156,11 @@ def features_build_cmd(
 
 
 def _frame_table(frame, title: str, fmt: str = "{:.3f}") -> Table:
+    import pandas as pd
+
     table = Table(frame.index.name or "", *[str(c) for c in frame.columns], title=title)
     for idx, row in frame.iterrows():
-        table.add_row(str(idx), *["-" if v != v else fmt.format(v) for v in row])
+        table.add_row(str(idx), *["-" if pd.isna(v) else fmt.format(v) for v in row])
     return table
 
 
@@ -189,12 +191,12 @@ def train_cmd(
 @app.command("tune")
 def tune_cmd(
     trials: Annotated[int, typer.Option(min=1, help="number of Optuna trials")] = 20,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage: a journal file path "
+    storage: Annotated[str | None, typer.Option(help="Optuna storage: a journal file path "
                                                    "(default under the data dir) or a "
                                                    "postgresql:// URL for parallel workers")] = None,
     study: Annotated[str, typer.Option(help="study name; workers with the same name and storage "
                                        "share it")] = "shipdelay-delay",
-    timeout: Annotated[Optional[int], typer.Option(min=1, help="stop after this many "
+    timeout: Annotated[int | None, typer.Option(min=1, help="stop after this many "
                                                    "seconds")] = None,
 ) -> None:
     """Tune the classifier with Optuna (TPE, pruning); each trial is a nested MLflow run."""
@@ -242,6 +244,29 @@ def rollback_cmd() -> None:
 
     old, new = rollback(get_settings())
     console.print(f"champion rolled back from version {old} to version {new}")
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 3000,
+    ssl_certfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                         help="TLS certificate (PEM)")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                        help="TLS private key (PEM)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 1,
+    refresh_seconds: Annotated[int | None, typer.Option(min=1, help="how often to look for a "
+                                                           "newly promoted champion")] = None,
+    as_of: Annotated[str | None, typer.Option(help="answer as if it were this UTC time "
+                                                 "(for simulated worlds), ISO-8601")] = None,
+) -> None:
+    """Serve predictions over HTTP (BentoML): /predict, /predict_features, /livez, /readyz,
+    /metrics. The API key (SHIPDELAY_API_KEY), when set, guards the prediction routes."""
+    from serving.serve import serve
+
+    raise typer.Exit(serve(get_settings(), host=host, port=port, ssl_certfile=ssl_certfile,
+                           ssl_keyfile=ssl_keyfile, workers=workers,
+                           refresh_seconds=refresh_seconds, as_of=as_of))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -147,7 +147,7 @@ class Lake:
 
     @classmethod
     @contextmanager
-    def rewrite(cls, link: Path | str) -> Iterator["Lake"]:
+    def rewrite(cls, link: Path | str) -> Iterator[Lake]:
         """Build a whole new lake, then swap it in atomically; on error keep the old one."""
         link = Path(link)
         link.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ class Calibrator:
         return np.clip(np.interp(raw, self.x, self.y), 1e-4, 1 - 1e-4)
 
     @classmethod
-    def fit(cls, raw: np.ndarray, label: np.ndarray) -> "Calibrator":
+    def fit(cls, raw: np.ndarray, label: np.ndarray) -> Calibrator:
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, label)
@@ -70,7 +70,7 @@ class Bundle:
         return folder
 
     @classmethod
-    def load(cls, folder: Path, version: str = "unregistered") -> "Bundle":
+    def load(cls, folder: Path, version: str = "unregistered") -> Bundle:
         folder = Path(folder)
         cal = json.loads((folder / "calibrator.json").read_text())
         return cls(

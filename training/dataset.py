@@ -20,8 +20,14 @@ from features.offline import view_glob
 from features.repo.views import TTL
 from features.request_time import REQUEST_TIME, request_features
 from features.schema import (
-    FEATURE_SERVICE, MODEL_FEATURES, ON_DEMAND, SHIPMENT_PROFILE, SHIPMENT_PROGRESS, TIMESTAMP,
-    VIEWS, model_feature_names,
+    FEATURE_SERVICE,
+    MODEL_FEATURES,
+    ON_DEMAND,
+    SHIPMENT_PROFILE,
+    SHIPMENT_PROGRESS,
+    TIMESTAMP,
+    VIEWS,
+    model_feature_names,
 )
 from shipdelay.lake import Lake, from_arrow
 from shipdelay.snapshots import snapshot_times
@@ -158,5 +164,10 @@ def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:
     return store.get_historical_features(entity_df=entity_df, features=service).to_df()
 
 
-__all__ = ["training_snapshots", "point_in_time", "build_training_set", "feast_features",
-           "ON_DEMAND"]
+__all__ = [
+    "ON_DEMAND",
+    "build_training_set",
+    "feast_features",
+    "point_in_time",
+    "training_snapshots",
+]

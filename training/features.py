@@ -23,7 +23,7 @@ class FeatureSpec:
     categories: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame) -> "FeatureSpec":
+    def fit(cls, frame: pd.DataFrame) -> FeatureSpec:
         spec = cls()
         spec.categories = {c: sorted(frame[c].dropna().astype(str).unique().tolist())
                            for c in CATEGORICAL}
@@ -56,5 +56,5 @@ class FeatureSpec:
         return {"service": self.service, "features": self.features, "categories": self.categories}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FeatureSpec":
+    def from_dict(cls, d: dict) -> FeatureSpec:
         return cls(d["service"], list(d["features"]), {k: list(v) for k, v in d["categories"].items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from feast import Field, FeatureView, RequestSource
+from feast import FeatureView, Field, RequestSource
 from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
 from feast.types import Float64
 

@@ -78,7 +78,7 @@ class World:
         """Weather severity in the hub's region at the given times (0 = clear)."""
         return self.weather_daily[self._day(t_hours), self.hub_region[hub]]
 
-    def conditional(self, as_of: np.ndarray, rng: np.random.Generator) -> "ConditionalWorld":
+    def conditional(self, as_of: np.ndarray, rng: np.random.Generator) -> ConditionalWorld:
         return ConditionalWorld(self, np.asarray(as_of, dtype=float), rng)
 
 

@@ -41,7 +41,7 @@ class Plan:
     customs_leg: np.ndarray  # leg after whose arrival customs is cleared, -1 = none
     hold_rate: np.ndarray  # P(customs hold) for the shipment's country pair
 
-    def take(self, rows: np.ndarray) -> "Plan":
+    def take(self, rows: np.ndarray) -> Plan:
         return Plan(**{k: v[rows] for k, v in self.__dict__.items()})
 
 
@@ -158,4 +158,4 @@ def known_at(journey: Journey, as_of: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["Plan", "Journey", "simulate_journeys", "known_at", "MAX_LEGS", "AIR", "OCEAN", "RAIL"]
+__all__ = ["AIR", "MAX_LEGS", "OCEAN", "RAIL", "Journey", "Plan", "known_at", "simulate_journeys"]

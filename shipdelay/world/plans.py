@@ -10,7 +10,12 @@ import pandas as pd
 from shipdelay.contract import SERVICE_LEVELS
 from shipdelay.world.journeys import MAX_LEGS, Plan
 from shipdelay.world.network import (
-    DWELL_HOURS, FIXED_HOURS, SERVICE_INTERVAL_HOURS, SPEED_KMH, Network, great_circle_km,
+    DWELL_HOURS,
+    FIXED_HOURS,
+    SERVICE_INTERVAL_HOURS,
+    SPEED_KMH,
+    Network,
+    great_circle_km,
 )
 
 LEAD_HOURS = np.array([24.0, 12.0, 4.0])  # booking to first departure, by service level

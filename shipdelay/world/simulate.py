@@ -67,7 +67,7 @@ class SimSummary:
             cur[0] += int(late[m].sum())
             cur[1] += int(m.sum())
 
-    def merge(self, other: "SimSummary") -> None:
+    def merge(self, other: SimSummary) -> None:
         for name in ("shipments", "legs", "events", "rejects", "delivered", "in_flight",
                      "ceiling_snapshots"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -15,7 +15,11 @@ import pytest
 from features import offline as off
 from features.build import build_features
 from features.online import (
-    FeatureServiceMismatch, apply_events, online_vectors, read_progress, require_features,
+    FeatureServiceMismatch,
+    apply_events,
+    online_vectors,
+    read_progress,
+    require_features,
 )
 from features.repo.definitions import definitions
 from features.schema import SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
@@ -23,9 +27,8 @@ from features.store import get_store, offline_dir
 from features.transforms import latest
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings
-from training.dataset import build_training_set, feast_features, point_in_time
-
 from tests.conftest import services_required
+from training.dataset import build_training_set, feast_features, point_in_time
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -207,7 +210,7 @@ def test_incremental_build_since_a_day_reproduces_the_full_build(built):
 
 
 def test_point_in_time_in_chunks_equals_one_pass(built, monkeypatch):
-    import training.dataset as dataset
+    from training import dataset
 
     _, settings, ts = built
     snaps = ts[["shipment_id", "as_of"]].sample(4000, random_state=4)

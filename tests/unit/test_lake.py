@@ -48,10 +48,9 @@ def test_rewrite_swaps_atomically_and_keeps_old_on_error(tmp_path):
     with Lake.rewrite(link) as lake:
         lake.append("outcomes", _outcomes(["a"]))
     first = link.resolve()
-    with pytest.raises(ValueError):
-        with Lake.rewrite(link) as lake:
-            lake.append("outcomes", _outcomes(["b"]))
-            raise ValueError("boom")
+    with pytest.raises(ValueError), Lake.rewrite(link) as lake:
+        lake.append("outcomes", _outcomes(["b"]))
+        raise ValueError("boom")
     assert link.resolve() == first and list(Lake(link).read("outcomes")["shipment_id"]) == ["a"]
     with Lake.rewrite(link) as lake:
         lake.append("outcomes", _outcomes(["c"]))
