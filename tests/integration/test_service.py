@@ -144,9 +144,21 @@ def test_class_answers_repeated_ids_alike(service, world):
     assert a == c and a.shipment_id == world.live[2] and b.shipment_id == world.live[3]
 
 
-def test_one_bad_row_fails_alone(service, world):
+def test_one_bad_row_fails_alone(service, world, monkeypatch):
+    from serving.scorer import Scorer
+
     rows = _jsonable(online_vectors(service.store, world.live[:2], AS_OF))
-    rows[0]["hours_to_promised"] = 1e300  # no representable ETA
+    rows[0]["hours_to_promised"] = 1e300  # a promise centuries away still gets an answer
+    assert all(item.ok for item in service.predict_features(rows))
+    rows[0]["hours_to_promised"] = -12345.0
+    real = Scorer.score
+
+    def fragile(self, vectors, *args, **kwargs):
+        if (vectors["hours_to_promised"] == -12345.0).any():
+            raise ValueError("this row breaks the model")
+        return real(self, vectors, *args, **kwargs)
+
+    monkeypatch.setattr(Scorer, "score", fragile)
     bad, good = service.predict_features(rows)
     assert (bad.ok, bad.error) == (False, "scoring failed") and good.ok
 

@@ -53,7 +53,9 @@ def tracking(tmp_path, monkeypatch) -> str:
     """MLflow on SQLite in tmp_path, through the environment so that spawned workers see it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+    mlflow.set_tracking_uri(uri)  # an earlier test in this process may have set another one
+    yield uri
+    mlflow.set_tracking_uri(None)
 
 
 def _runs(uri: str, experiment: str) -> list:
