@@ -18,12 +18,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 # The main job end to end on the embedded default: a simulated year, the feature store, a
-# trained and registered model, the promotion gate.
+# trained and registered model, the promotion gate, and the prediction service asked about a
+# few in-flight shipments.
 demo: $(STAMP)
 	$(BIN)/shipdelay simulate --shipments 40000 --start 2025-03-01 --days 365 --seed 7
 	$(BIN)/shipdelay features build
 	$(BIN)/shipdelay train
 	$(BIN)/shipdelay promote
+	$(BIN)/shipdelay ask
 
 # Tests (and the notebook) get their own data folder: they never touch ./data.
 test: $(STAMP)

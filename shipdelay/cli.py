@@ -269,5 +269,16 @@ def serve_cmd(
                            refresh_seconds=refresh_seconds, as_of=as_of))
 
 
+@app.command("ask")
+def ask_cmd(
+    shipments: Annotated[int, typer.Option(min=1, max=50, help="in-flight shipments to ask "
+                                           "about")] = 6,
+) -> None:
+    """Start the service, ask it about a few in-flight shipments, print the answers, stop it."""
+    from serving.demo import ask
+
+    ask(get_settings(), shipments, console)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
