@@ -89,7 +89,7 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
                          "carrier_id": first["carrier_id"], "customer_id": first["customer_id"],
                          "hub_id": hub, REQUEST_TIME: request_time.timestamp()})[known]
     out = pd.DataFrame({"shipment_id": ids, "known": known,
-                        "delivered": first["delivered"].fillna(0).astype(bool).to_numpy()})
+                        "delivered": first["delivered"].eq(1).to_numpy()})
     if known.any():
         vectors = store.get_online_features(
             features=store.get_feature_service(FEATURE_SERVICE),
