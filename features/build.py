@@ -62,11 +62,6 @@ def progress_chunks(events: pd.DataFrame, profile: pd.DataFrame,
         yield states if since is None else states[states[TIMESTAMP] >= since]
 
 
-def backfill_progress(events: pd.DataFrame, profile: pd.DataFrame) -> pd.DataFrame:
-    """All of `progress_chunks` in one frame (for small lakes and tests)."""
-    return pd.concat(list(progress_chunks(events, profile)), ignore_index=True)
-
-
 def build_features(settings: Settings | None = None, since: date | None = None,
                    on_step: Callable[[str, int, int], None] | None = None) -> BuildReport:
     """Build, write, register and materialize every feature view from the lake."""

@@ -22,7 +22,6 @@ from features.request_time import REQUEST_TIME, request_features
 from features.schema import (
     FEATURE_SERVICE,
     MODEL_FEATURES,
-    ON_DEMAND,
     SHIPMENT_PROFILE,
     SHIPMENT_PROGRESS,
     TIMESTAMP,
@@ -163,11 +162,3 @@ def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:
     service = store.get_feature_service(FEATURE_SERVICE)
     return store.get_historical_features(entity_df=entity_df, features=service).to_df()
 
-
-__all__ = [
-    "ON_DEMAND",
-    "build_training_set",
-    "feast_features",
-    "point_in_time",
-    "training_snapshots",
-]

@@ -29,7 +29,9 @@ from shipdelay.settings import Settings, get_settings
 from training import baselines, plots
 from training.bundle import Bundle
 from training.dataset import build_training_set
-from training.evaluate import evaluate_many, gap_closed, journey_stage
+from training.evaluate import (
+    classification_metrics, evaluate_many, gap_closed, journey_stage,
+)
 from training.model import fit_bundle
 from training.split import Split, time_split
 
@@ -153,8 +155,6 @@ def holdout_evaluator(settings: Settings | None = None) -> Callable[[Bundle], di
     stage = journey_stage(split.test)
 
     def evaluate_bundle(bundle: Bundle) -> dict:
-        from training.evaluate import classification_metrics
-
         p, _ = score_frame(bundle, split.test)
         y = split.test["is_late"].to_numpy(float)
         overall = classification_metrics(y, p)

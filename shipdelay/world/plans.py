@@ -63,26 +63,27 @@ class ItineraryTable:
                 hubs.append(list(it.hubs) + [-1] * (MAX_LEGS + 1 - len(it.hubs)))
                 modes.append(list(it.modes) + [-1] * (MAX_LEGS - len(it.modes)))
                 customs.append(it.customs_at - 1 if it.customs_at >= 0 else -1)
-        self.key_index = {k: i for i, k in enumerate(keys)}
+        # (origin city, destination city, service level) -> key, as an array for vector lookups
+        self.cities = pd.Index(sorted({k[0] for k in keys} | {k[1] for k in keys}))
+        self.key_array = np.full((len(self.cities), len(self.cities), 3), -1, dtype=np.int64)
+        for i, (o, d, lv) in enumerate(keys):
+            self.key_array[self.cities.get_loc(o), self.cities.get_loc(d),
+                           SERVICE_LEVELS.index(lv)] = i
         self.first, self.count = np.array(first), np.array(count)
         self.hubs, self.modes, self.customs = np.array(hubs), np.array(modes), np.array(customs)
 
     def choose(self, origin: np.ndarray, dest: np.ndarray, level: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
-        """One itinerary per shipment, uniformly among its lane's options (falling back to
-        another service level's options when a level has none)."""
-        levels = np.array(SERVICE_LEVELS)
-        idx = np.empty(len(origin), dtype=np.int64)
+        """One itinerary per shipment, uniformly among its lane's options (a service level
+        without options falls back to the next level's)."""
+        o, d = self.cities.get_indexer(origin), self.cities.get_indexer(dest)
+        idx = np.full(len(origin), -1, dtype=np.int64)
         for shift in range(3):
-            lv = levels[(level + shift) % 3]
-            keys = pd.Series(list(zip(origin, dest, lv))).map(self.key_index).to_numpy()
-            n_opt = self.count[keys]
-            ok = n_opt > 0
+            keys = self.key_array[o, d, (level + shift) % 3]
+            n_opt = np.where(keys >= 0, self.count[keys], 0)
             pick = self.first[keys] + np.floor(rng.random(len(keys)) * np.maximum(n_opt, 1)).astype(int)
-            idx = np.where(ok, pick, idx) if shift else np.where(ok, pick, -1)
-            if shift and (idx >= 0).all():
-                break
-            if not shift and ok.all():
+            idx = np.where((idx < 0) & (n_opt > 0), pick, idx)
+            if (idx >= 0).all():
                 break
         return idx
 
