@@ -280,5 +280,108 @@ def ask_cmd(
     ask(get_settings(), shipments, console)
 
 
+@app.command("kafka-mock")
+def kafka_mock_cmd(
+    brokers: Annotated[int, typer.Option(min=1, max=9, help="mock brokers to start")] = 3,
+) -> None:
+    """Host librdkafka's embedded Kafka cluster until Ctrl-C; writes its bootstrap address to
+    <data_dir>/kafka/bootstrap, where `stream` and `replay` find it."""
+    from serving.kafka import bootstrap_file
+    from serving.kafka_mock import host
+
+    path = bootstrap_file(get_settings())
+    host(path, brokers, announce=lambda a: console.print(f"mock Kafka cluster at {a} "
+                                                         f"(written to {path}); Ctrl-C stops it"))
+
+
+@app.command("stream")
+def stream_cmd(
+    max_batch: Annotated[int | None, typer.Option(min=1, help="most events per micro-batch "
+                                                  "(default: stream_batch_max)")] = None,
+    batch_ms: Annotated[int | None, typer.Option(min=1, help="longest wait to fill a "
+                                                 "micro-batch, ms (default: stream_batch_ms)")] = None,
+    idle_exit: Annotated[float | None, typer.Option(min=0, help="stop after this many seconds "
+                                                    "without events")] = None,
+    max_events: Annotated[int | None, typer.Option(min=1, help="stop after this many "
+                                                   "events")] = None,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="serve Prometheus "
+                                                     "metrics on this port")] = None,
+    summary_every: Annotated[int, typer.Option(min=1, help="log a one-line summary every N "
+                                               "micro-batches")] = 20,
+) -> None:
+    """Consume tracking events from Kafka: update features online and offline, score every
+    affected shipment, publish risk updates, alerts and dead letters; Ctrl-C stops cleanly."""
+    import logging
+
+    from serving.kafka import NoKafka
+    from serving.stream import StreamOptions, run_stream
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    options = StreamOptions(max_batch=max_batch or settings.stream_batch_max,
+                            batch_ms=batch_ms or settings.stream_batch_ms, idle_exit_s=idle_exit,
+                            max_events=max_events, metrics_port=metrics_port,
+                            summary_every=summary_every)
+    try:
+        totals = run_stream(settings, options)
+    except NoKafka as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    import json
+
+    print("stream totals:", json.dumps(totals))
+
+
+@app.command("replay")
+def replay_cmd(
+    speedup: Annotated[float | None, typer.Option(min=0.001, help="simulated time runs this "
+                                                  "many times faster than the clock")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="events per second")] = None,
+    as_fast_as_possible: Annotated[bool, typer.Option("--as-fast-as-possible",
+                                                      help="no pacing")] = False,
+    since: Annotated[str | None, typer.Option(help="only events ingested from this UTC time "
+                                              "on (ISO-8601)")] = None,
+    max_events: Annotated[int | None, typer.Option(min=1, help="stop after this many "
+                                                   "events")] = None,
+) -> None:
+    """Publish the lake's tracking events to Kafka in ingestion order (keyed by shipment)."""
+    import pandas as pd
+
+    from serving.kafka import NoKafka
+    from serving.replay import replay
+
+    if sum(x is not None and x is not False for x in (speedup, rate, as_fast_as_possible or None)) != 1:
+        raise typer.BadParameter("give exactly one of --speedup, --rate, --as-fast-as-possible",
+                                 param_hint="--speedup")
+    try:
+        start = pd.Timestamp(since, tz="UTC") if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{since}' is not a time", param_hint="--since") from exc
+    try:
+        with progress() as bar:
+            task = bar.add_task("replaying", total=max_events)
+            report = replay(get_settings(), speedup=speedup, rate=rate, since=start,
+                            max_events=max_events,
+                            on_chunk=lambda done: bar.update(task, completed=done))
+    except NoKafka as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"published {report.events:,} events in {report.seconds:.1f} s "
+                  f"({report.rate:,.0f}/s), ingested {report.first_ingested} .. "
+                  f"{report.last_ingested}")
+
+
+@app.command("stream-demo")
+def stream_demo_cmd(
+    events: Annotated[int, typer.Option(min=100, help="tracking events to replay")] = 20_000,
+    shipments: Annotated[int, typer.Option(min=1, max=30, help="shipments shown")] = 8,
+) -> None:
+    """Host the embedded Kafka cluster, run the stream scorer, replay the newest events of the
+    lake through it and show risk changing as they arrive; everything stops at the end."""
+    from serving.stream_demo import stream_demo
+
+    stream_demo(get_settings(), events, shipments, console)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

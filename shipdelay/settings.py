@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     kafka_security: dict[str, str] = Field(
         default_factory=dict, description="extra librdkafka settings (TLS/SASL), passed through"
     )
+    kafka_topic_prefix: str = Field("shipdelay.", description="prefix of the stream's topics: "
+                                    "tracking-events, risk-updates, risk-alerts, dead-letters")
+    kafka_group: str = Field("shipdelay-stream", description="consumer group of the stream scorer")
+    stream_alert_threshold: float = Field(0.6, ge=0, le=1, description="alert when P(late) "
+                                          "crosses this")
+    stream_alert_jump: float = Field(0.2, ge=0, le=1, description="alert when P(late) rises by "
+                                     "more than this since the shipment's previous score")
+    stream_batch_max: int = Field(20_000, ge=1, description="most events in one micro-batch")
+    stream_batch_ms: int = Field(300, ge=1, description="longest wait to fill a micro-batch")
     postgres_url: str | None = Field(None, description="PostgreSQL for MLflow, Optuna, registry")
     mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
     spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")

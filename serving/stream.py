@@ -1,0 +1,213 @@
+"""`shipdelay stream`: keep every in-flight shipment's risk current from Kafka tracking events.
+
+A consumer in the stream's group takes micro-batches (up to `stream_batch_max` events or
+`stream_batch_ms` of waiting) and, for each one, in this order:
+1. parses and validates (`serving.stream_parse`) and folds, scores and checks alerts
+   (`serving.stream_batch`);
+2. publishes dead letters, risk updates and alerts, and waits for the brokers' acknowledgements;
+3. stages the new progress rows offline, commits the online rows with the batch's event ids and a
+   token in one transaction, and publishes the staged rows (`serving.stream_offline`);
+4. commits the consumer offsets.
+A crash anywhere reprocesses the batch: events already in the online store are recognised by
+their ids and skipped, so no state counts twice; outputs of the interrupted batch may be
+published again (risk updates are keyed by shipment, alerts carry a stable `alert_id`, dead
+letters their source partition and offset), so consumers de-duplicate them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.online_direct import open_direct
+from features.store import get_store, offline_dir
+from serving.kafka import Topics, consumer_config, producer_config
+from serving.stream_batch import AlertRule, process
+from serving.stream_metrics import StreamMetrics
+from serving.stream_offline import OfflineStager
+from serving.stream_parse import dead_letter_records, parse_batch
+from serving.stream_records import alert_records, risk_records
+from serving.stream_store import StreamStore
+from shipdelay.settings import Settings
+
+log = logging.getLogger("shipdelay.stream")
+
+
+@dataclass
+class StreamOptions:
+    max_batch: int = 20_000
+    batch_ms: int = 300
+    idle_exit_s: float | None = None  # stop after this long without messages (tests, demos)
+    max_events: int | None = None  # stop after this many messages
+    metrics_port: int | None = None
+    summary_every: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw) -> StreamOptions:
+        return cls(max_batch=settings.stream_batch_max, batch_ms=settings.stream_batch_ms, **kw)
+
+
+class _Stop:
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._set)
+
+    def _set(self, *_):
+        self.requested = True
+
+
+def _champion(settings: Settings):
+    from serving.model_holder import ModelHolder
+
+    holder = ModelHolder(settings, refresh_seconds=60, store=get_store(settings))
+    if holder.scorer is None:
+        raise RuntimeError(f"no servable champion model: {holder.last_error}")
+    return holder
+
+
+def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict:
+    """Consume until stopped (SIGTERM/SIGINT, `idle_exit_s`, `max_events`); returns totals."""
+    from confluent_kafka import Consumer, Producer
+
+    options = options or StreamOptions.from_settings(settings)
+    topics = Topics.from_settings(settings)
+    rule = AlertRule(settings.stream_alert_threshold, settings.stream_alert_jump)
+    store = StreamStore(open_direct(settings))
+    stager = OfflineStager(offline_dir(settings))
+    published, deleted = stager.recover(store)
+    if published or deleted:
+        log.info("recovered offline parts of stopped processes: %d published, %d dropped",
+                 published, deleted)
+    holder = _champion(settings)
+    metrics = StreamMetrics(options.metrics_port, options.summary_every)
+    consumer = Consumer(consumer_config(settings))
+    producer = Producer(producer_config(settings))
+    consumer.subscribe([topics.events], on_assign=_log_partitions("assigned"),
+                       on_revoke=_log_partitions("revoked"))
+    stop, seen, idle_since, partitions = _Stop(), 0, time.monotonic(), set()
+    first_at = last_at = 0.0  # first message consumed, last batch committed
+    try:
+        while not stop.requested:
+            if options.max_events is not None and seen >= options.max_events:
+                break
+            want = options.max_batch if options.max_events is None else min(
+                options.max_batch, options.max_events - seen)
+            messages = [m for m in consumer.consume(want, options.batch_ms / 1000)
+                        if m.error() is None]
+            if not messages:
+                if options.idle_exit_s is not None and \
+                        time.monotonic() - idle_since > options.idle_exit_s:
+                    break
+                continue
+            idle_since = time.monotonic()
+            holder.maybe_reload()
+            seen += len(messages)
+            partitions.update(m.partition() for m in messages)
+            first_at = first_at or time.monotonic()
+            _one_batch(messages, consumer, producer, store, stager, holder.scorer, topics, rule,
+                       metrics)
+            last_at = time.monotonic()
+            if metrics.batches % options.summary_every == 0:
+                metrics.set_lag(_lag(consumer))
+    finally:
+        consumer.close()
+        producer.flush(10)
+        stager.close()
+        store.online.close()
+    metrics.summary()
+    return dict(metrics.totals, batches=metrics.batches, partitions=sorted(partitions),
+                busy_s=round(last_at - first_at, 3))
+
+
+def _log_partitions(what: str):
+    def callback(_consumer, partitions) -> None:
+        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
+    return callback
+
+
+def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule, metrics) -> None:
+    started = time.monotonic()
+    values = [m.value() for m in messages]
+    keys = [m.key() for m in messages]
+    meta = pd.DataFrame({"partition": [m.partition() for m in messages],
+                         "offset": [m.offset() for m in messages],
+                         "produced_ms": [m.timestamp()[1] for m in messages]})
+    parsed = parse_batch(values, keys, meta)
+    result = process(store, scorer, parsed.events, rule)
+
+    dead = parsed.dead
+    if len(result.dead):
+        row = pd.Series(np.arange(len(meta)), index=pd.MultiIndex.from_frame(
+            meta[["partition", "offset"]]))
+        at = row.loc[list(zip(result.dead["partition"], result.dead["offset"]))].to_numpy()
+        dead = pd.concat([dead, result.dead.assign(key=[keys[i] for i in at],
+                                                   raw=[values[i] for i in at])],
+                         ignore_index=True)
+    now = pd.Timestamp.now(tz="UTC")
+    out = {"dead_letter": (topics.dead_letters, dead_letter_records(dead, topics.events, now),
+                           [k for k in dead["key"]]),
+           "risk": (topics.risk, *risk_records(result.risk)),
+           "alert": (topics.alerts, *alert_records(result.alerts, rule))}
+    _publish(producer, out)
+
+    if len(result.latest):
+        token = stager.next_token()
+        staged = stager.stage(result.states, token)
+        store.commit(result.latest, result.state, token)
+        stager.publish(staged)
+        store.forget(token)
+    _commit(consumer, meta, topics.events)
+    done_ms = time.time() * 1000
+    counts = dict(result.counts, parse_dead=len(parsed.dead))
+    metrics.batch(counts, dead["reason"].tolist(), time.monotonic() - started,
+                  (done_ms - meta["produced_ms"].to_numpy(float)) / 1000,
+                  {k: len(v[1]) for k, v in out.items()})
+
+
+class PublishFailed(RuntimeError):
+    """The brokers did not acknowledge every output message: the batch is not committed."""
+
+
+def _publish(producer, outputs: dict) -> None:
+    errors = []
+
+    def delivered(err, _msg):
+        if err is not None:
+            errors.append(err)
+
+    for topic, records, keys in outputs.values():
+        for value, key in zip(records, keys):
+            while True:
+                try:
+                    producer.produce(topic, value, key=key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+    left = producer.flush(60)
+    if left or errors:
+        raise PublishFailed(f"{left} message(s) unacknowledged, errors: {errors[:3]}")
+
+
+def _commit(consumer, meta: pd.DataFrame, topic: str) -> None:
+    from confluent_kafka import TopicPartition
+
+    last = meta.groupby("partition")["offset"].max()
+    consumer.commit(offsets=[TopicPartition(topic, int(p), int(o) + 1) for p, o in last.items()],
+                    asynchronous=False)
+
+
+def _lag(consumer) -> dict[int, int]:
+    lags = {}
+    try:
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+            lags[tp.partition] = max(0, high - tp.offset) if tp.offset >= 0 else high
+    except Exception as err:  # noqa: BLE001 - metrics never stop the stream
+        log.warning("consumer lag unavailable: %s", err)
+    return lags

@@ -1,0 +1,172 @@
+"""One micro-batch of valid tracking events -> new shipment states, risk updates and alerts.
+
+Pure apart from reads of the online store: nothing is written here (the loop in
+`serving.stream` publishes, commits and appends, in that order). Per batch, all vectorized:
+1. read each shipment's profile (its plan), progress and stream state in one call per view;
+2. dead-letter events of unknown shipments and events that arrive after the shipment's
+   delivery (its delivered scan came earlier in the partition, in this batch or before);
+3. drop event ids already folded in (a redelivery after a crash, a re-sent scan);
+4. fold the rest with `advance_progress`, the function the backfill uses;
+5. build the model's vectors from the new state (statistics views read directly) and score
+   them with the shared scorer, as of each shipment's latest ingestion moment, so that a
+   reprocessed batch scores the same;
+6. alert when P(late) crosses the threshold or rises by more than the jump since the
+   shipment's previously published score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.online_direct import model_vectors
+from features.schema import TIMESTAMP
+from features.transforms import advance_progress, latest
+from serving.scorer import Scorer
+from serving.stream_store import StreamStore
+
+EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
+                 "ingested_at", "hub_id", "note"]
+UNKNOWN, DELIVERED = "unknown shipment", "event after the shipment's delivery"
+# Every parcel of a shipment is scanned "delivered"; re-scans follow within minutes. A scan that
+# happened more than this after the shipment's first delivered scan cannot be real.
+DELIVERY_GRACE = pd.Timedelta(hours=6)
+
+
+@dataclass
+class AlertRule:
+    threshold: float = 0.6
+    jump: float = 0.2
+
+
+@dataclass
+class BatchResult:
+    states: pd.DataFrame  # every new progress row (offline)
+    latest: pd.DataFrame  # the newest row per shipment (online)
+    state: pd.DataFrame  # stream state per touched shipment
+    risk: pd.DataFrame  # one risk update per shipment
+    alerts: pd.DataFrame
+    dead: pd.DataFrame  # partition, offset, reason (events refused for the shipment's state)
+    counts: dict = field(default_factory=dict)
+
+
+def _key(sid: pd.Series, eid: pd.Series) -> pd.Series:
+    return sid.astype(str) + "\x1f" + eid.astype(str)
+
+
+def _delivered_before(events: pd.DataFrame, prior_s: pd.Series) -> np.ndarray:
+    """Per event (sorted by partition and offset): the time of its shipment's first delivered
+    scan among the prior state and the events before it in the partition (NaN: none)."""
+    t = pd.DatetimeIndex(events["event_time"]).asi8 / 1e9
+    own = np.where(events["event_type"].eq("delivered").to_numpy(bool), t, np.inf)
+    sid = events["shipment_id"].astype(str)
+    earlier = pd.Series(own).groupby(sid.to_numpy(), sort=False).cummin()
+    earlier = earlier.groupby(sid.to_numpy(), sort=False).shift(1, fill_value=np.inf).to_numpy()
+    before = np.minimum(earlier, sid.map(prior_s).fillna(np.inf).to_numpy(float))
+    return np.where(np.isinf(before), np.nan, before)
+
+
+def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
+            rule: AlertRule | None = None) -> BatchResult:
+    rule = rule or AlertRule()
+    events = events.sort_values(["partition", "offset"], kind="stable").reset_index(drop=True)
+    ids = events["shipment_id"].astype(str).unique().tolist()
+    profile = store.online.read("shipment_profile", ids).set_index("shipment_id")
+    progress = store.online.read("shipment_progress", ids).set_index("shipment_id")
+    state = store.read_state(ids).set_index("shipment_id")
+
+    sid = events["shipment_id"].astype(str)
+    dead = pd.Series("", index=events.index, dtype=object)
+    dead[~sid.map(profile["found"]).fillna(False).to_numpy(bool)] = UNKNOWN
+
+    # already folded in (earlier batch, or the same id earlier in this batch): skip silently
+    applied = state["applied"].str.split("\n").explode()
+    applied = applied[applied.astype(bool)]
+    seen = _key(pd.Series(applied.index), pd.Series(applied.to_numpy()))
+    key = _key(sid, events["event_id"])
+    duplicate = (key.isin(seen) | key.duplicated()).to_numpy() & (dead == "").to_numpy()
+
+    # after delivery: happened well after the shipment's first delivered scan (prior or earlier)
+    delivered = progress["delivered"].eq(1).fillna(False).to_numpy(bool)
+    prior_s = progress["furthest_time_s"].where(delivered).astype(float)
+    t = pd.DatetimeIndex(events["event_time"]).asi8 / 1e9
+    late = t > _delivered_before(events, prior_s) + DELIVERY_GRACE.total_seconds()
+    dead[(dead == "").to_numpy() & ~duplicate & late] = DELIVERED
+
+    keep = (dead == "").to_numpy() & ~duplicate
+    fresh = events[keep]
+    touched = fresh["shipment_id"].astype(str).unique().tolist()
+    counts = {"events": len(events), "applied": len(fresh), "duplicates": int(duplicate.sum()),
+              "shipments": len(touched)}
+    dead_rows = events.loc[dead != "", ["partition", "offset"]].assign(reason=dead[dead != ""])
+    if fresh.empty:
+        empty = pd.DataFrame()
+        return BatchResult(empty, empty, empty, empty, empty, dead_rows, counts)
+
+    plans = profile.loc[touched].reset_index()
+    prior = progress.loc[touched]
+    prior = prior[prior["found"]].drop(columns="found").reset_index()
+    prior[TIMESTAMP] = pd.Timestamp(0, tz="UTC")  # the fold reads values only
+    states = advance_progress(prior if len(prior) else None, fresh[EVENT_COLUMNS], plans)
+    now = latest(states).set_index("shipment_id").loc[touched].reset_index()
+
+    # the new stream state: ids folded in so far, the score published last
+    new_ids = fresh.groupby(fresh["shipment_id"].astype(str), sort=False)["event_id"].agg(
+        "\n".join).loc[touched]
+    old = state.loc[touched]
+    joined = np.where(old["applied"].to_numpy() == "", new_ids.to_numpy(),
+                      old["applied"].to_numpy() + "\n" + new_ids.to_numpy())
+
+    scored, alerts = _score(store, scorer, plans, now, old["p_late"].to_numpy(), rule)
+    first_ms = fresh.groupby(fresh["shipment_id"].astype(str), sort=False)["produced_ms"].min()
+    risk = scored.assign(events_applied=fresh["shipment_id"].astype(str).value_counts()
+                         .loc[touched].to_numpy(),
+                         first_produced_ms=first_ms.loc[touched].to_numpy())
+    p_new = np.where(now["delivered"].to_numpy() == 1, old["p_late"].to_numpy(),
+                     risk["p_late"].to_numpy(dtype=float))
+    new_state = pd.DataFrame({"shipment_id": touched, "applied": joined, "p_late": p_new})
+    counts["alerts"] = len(alerts)
+    return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts)
+
+
+def _score(store, scorer, plans, now, previous, rule) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Risk updates for the shipments of `now` (delivered ones are reported, not scored)."""
+    as_of = now[TIMESTAMP]
+    base = pd.DataFrame({
+        "shipment_id": now["shipment_id"].to_numpy(),
+        "as_of": as_of.to_numpy(),
+        "delivered": now["delivered"].to_numpy() == 1,
+        "last_event_type": now["last_event_type"].to_numpy(),
+        "current_hub": now["current_hub"].to_numpy(),
+        "slip_h": now["slip_h"].to_numpy(),
+        "previous_p_late": previous,
+    })
+    moving = ~base["delivered"].to_numpy()
+    cols = ["p_late", "risk_band", "delay_p50_h", "delay_p90_h", "eta", "eta_p10", "eta_p90"]
+    base = base.assign(**{c: np.nan for c in cols[:1]}, risk_band=None, delay_p50_h=np.nan,
+                       delay_p90_h=np.nan, eta=pd.NaT, eta_p10=pd.NaT, eta_p90=pd.NaT,
+                       model_version=scorer.version)
+    if moving.any():
+        vectors = model_vectors(store.online, plans[moving].reset_index(drop=True),
+                                now[moving].reset_index(drop=True),
+                                pd.DatetimeIndex(as_of[moving]).asi8 / 1e9)
+        out = scorer.score(vectors, reasons=False)
+        for c in cols:
+            base.loc[moving, c] = out[c].to_numpy()
+    p = base["p_late"].to_numpy(dtype=float)
+    crossed = moving & (p >= rule.threshold) & ~(previous >= rule.threshold)
+    jumped = moving & (p - np.nan_to_num(previous, nan=np.inf) > rule.jump)
+    hit = crossed | jumped
+    alerts = base[hit].copy()
+    alerts["kind"] = np.where(crossed[hit] & jumped[hit], "crossed threshold and jumped",
+                              np.where(crossed[hit], "crossed threshold", "jumped"))
+    alerts["alert_id"] = alerts["shipment_id"] + "@" + pd.DatetimeIndex(
+        alerts["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if hit.any():  # reasons only for the few shipments that alert
+        vec = model_vectors(store.online, plans[hit].reset_index(drop=True),
+                            now[hit].reset_index(drop=True),
+                            pd.DatetimeIndex(as_of[hit]).asi8 / 1e9)
+        alerts["reasons"] = scorer.score(vec)["reasons"].to_numpy()
+    return base, alerts

@@ -1,0 +1,110 @@
+"""The stream scorer's state, kept in the online store next to each shipment's features.
+
+Per shipment the stream keeps the event ids it has folded in (so a re-delivered or re-sent event
+never counts twice) and the last P(late) it published (so alerts survive restarts). `commit`
+writes the new progress rows in Feast's layout, this state and a commit token in ONE
+transaction (SQLite) or one MULTI/EXEC (Redis): either a micro-batch is in the online store
+entirely, with its event ids, or not at all. The token lets the offline part staged for the
+batch be published exactly when the online write happened (see `serving.stream_offline`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from features.online_direct import DirectOnline, RedisOnline, SqliteOnline, entity_keys, with_tx
+
+STATE_COLUMNS = ["shipment_id", "applied", "p_late"]
+_APPLIED, _P_LATE = b"_stream:applied", b"_stream:p_late"
+_TOKEN_PREFIX = "shipdelay:stream:commit:"
+TOKEN_TTL_S = 7 * 86_400
+
+
+class StreamStore:
+    def __init__(self, online: DirectOnline):
+        self.online = online
+        if isinstance(online, SqliteOnline):
+            online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_state "
+                                "(entity_key BLOB PRIMARY KEY, applied TEXT, p_late REAL)")
+            online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_commits "
+                                "(token TEXT PRIMARY KEY, at INTEGER)")
+
+    # ------------------------------------------------------------------------ reads
+    def read_state(self, ids: list[str]) -> pd.DataFrame:
+        """Applied event ids ("\\n"-joined, "" when none) and last P(late) (NaN) per id."""
+        keys = entity_keys("shipment_id", ids)
+        applied, p_late = [""] * len(ids), np.full(len(ids), np.nan)
+        if isinstance(self.online, SqliteOnline):
+            where = {k: i for i, k in enumerate(keys)}
+            for lo in range(0, len(keys), 20_000):
+                chunk = keys[lo:lo + 20_000]
+                for key, text, p in self.online.conn.execute(
+                        "SELECT entity_key, applied, p_late FROM shipdelay_stream_state WHERE "
+                        f"entity_key IN ({','.join('?' * len(chunk))})", chunk):
+                    applied[where[key]] = text or ""
+                    p_late[where[key]] = np.nan if p is None else p
+        else:
+            pipe = self.online.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.hmget(RedisOnline.redis_key(k), [_APPLIED, _P_LATE])
+            for i, (text, p) in enumerate(pipe.execute()):
+                applied[i] = (text or b"").decode()
+                p_late[i] = float(p) if p else np.nan
+        return pd.DataFrame({"shipment_id": ids, "applied": applied, "p_late": p_late})
+
+    # ------------------------------------------------------------------------ commit
+    def commit(self, progress: pd.DataFrame, state: pd.DataFrame, token: str) -> None:
+        """Progress rows (one per shipment), their stream state and `token`, atomically."""
+        if isinstance(self.online, SqliteOnline):
+            self._commit_sqlite(progress, state, token)
+        else:
+            self._commit_redis(progress, state, token)
+
+    def _commit_sqlite(self, progress, state, token) -> None:
+        conn = self.online.conn
+        sql, rows = self.online.upsert_statements("shipment_progress", progress)
+        keys = entity_keys("shipment_id", state["shipment_id"].astype(str))
+        p = state["p_late"].astype(object).where(state["p_late"].notna(), None).tolist()
+        state_rows = list(zip(keys, state["applied"].tolist(), p))
+
+        def body():
+            conn.executemany(sql, rows)
+            conn.executemany("INSERT OR REPLACE INTO shipdelay_stream_state VALUES (?, ?, ?)",
+                             state_rows)
+            conn.execute("INSERT OR REPLACE INTO shipdelay_stream_commits VALUES (?, ?)",
+                         (token, int(time.time())))
+
+        with_tx(conn, body)
+
+    def _commit_redis(self, progress, state, token) -> None:
+        mappings = dict(self.online.hash_mappings("shipment_progress", progress))
+        keys = [RedisOnline.redis_key(k)
+                for k in entity_keys("shipment_id", state["shipment_id"].astype(str))]
+        pipe = self.online.client.pipeline(transaction=True)
+        for key, applied, p in zip(keys, state["applied"].tolist(), state["p_late"].tolist()):
+            fields = mappings.pop(key, {})
+            fields[_APPLIED] = applied
+            if not np.isnan(p):
+                fields[_P_LATE] = repr(float(p))
+            pipe.hset(key, mapping=fields)
+        for key, fields in mappings.items():  # progress without state (not expected)
+            pipe.hset(key, mapping=fields)
+        pipe.set(_TOKEN_PREFIX + token, b"1", ex=TOKEN_TTL_S)
+        pipe.execute()
+
+    # ------------------------------------------------------------------------ tokens
+    def committed(self, token: str) -> bool:
+        if isinstance(self.online, SqliteOnline):
+            return self.online.conn.execute("SELECT 1 FROM shipdelay_stream_commits WHERE "
+                                            "token = ?", (token,)).fetchone() is not None
+        return bool(self.online.client.exists(_TOKEN_PREFIX + token))
+
+    def forget(self, token: str) -> None:
+        if isinstance(self.online, SqliteOnline):
+            self.online.conn.execute("DELETE FROM shipdelay_stream_commits WHERE token = ?",
+                                     (token,))
+        else:
+            self.online.client.delete(_TOKEN_PREFIX + token)

@@ -1,0 +1,210 @@
+"""The stream scorer end to end, as operators run it: an embedded Kafka cluster in its own
+process, `shipdelay stream` processes killed with SIGKILL mid-stream and restarted, two
+consumers in one group; the result compared with the batch backfill of the same events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+
+from features import offline as off
+from features.build import EVENT_COLUMNS, progress_chunks
+from features.online import online_vectors, read_progress
+from features.online_direct import model_vectors
+from features.schema import SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
+from features.store import get_store, offline_dir
+from features.transforms import latest
+from registry.loader import load_by_alias
+from serving.kafka import Topics
+from serving.scorer import Scorer
+from shipdelay.lake import Lake
+from tests.integration.stream.conftest import (
+    build_stream,
+    direct,
+    make_case,
+    produce,
+    read_topic,
+    start_stream,
+    stop,
+    stream_parts,
+    wait_exit,
+)
+
+KEY = ["shipment_id", TIMESTAMP]
+
+
+def _expected(case):
+    """The backfill of the same events: every lake event up to the world's end, except those of
+    shipments the online store does not know (dead-lettered, as the stream must)."""
+    events = Lake(case.settings.lake_dir).read("tracking_events", columns=EVENT_COLUMNS)
+    post = events["ingested_at"] >= case.cut
+    ids = events.loc[post, "shipment_id"].astype(str).unique().tolist()
+    found = direct(case).read("shipment_profile", ids, ["n_legs"])
+    known = set(found.loc[found["found"], "shipment_id"].astype(str))
+    unknown = post & ~events["shipment_id"].astype(str).isin(known)
+    profile = off.read_view(offline_dir(case.settings), "shipment_profile")
+    profile = profile.sort_values(TIMESTAMP).drop_duplicates("shipment_id", keep="last")
+    rows = pd.concat(list(progress_chunks(events[~unknown], profile)), ignore_index=True)
+    return rows, sorted(known), int(unknown.sum())
+
+
+def assert_equals_backfill(case, stream) -> list[str]:
+    expected, known, _ = _expected(case)
+    offline = off.read_view(offline_dir(case.settings), "shipment_progress")
+    pdt.assert_frame_equal(offline[expected.columns].sort_values(KEY, ignore_index=True),
+                           expected.sort_values(KEY, ignore_index=True), check_dtype=False,
+                           obj="offline progress after the stream")
+    # online, read through Feast as the service reads it
+    touched = sorted(set(stream.events["shipment_id"].astype(str)) & set(known))
+    online = read_progress(get_store(case.settings), touched).set_index("shipment_id")
+    final = latest(expected).set_index("shipment_id").loc[touched]
+    assert len(online) == len(touched)
+    for col in SHIPMENT_PROGRESS:
+        a, b = online.loc[touched, col], final[col]
+        if pd.api.types.is_numeric_dtype(b):
+            same = np.isclose(a.astype(float), b.astype(float), rtol=1e-9, equal_nan=True)
+        else:
+            same = a.astype(str).to_numpy() == b.astype(str).to_numpy()
+        assert same.all(), (col, a[~same].head(), b[~same].head())
+    # every event counted exactly once
+    assert online["event_count"].sum() == final["event_count"].sum()
+    return touched
+
+
+def assert_dead_letters(case, stream) -> None:
+    _, _, unknown_events = _expected(case)
+    topics = Topics.from_settings(case.settings)
+    records = [json.loads(m.value()) for m in read_topic(case.settings, topics.dead_letters)]
+    unique = {(r["partition"], r["offset"]): r for r in records}  # a reprocess may resend
+    by_payload: dict[bytes, list[dict]] = {}
+    for r in unique.values():
+        by_payload.setdefault(base64.b64decode(r["payload_b64"]), []).append(r)
+    for payload, reason in stream.bad.items():
+        got = by_payload.get(payload, [])
+        assert len(got) == 1, (payload, got)
+        assert got[0]["reason"].startswith(reason), (payload, got[0]["reason"], reason)
+    from_lake = [r for r in unique.values() if r["reason"] == "unknown shipment"
+                 and b"SH-NO-SUCH" not in base64.b64decode(r["payload_b64"])]
+    assert len(from_lake) == unknown_events
+    assert len(unique) == len(stream.bad) + unknown_events
+
+
+def assert_risk_updates(case, touched: list[str]) -> None:
+    """The last risk update of each shipment is the shared scorer's answer on its final state."""
+    topics = Topics.from_settings(case.settings)
+    updates = [json.loads(m.value()) for m in read_topic(case.settings, topics.risk)]
+    last = pd.DataFrame(updates).drop_duplicates("shipment_id", keep="last").set_index(
+        "shipment_id")
+    assert set(touched) <= set(last.index)
+    store = direct(case)
+    progress = store.read("shipment_progress", touched)
+    moving = progress["delivered"].ne(1).to_numpy()
+    ids = [t for t, m in zip(touched, moving) if m]
+    profile = store.read("shipment_profile", ids).reset_index(drop=True)
+    progress = progress[moving].reset_index(drop=True)
+    as_of = pd.to_datetime(last.loc[ids, "as_of"], utc=True)
+    vectors = model_vectors(store, profile, progress, pd.DatetimeIndex(as_of).asi8 / 1e9)
+    expected = Scorer(load_by_alias(case.settings)).score(vectors, reasons=False)
+    assert np.allclose(last.loc[ids, "p_late"].to_numpy(float), expected["p_late"].to_numpy(),
+                       atol=1e-6)
+    assert last.loc[[t for t, m in zip(touched, moving) if not m], "delivered"].all()
+
+
+def assert_direct_vectors_equal_feast(case, ids: list[str]) -> None:
+    """The stream's direct reads give the FeatureService's vectors exactly as Feast does."""
+    now = case.cut + pd.Timedelta(days=3)
+    feast = online_vectors(get_store(case.settings), ids, now).set_index("shipment_id")
+    store = direct(case)
+    profile, progress = store.read("shipment_profile", ids), store.read("shipment_progress", ids)
+    mine = model_vectors(store, profile, progress, now).set_index("shipment_id")
+    for col in model_feature_names():
+        a, b = mine.loc[ids, col], feast.loc[ids, col]
+        if pd.api.types.is_numeric_dtype(b) or pd.api.types.is_numeric_dtype(a):
+            same = np.isclose(pd.to_numeric(a).astype(float), pd.to_numeric(b).astype(float),
+                              rtol=1e-12, equal_nan=True)
+        else:
+            same = (a.isna().to_numpy() & b.isna().to_numpy()) | (
+                a.astype(str).to_numpy() == b.astype(str).to_numpy())
+        assert same.all(), (col, a[~same].head(3), b[~same].head(3))
+
+
+def _applied(log) -> int:
+    found = re.findall(r'"applied": (\d+)', log.read_text())
+    return int(found[-1]) if found else 0
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_sigkilled_consumers_lose_nothing_and_count_nothing_twice(stream_world, kafka, tmp_path,
+                                                                  store):
+    case = make_case(stream_world, tmp_path / "data", store, kafka)
+    stream = build_stream(case.settings, case.cut)
+    produce(case.settings, stream)
+    log = tmp_path / "stream.log"
+    rng = np.random.default_rng(7)
+    procs = []
+    try:
+        for kill in range(3):
+            before = stream_parts(case)
+            proc = start_stream(case, log=log)
+            procs.append(proc)
+            deadline = time.monotonic() + 180
+            while stream_parts(case) < before + 2:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no progress:\n" + log.read_text()[-3000:]
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0, 0.5))
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        before = stream_parts(case)
+        final = start_stream(case, "--idle-exit", "5", log=log)
+        procs.append(final)
+        wait_exit(final, 300, log)
+    finally:
+        for proc in procs:
+            stop(proc)
+    assert stream_parts(case) > before, "the kills left nothing for the last run: not mid-stream"
+    progress_dir = offline_dir(case.settings) / "shipment_progress"
+    assert not list(progress_dir.glob("*/.staged-*")), "a killed batch's staged rows remain"
+    touched = assert_equals_backfill(case, stream)
+    assert_dead_letters(case, stream)
+    assert_risk_updates(case, touched)
+    assert_direct_vectors_equal_feast(case, touched[:80])
+
+
+def test_two_consumers_split_the_partitions_and_agree_with_one(stream_world, kafka, tmp_path):
+    case = make_case(stream_world, tmp_path / "data", "sqlite", kafka)
+    stream = build_stream(case.settings, case.cut, seed=11)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start_stream(case, "--idle-exit", "10", log=log) for log in logs]
+    try:
+        deadline = time.monotonic() + 180
+        while not all("partitions assigned: [" in log.read_text() if log.exists() else False
+                      for log in logs):
+            assert all(p.poll() is None for p in procs), [x.read_text()[-2000:] for x in logs]
+            assert time.monotonic() < deadline, "the consumers never joined"
+            time.sleep(0.1)
+        produce(case.settings, stream)
+        for proc, log in zip(procs, logs):
+            wait_exit(proc, 300, log)
+    finally:
+        for proc in procs:
+            stop(proc)
+    shares = []
+    for log in logs:  # the partitions each consumer took events from
+        seen = re.findall(r'"partitions": \[([0-9, ]*)\]', log.read_text())
+        shares.append({int(x) for x in seen[-1].split(",") if x.strip()})
+    assert shares[0] and shares[1] and not shares[0] & shares[1], shares
+    assert shares[0] | shares[1] == {0, 1, 2, 3}
+    assert _applied(logs[0]) > 0 and _applied(logs[1]) > 0
+    touched = assert_equals_backfill(case, stream)
+    assert_dead_letters(case, stream)
+    assert_risk_updates(case, touched)
