@@ -12,16 +12,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features import offline as off
 from features.schema import TIMESTAMP, VIEWS
 from features.store import get_store, offline_dir
 from features.tables import build_tables
 from features.transforms import advance_progress
-from shipdelay.lake import Lake
+from shipdelay.lake import Lake, write_parquet_atomic
 from shipdelay.settings import Settings, get_settings
 
 PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
@@ -62,6 +64,14 @@ def progress_chunks(events: pd.DataFrame, profile: pd.DataFrame,
         yield states if since is None else states[states[TIMESTAMP] >= since]
 
 
+def _keep_readable(offline: Path, view: str, frame: pd.DataFrame) -> None:
+    """A view without rows (e.g. hub_weather for a lake without weather) still gets one empty
+    part with its columns, so DuckDB and Feast read it as an empty table, not a missing file."""
+    if not any((offline / view).rglob("part-*.parquet")):
+        write_parquet_atomic(pa.Table.from_pandas(frame.iloc[:0], preserve_index=False),
+                             offline / view / "empty" / "part-empty.parquet")
+
+
 def build_features(settings: Settings | None = None, since: date | None = None,
                    on_step: Callable[[str, int, int], None] | None = None) -> BuildReport:
     """Build, write, register and materialize every feature view from the lake."""
@@ -86,6 +96,7 @@ def build_features(settings: Settings | None = None, since: date | None = None,
     for view in VIEWS:
         if view != "shipment_progress":
             report.rows[view] = write(target, view, tables[view])
+            _keep_readable(target, view, tables[view])
     report.seconds["write"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -36,6 +36,7 @@ SHIPMENT_PROFILE = {
     "international": "int",
     "booked_weekday": "int",
     "booked_month": "int",
+    "booked_hour": "int",  # UTC hour of the day (real operations have a daily rhythm)
     "booked_at_s": "float",  # epoch seconds, inputs of the on-demand features
     "promised_at_s": "float",
     "planned_arrival_s": "float",
@@ -99,6 +100,16 @@ HUB_STATS = {
     "hub_weather_notes_24h": "int",
     "hub_congestion_notes_24h": "int",
 }
+# Weather observed at the hub (optional contract table hub_weather): the latest observation.
+HUB_WEATHER = {
+    "weather_temperature_c": "float",
+    "weather_humidity_pct": "float",
+    "weather_wind_kmh": "float",
+    "weather_gust_kmh": "float",
+    "weather_precipitation_mm": "float",
+    "weather_pressure_hpa": "float",
+    "weather_visibility_km": "float",
+}
 ON_DEMAND = {
     "hours_to_promised": "float",
     "transit_elapsed_frac": "float",
@@ -112,10 +123,11 @@ VIEWS = {
     "carrier_stats": CARRIER_STATS,
     "customer_stats": CUSTOMER_STATS,
     "hub_stats": HUB_STATS,
+    "hub_weather": HUB_WEATHER,
 }
 VIEW_ENTITY = {"shipment_profile": "shipment", "shipment_progress": "shipment",
                "lane_stats": "lane", "carrier_stats": "carrier",
-               "customer_stats": "customer", "hub_stats": "hub"}
+               "customer_stats": "customer", "hub_stats": "hub", "hub_weather": "hub"}
 TIMESTAMP = "event_timestamp"  # every offline feature table's availability time column
 
 # What the delay model sees (the FeatureService delay_model_v1), view by view.
@@ -131,6 +143,7 @@ MODEL_FEATURES = {
     "carrier_stats": list(CARRIER_STATS),
     "customer_stats": list(CUSTOMER_STATS),
     "hub_stats": list(HUB_STATS),
+    "hub_weather": list(HUB_WEATHER),
     "delay_on_demand": list(ON_DEMAND),
 }
 CATEGORICAL = ["origin_region", "destination_region", "service_level", "main_mode",

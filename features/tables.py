@@ -1,4 +1,5 @@
-"""Lake -> offline feature tables (shipment profile; lane, carrier, customer, hub statistics).
+"""Lake -> offline feature tables (shipment profile; lane, carrier, customer, hub statistics;
+hub weather).
 
 Pure functions, frames in and frames out (pandas frames, Arrow tables or Arrow datasets in; pandas
 frames out), plus `build_tables`, which reads a Lake. Every output has the entity key, the
@@ -32,6 +33,7 @@ from features.schema import (
     CUSTOMER_STATS,
     ENTITY_KEYS,
     HUB_STATS,
+    HUB_WEATHER,
     LANE_STATS,
     SHIPMENT_PROFILE,
     TIMESTAMP,
@@ -69,6 +71,8 @@ _COLUMNS = {
                "ingested_at": _T, "note": "VARCHAR"},
     "outcomes": {"shipment_id": "VARCHAR", "delivered_at": _T, "delay_hours": "DOUBLE",
                  "is_late": "BOOLEAN"},
+    "weather": {"hub_id": "VARCHAR", "observed_at": _T, "ingested_at": _T,
+                **{c: "DOUBLE" for c in contract.columns("hub_weather")[3:]}},
 }
 
 
@@ -210,6 +214,7 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
         coalesce(o.country <> d.country, false)::BIGINT AS international,
         isodow(make_timestamp(s.booked_at)) - 1 AS booked_weekday,
         month(make_timestamp(s.booked_at)) AS booked_month,
+        hour(make_timestamp(s.booked_at)) AS booked_hour,
         s.booked_at / 1e6 AS booked_at_s, s.promised_at / 1e6 AS promised_at_s,
         p.last_arr / 1e6 AS planned_arrival_s,
         list_transform([p.first_dep / 1e6] || coalesce(p.mid_times, []::DOUBLE[])
@@ -393,7 +398,29 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike) -> pd.Da
     return _finish(con, sql, "hub_id", HUB_STATS)
 
 
-# -- 4. the whole lake ----------------------------------------------------------------------------
+# -- 4. hub weather ------------------------------------------------------------------------------
+def hub_weather(weather: Frame, start: DayLike | None = None) -> pd.DataFrame:
+    """The lake's hub_weather observations as a feature table: at each ingestion moment, the
+    newest observation known. An observation that arrives after a newer one was known never
+    becomes "the latest"; of several ingested at once the newest counts. With `start`, only
+    rows from then on."""
+    con = _connect(weather=weather)
+    picks = ", ".join(f"{c} AS {name}" for c, name in
+                      zip(contract.columns("hub_weather")[3:], HUB_WEATHER, strict=True))
+    since = "" if start is None else f"AND ingested_at >= {_us(start)}"
+    sql = f"""
+    WITH w AS (
+        SELECT *, max(observed_at) OVER (PARTITION BY hub_id ORDER BY ingested_at, observed_at
+                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen
+        FROM weather)
+    SELECT hub_id, ingested_at AS ts_us, {picks} FROM w
+    WHERE (seen IS NULL OR observed_at > seen) {since}
+    QUALIFY row_number() OVER (PARTITION BY hub_id, ingested_at ORDER BY observed_at DESC) = 1
+    ORDER BY hub_id, ts_us"""
+    return _finish(con, sql, "hub_id", HUB_WEATHER)
+
+
+# -- 5. the whole lake ----------------------------------------------------------------------------
 def _scan(lake: Lake, table: str) -> Frame:
     if lake.exists(table):
         return lake.scan(table)
@@ -401,7 +428,8 @@ def _scan(lake: Lake, table: str) -> Frame:
 
 
 def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFrame]:
-    """Every offline feature table of the lake: profile, lane/carrier/customer/hub statistics.
+    """Every offline feature table of the lake: profile, lane/carrier/customer/hub statistics,
+    hub weather (no rows when the lake has no hub_weather table).
 
     Days run from the first booking day to the day after the last ingested scan. `since` keeps
     only statistics rows on or after that day (windows still look back before it); the profile
@@ -425,7 +453,9 @@ def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFram
         tables[f"{entity}_stats"] = rolling_stats(entity, outcomes, profile, start, last,
                                                   events=events, legs=legs)
     tables["hub_stats"] = hub_stats(events, legs, start, last)
+    tables["hub_weather"] = hub_weather(_scan(lake, "hub_weather"),
+                                        start if since is not None else None)
     return tables
 
 
-__all__ = ["build_tables", "hub_stats", "rolling_stats", "shipment_profile"]
+__all__ = ["build_tables", "hub_stats", "hub_weather", "rolling_stats", "shipment_profile"]

@@ -153,6 +153,36 @@ OUTCOMES = pa.DataFrameSchema(
     name="outcomes",
 )
 
+# Optional context: weather observed at a hub. Every measurement may be missing; the ranges
+# reject impossible sensor readings rather than let them through as features.
+def _measure(low: float, high: float) -> pa.Column:
+    return pa.Column(float, pa.Check.in_range(low, high), nullable=True, coerce=True)
+
+
+HUB_WEATHER = pa.DataFrameSchema(
+    {
+        "hub_id": _str(),
+        "observed_at": _time(),
+        "ingested_at": _time(),
+        "temperature_c": _measure(-90, 60),
+        "humidity_pct": _measure(0, 100),
+        "wind_speed_kmh": _measure(0, 400),
+        "wind_gust_kmh": _measure(0, 500),
+        "precipitation_mm": _measure(0, 500),
+        "pressure_hpa": _measure(850, 1100),
+        "visibility_km": _measure(0, 100),
+    },
+    checks=[
+        pa.Check(
+            lambda df: df["ingested_at"] >= df["observed_at"],
+            element_wise=False,
+            error="ingested_at must not be before observed_at",
+        )
+    ],
+    strict="filter",
+    name="hub_weather",
+)
+
 # Hidden ground truth from the simulator: P(late | full world state at as_of).
 CEILING = pa.DataFrameSchema(
     {
@@ -184,6 +214,7 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "legs": LEGS,
     "tracking_events": TRACKING_EVENTS,
     "outcomes": OUTCOMES,
+    "hub_weather": HUB_WEATHER,
     "ceiling": CEILING,
     "rejects": REJECTS,
 }
@@ -195,6 +226,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "legs": ("shipment_id", "leg_index"),
     "tracking_events": ("event_id",),
     "outcomes": ("shipment_id",),
+    "hub_weather": ("hub_id", "observed_at"),
     "ceiling": ("shipment_id", "as_of"),
     "rejects": ("table", "source", "row_number"),
 }
@@ -206,6 +238,7 @@ PARTITION_BY: dict[str, str | None] = {
     "legs": "planned_departure",
     "tracking_events": "ingested_at",
     "outcomes": "delivered_at",
+    "hub_weather": "observed_at",
     "ceiling": "as_of",
     "rejects": "rejected_at",
 }

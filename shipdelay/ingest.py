@@ -32,7 +32,7 @@ from shipdelay import contract
 from shipdelay.lake import Lake
 
 KINDS = {"hubs": "hubs", "shipments": "shipments", "legs": "legs",
-         "events": "tracking_events", "outcomes": "outcomes"}
+         "events": "tracking_events", "outcomes": "outcomes", "weather": "hub_weather"}
 
 # Foreign keys: column -> (referenced table, its key column), checked against the lake.
 _HUB, _SHIPMENT = ("hubs", "hub_id"), ("shipments", "shipment_id")
@@ -41,6 +41,7 @@ REFERENCES: dict[str, list[tuple[str, tuple[str, str]]]] = {
     "legs": [("shipment_id", _SHIPMENT), ("from_hub", _HUB), ("to_hub", _HUB)],
     "tracking_events": [("shipment_id", _SHIPMENT), ("hub_id", _HUB)],
     "outcomes": [("shipment_id", _SHIPMENT)],
+    "hub_weather": [("hub_id", _HUB)],
 }
 
 _TRUE, _FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}

@@ -33,7 +33,8 @@ from shipdelay.snapshots import snapshot_times
 
 KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
 _STATS = {"lane_stats": "lane_id", "carrier_stats": "carrier_id",
-          "customer_stats": "customer_id", "hub_stats": "hub_id"}
+          "customer_stats": "customer_id", "hub_stats": "hub_id",
+          "hub_weather": "hub_id"}
 
 
 def training_snapshots(lake: Lake) -> pd.DataFrame:

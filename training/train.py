@@ -48,6 +48,11 @@ class TrainReport:
     on_ceiling: pd.DataFrame = field(default_factory=pd.DataFrame)  # AUC per scorer, covered rows
     fit_seconds: float = 0.0
 
+    @property
+    def has_ceiling(self) -> bool:
+        """Whether the lake had a ceiling for the test snapshots (simulated worlds only)."""
+        return not self.gap.empty
+
     def headline(self) -> pd.DataFrame:
         overall = self.metrics[self.metrics["slice"] == "overall"]
         return overall.pivot_table(index="model", columns="metric", values="value")[
@@ -68,13 +73,19 @@ def score_frame(bundle: Bundle, frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
 
 def compare(split: Split, bundle: Bundle, ceiling: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Model, baselines and the ceiling on the same test snapshots; and, on the snapshots the
-    ceiling covers, the share of each baseline's AUC gap to the ceiling the model closes."""
+    ceiling covers, the share of each baseline's AUC gap to the ceiling the model closes.
+
+    Real data has no ceiling: then there is no ceiling row and the gap table is empty."""
     test = split.test
     p, q = score_frame(bundle, test)
     scores = {"model": p, **{k: np.asarray(v, dtype=float) for k, v in
                              baselines.all_baselines(split.train, test, ceiling).items()}}
-    table = evaluate_many(test, scores, {"model": q})
     covered = ~np.isnan(scores["ceiling"])
+    if not covered.any():
+        del scores["ceiling"]
+        return evaluate_many(test, scores, {"model": q}), pd.DataFrame(), {
+            "p": p, "q": q, "scores": scores, "on_ceiling": pd.DataFrame()}
+    table = evaluate_many(test, scores, {"model": q})
     auc = evaluate_many(test[covered], {k: v[covered] for k, v in scores.items()})
     auc = auc[auc["metric"] == "roc_auc"].pivot_table(index=["slice", "group"], columns="model",
                                                        values="value")
@@ -138,7 +149,7 @@ def train(settings: Settings | None = None, params: dict | None = None,
         bundle = fit_bundle(split, params)
         fit_seconds = time.perf_counter() - started
         mlflow.log_metric("fit_seconds", fit_seconds)
-        step("evaluating against baselines and the ceiling")
+        step("evaluating against baselines (and the ceiling, if the lake has one)")
         table, gap, scored = compare(split, bundle, ceiling)
         _log_metrics(table, gap)
         _log_plots(split, bundle, table, scored)

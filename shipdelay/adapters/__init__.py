@@ -1,0 +1,1 @@
+"""Adapters: real data sources turned into the import contract."""
