@@ -42,7 +42,8 @@ log = logging.getLogger("shipdelay.stream")
 class StreamOptions:
     max_batch: int = 20_000
     batch_ms: int = 300
-    idle_exit_s: float | None = None  # stop after this long without messages (tests, demos)
+    idle_exit_s: float | None = None  # stop after this long without messages once partitions
+    # are assigned (tests, demos)
     max_events: int | None = None  # stop after this many messages
     metrics_port: int | None = None
     summary_every: int = 20
@@ -88,8 +89,9 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     metrics = StreamMetrics(options.metrics_port, options.summary_every)
     consumer = Consumer(consumer_config(settings))
     producer = Producer(producer_config(settings))
-    consumer.subscribe([topics.events], on_assign=_log_partitions("assigned"),
-                       on_revoke=_log_partitions("revoked"))
+    assigned: list[int] = []
+    consumer.subscribe([topics.events], on_assign=_track_partitions("assigned", assigned),
+                       on_revoke=_track_partitions("revoked", assigned))
     stop, seen, idle_since, partitions = _Stop(), 0, time.monotonic(), set()
     first_at = last_at = 0.0  # first message consumed, last batch committed
     try:
@@ -101,7 +103,9 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
             messages = [m for m in consumer.consume(want, options.batch_ms / 1000)
                         if m.error() is None]
             if not messages:
-                if options.idle_exit_s is not None and \
+                if not assigned:  # waiting for the group: not idle
+                    idle_since = time.monotonic()
+                elif options.idle_exit_s is not None and \
                         time.monotonic() - idle_since > options.idle_exit_s:
                     break
                 continue
@@ -125,9 +129,15 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
                 busy_s=round(last_at - first_at, 3))
 
 
-def _log_partitions(what: str):
+def _track_partitions(what: str, assigned: list[int]):
+    """A rebalance callback that logs and keeps `assigned` current."""
     def callback(_consumer, partitions) -> None:
-        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
+        ids = sorted(p.partition for p in partitions)
+        if what == "assigned":
+            assigned[:] = ids
+        else:
+            assigned[:] = [p for p in assigned if p not in ids]
+        log.info("partitions %s: %s", what, ids)
     return callback
 
 

@@ -71,6 +71,11 @@ def _delivered_before(events: pd.DataFrame, prior_s: pd.Series) -> np.ndarray:
 def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
             rule: AlertRule | None = None) -> BatchResult:
     rule = rule or AlertRule()
+    if events.empty:
+        empty = pd.DataFrame()
+        return BatchResult(empty, empty, empty, empty, empty,
+                           pd.DataFrame(columns=["partition", "offset", "reason"]),
+                           {"events": 0, "applied": 0, "duplicates": 0, "shipments": 0})
     events = events.sort_values(["partition", "offset"], kind="stable").reset_index(drop=True)
     ids = events["shipment_id"].astype(str).unique().tolist()
     profile = store.online.read("shipment_profile", ids).set_index("shipment_id")
