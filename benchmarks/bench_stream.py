@@ -67,18 +67,20 @@ def _redis_problem() -> str | None:
 
 
 def _store(source, tmp: Path, kind: str, cut: pd.Timestamp):
-    from features.repo.definitions import definitions
-    from features.store import get_store, offline_dir
+    from features.store import get_store
     from serving.stream_setup import rewind, workspace
 
     extra = {"online_store": "redis", "redis_url": REDIS_URL} if kind == "redis" else {}
     ws = workspace(source, tmp / kind, **extra)
     if kind == "redis":
         feast = get_store(ws)
-        feast.apply(definitions(offline_dir(ws)))
+    rewind(ws, cut)  # progress as of the cut, online and offline
+    if kind == "redis":  # the other views into Redis as `features build` loads them
+        from features.schema import VIEWS
+
         feast.materialize(start_date=(cut - pd.Timedelta(days=400)).to_pydatetime(),
-                          end_date=(cut + pd.Timedelta(days=400)).to_pydatetime())
-    rewind(ws, cut)
+                          end_date=(cut + pd.Timedelta(days=400)).to_pydatetime(),
+                          feature_views=[v for v in VIEWS if v != "shipment_progress"])
     return ws
 
 

@@ -136,6 +136,17 @@ def _decode_table(pos: np.ndarray, col: np.ndarray, values: list, n: int,
     return out
 
 
+def _value_text(values: pd.Series, kind: str) -> list:
+    """Feast's `value_text` column: str() of the value, None for nulls."""
+    null = values.isna().to_numpy()
+    typed = (pd.to_numeric(values, errors="coerce").astype("float64" if kind == "float"
+                                                           else "Int64")
+             if kind in ("float", "int") else values)
+    text = typed.astype(str).to_numpy(dtype=object)
+    text[null] = None
+    return text.tolist()
+
+
 def _epoch_s(times: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8 // 10**9
 
@@ -210,11 +221,7 @@ class SqliteOnline(DirectOnline):
                "excluded.value_text, event_ts = excluded.event_ts, created_ts = NULL")
         rows = []
         for c, kind in VIEWS[view].items():
-            text = frame[c].astype(object).where(frame[c].notna(), None)
-            text = [None if t is None else str(float(t) if kind == "float" else
-                                               (int(t) if kind == "int" else t))
-                    for t in text.tolist()]
-            rows.extend(zip(keys, [c] * len(keys), values[c], text, ts))
+            rows.extend(zip(keys, [c] * len(keys), values[c], _value_text(frame[c], kind), ts))
         return sql, rows
 
     def write(self, view: str, frame: pd.DataFrame) -> None:

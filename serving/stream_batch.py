@@ -78,7 +78,7 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
                            {"events": 0, "applied": 0, "duplicates": 0, "shipments": 0})
     events = events.sort_values(["partition", "offset"], kind="stable").reset_index(drop=True)
     ids = events["shipment_id"].astype(str).unique().tolist()
-    profile = store.online.read("shipment_profile", ids).set_index("shipment_id")
+    profile = store.profiles(ids)
     progress = store.online.read("shipment_progress", ids).set_index("shipment_id")
     state = store.read_state(ids).set_index("shipment_id")
 
@@ -153,6 +153,7 @@ def _score(store, scorer, plans, now, previous, rule) -> tuple[pd.DataFrame, pd.
     base = base.assign(**{c: np.nan for c in cols[:1]}, risk_band=None, delay_p50_h=np.nan,
                        delay_p90_h=np.nan, eta=pd.NaT, eta_p10=pd.NaT, eta_p90=pd.NaT,
                        model_version=scorer.version)
+    vectors = None
     if moving.any():
         vectors = model_vectors(store.online, plans[moving].reset_index(drop=True),
                                 now[moving].reset_index(drop=True),
@@ -169,9 +170,8 @@ def _score(store, scorer, plans, now, previous, rule) -> tuple[pd.DataFrame, pd.
                               np.where(crossed[hit], "crossed threshold", "jumped"))
     alerts["alert_id"] = alerts["shipment_id"] + "@" + pd.DatetimeIndex(
         alerts["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if hit.any():  # reasons only for the few shipments that alert
-        vec = model_vectors(store.online, plans[hit].reset_index(drop=True),
-                            now[hit].reset_index(drop=True),
-                            pd.DatetimeIndex(as_of[hit]).asi8 / 1e9)
-        alerts["reasons"] = scorer.score(vec)["reasons"].to_numpy()
+    if hit.any():  # reasons only for the few shipments that alert (hit implies moving)
+        among_moving = hit[moving]
+        alerts["reasons"] = scorer.score(vectors[among_moving].reset_index(drop=True))[
+            "reasons"].to_numpy()
     return base, alerts

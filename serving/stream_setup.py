@@ -5,7 +5,8 @@ through it: for the stream demo, load tests and the stream's own tests.
 `cut` (the backfill function), makes that the offline view, replaces the online progress of
 every shipment with it and clears the stream's per-shipment state. Profiles and statistics are
 left as they are. `workspace` makes a scratch copy of a built data directory to rewind: the
-lake, the other offline views and the model registry are shared or copied, never changed.
+lake, the other offline views and the model registry are shared or copied, never changed; the
+Feast definitions are applied again so that every source points into the copy.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from features import offline as off
 from features.build import EVENT_COLUMNS, progress_chunks
 from features.online_direct import RedisOnline, SqliteOnline, entity_keys, open_direct
 from features.schema import SHIPMENT_PROGRESS, VIEWS
-from features.store import feast_dir, offline_dir
+from features.store import feast_dir, get_store, offline_dir
 from features.transforms import latest
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings
@@ -44,7 +45,12 @@ def workspace(source: Settings, target: Path, **overrides) -> Settings:
     for view in VIEWS:
         if view != PROGRESS and (offline_dir(source) / view).exists():
             (target / "feast" / "offline" / view).symlink_to((offline_dir(source) / view).resolve())
-    return Settings(data_dir=target, **overrides)
+    (target / "feast" / "offline" / PROGRESS).mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=target, **overrides)
+    from features.repo.definitions import definitions
+
+    get_store(settings).apply(definitions(offline_dir(settings)))  # sources in this copy
+    return settings
 
 
 def progress_before(settings: Settings, cut: pd.Timestamp) -> pd.DataFrame:

@@ -18,14 +18,18 @@ import pandas as pd
 from features.online_direct import DirectOnline, RedisOnline, SqliteOnline, entity_keys, with_tx
 
 STATE_COLUMNS = ["shipment_id", "applied", "p_late"]
+PROFILE_TTL_S = 300.0  # a rebuilt profile (nightly `features build`) is seen within this
+PROFILE_CACHE_MAX = 200_000
 _APPLIED, _P_LATE = b"_stream:applied", b"_stream:p_late"
 _TOKEN_PREFIX = "shipdelay:stream:commit:"
 TOKEN_TTL_S = 7 * 86_400
 
 
 class StreamStore:
-    def __init__(self, online: DirectOnline):
+    def __init__(self, online: DirectOnline, profile_ttl_s: float = PROFILE_TTL_S):
         self.online = online
+        self.profile_ttl_s = profile_ttl_s
+        self._profiles: pd.DataFrame | None = None  # by shipment_id, with the read time
         if isinstance(online, SqliteOnline):
             online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_state "
                                 "(entity_key BLOB PRIMARY KEY, applied TEXT, p_late REAL)")
@@ -33,6 +37,32 @@ class StreamStore:
                                 "(token TEXT PRIMARY KEY, at INTEGER)")
 
     # ------------------------------------------------------------------------ reads
+    def profiles(self, ids: list[str]) -> pd.DataFrame:
+        """Shipment profiles (plans) by shipment_id, `found` False for unknown shipments.
+        A profile changes only when the feature store is rebuilt, so known ones are kept for
+        `profile_ttl_s`; unknown ones are asked for again every time (a new booking)."""
+        now, cache = time.monotonic(), self._profiles
+        fresh = np.zeros(len(ids), bool)
+        if cache is not None:
+            at = cache.index.get_indexer(ids)
+            fresh = (at >= 0) & (cache["_read_at"].to_numpy()[np.maximum(at, 0)]
+                                 > now - self.profile_ttl_s)
+        missing = [i for i, f in zip(ids, fresh) if not f]
+        if missing:
+            got = self.online.read("shipment_profile", missing).set_index("shipment_id")
+            got["_read_at"] = now
+            known = got[got["found"]]
+            cache = known if cache is None else pd.concat(
+                [cache.drop(known.index, errors="ignore"), known])
+            if len(cache) > PROFILE_CACHE_MAX:
+                cache = cache.sort_values("_read_at").iloc[-PROFILE_CACHE_MAX:]
+            self._profiles = cache
+            unknown = got[~got["found"]]
+            out = pd.concat([cache, unknown]) if len(unknown) else cache
+        else:
+            out = cache
+        return out.loc[ids].drop(columns="_read_at")
+
     def read_state(self, ids: list[str]) -> pd.DataFrame:
         """Applied event ids ("\\n"-joined, "" when none) and last P(late) (NaN) per id."""
         keys = entity_keys("shipment_id", ids)
