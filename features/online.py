@@ -1,9 +1,11 @@
 """Online reads and the streaming update, through Feast's online store.
 
 `online_vectors` answers "what are this shipment's features now?" in two steps: the shipment's
-own views give its lane, carrier, customer and current hub, then the FeatureService is read with
-all five keys. `apply_events` is the streaming updater's core: prior state and plans from the
-online store, `advance_progress`, the new state back online and appended offline.
+own views give its lane, carrier, customer and current hub (`FIRST_READ`, `join_key_values`),
+then the FeatureService is read with all five keys. It is the reference for the direct reader
+in `features.online_fast`, which returns the same frame without `get_online_features`.
+`apply_events` is the streaming updater's core: prior state and plans from the online store,
+`advance_progress`, the new state back online and appended offline.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from features.transforms import advance_progress, latest
 
 PLAN_FIELDS = ["n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
 KEY_FIELDS = ["lane_id", "carrier_id", "customer_id", "origin_hub"]
+# The first read of `online_vectors`: what gives a shipment's other entity keys and its flags.
+FIRST_READ = {"shipment_profile": KEY_FIELDS,
+              "shipment_progress": ["current_hub", "delivered"]}
+# Join key -> the shipment field that holds it (the hub: the current one, else the origin).
+KEY_SOURCES = {"lane_id": "lane_id", "carrier_id": "carrier_id", "customer_id": "customer_id",
+               "hub_id": "current_hub"}
 
 
 class FeatureServiceMismatch(RuntimeError):
@@ -76,18 +84,31 @@ def apply_events(store: FeatureStore, offline: Path, events: pd.DataFrame) -> pd
     return states
 
 
+def join_key_values(first) -> dict[str, np.ndarray]:
+    """Each shipment's value of every other entity's join key (object arrays, None/NaN when
+    missing), from the first read's columns (`FIRST_READ`, a frame or a dict of arrays): lane,
+    carrier and customer from its profile; the hub it is at (its origin before the first
+    scan)."""
+    keys = {key: np.asarray(first[field], dtype=object) for key, field in KEY_SOURCES.items()}
+    keys["hub_id"] = np.where(pd.notna(keys["hub_id"]), keys["hub_id"],
+                              np.asarray(first["origin_hub"], dtype=object))
+    return keys
+
+
+def vector_columns() -> list[str]:
+    """The columns of an online vector frame, in order."""
+    return ["shipment_id", "known", "delivered", *model_feature_names()]
+
+
 def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timestamp) -> pd.DataFrame:
     """The model's features for each shipment as the online store has them now.
 
     Unknown shipments come back with `known = False` and empty features.
     """
-    first = _read(store, ["shipment_profile:" + c for c in KEY_FIELDS]
-                  + ["shipment_progress:current_hub", "shipment_progress:delivered"], ids)
+    first = _read(store, [f"{view}:{c}" for view, cols in FIRST_READ.items() for c in cols], ids)
     known = first["lane_id"].notna().to_numpy()
-    hub = first["current_hub"].where(first["current_hub"].notna(), first["origin_hub"])
-    rows = pd.DataFrame({"shipment_id": ids, "lane_id": first["lane_id"],
-                         "carrier_id": first["carrier_id"], "customer_id": first["customer_id"],
-                         "hub_id": hub, REQUEST_TIME: request_time.timestamp()})[known]
+    rows = pd.DataFrame({"shipment_id": ids, **join_key_values(first),
+                         REQUEST_TIME: request_time.timestamp()})[known]
     out = pd.DataFrame({"shipment_id": ids, "known": known,
                         "delivered": first["delivered"].eq(1).to_numpy()})
     if known.any():
@@ -96,4 +117,4 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
             entity_rows=rows.to_dict("records")).to_df()
         vectors.index = np.flatnonzero(known)
         out = out.join(vectors[model_feature_names()])
-    return out.reindex(columns=["shipment_id", "known", "delivered", *model_feature_names()])
+    return out.reindex(columns=vector_columns())

@@ -34,6 +34,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    TypeAdapter,
     field_validator,
 )
 
@@ -168,17 +169,22 @@ def failed(shipment_id: str, error: str, model_version: str | None = None) -> Pr
     return Prediction(shipment_id=shipment_id, ok=False, error=error, model_version=model_version)
 
 
-def _number(value) -> float | None:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+def _numbers(values) -> list[float | None]:
+    """Floats, None where missing or not finite."""
+    x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
+    return [v if ok else None for v, ok in zip(x.tolist(), np.isfinite(x).tolist())]
 
 
-def _time(value) -> datetime | None:
-    if value is None or pd.isna(value):
-        return None
-    return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+def _times(values) -> list[datetime | None]:
+    """UTC datetimes, None where missing."""
+    t = pd.Series(values)
+    if not isinstance(t.dtype, pd.DatetimeTZDtype):
+        if t.notna().any():
+            raise TypeError("times must be time zone aware")
+        return [None] * len(t)
+    utc = t.dt.tz_convert("UTC")
+    return [None if missing else d for d, missing in
+            zip(utc.array.to_pydatetime().tolist(), utc.isna().tolist())]
 
 
 def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
@@ -192,27 +198,36 @@ def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
     return np.nan_to_num(age, nan=-np.inf) > limit
 
 
+_ANSWERS = TypeAdapter(list[Prediction])
+
+
 def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
                 default_age_h: float = MAX_FEATURE_AGE_H) -> list[Prediction]:
     """Scorer output (one row per shipment) as answers, in row order; `vectors` (the scored
-    features, same rows) adds the scan age and the staleness flag."""
+    features, same rows) adds the scan age and the staleness flag. Built column by column and
+    validated in one call: a request may carry hundreds of shipments."""
+    n = len(scored)
     if vectors is not None and "hours_since_last_scan" in vectors:
-        ages = pd.to_numeric(vectors["hours_since_last_scan"], errors="coerce")
-        stale = stale_mask(ages, vectors.get("current_mode"), default_age_h)
+        ages = _numbers(vectors["hours_since_last_scan"])
+        stale = stale_mask(vectors["hours_since_last_scan"], vectors.get("current_mode"),
+                           default_age_h).tolist()
     else:
-        ages = pd.Series(np.nan, index=scored.index)
-        stale = np.zeros(len(scored), bool)
-    out = []
-    for (_, r), age, is_stale in zip(scored.iterrows(), ages.to_numpy(), stale):
-        age = _number(age)
-        out.append(Prediction(
-            shipment_id=str(r["shipment_id"]), ok=True, stale=bool(is_stale),
-            warning=(f"no tracking scan for {age:.0f} h, longer than usual on this leg: "
-                     "the forecast rests on old facts" if is_stale else None),
-            feature_age_h=age, p_late=_number(r["p_late"]), risk_band=r["risk_band"],
-            delay_p50_h=_number(r["delay_p50_h"]), delay_p90_h=_number(r["delay_p90_h"]),
-            eta=_time(r["eta"]), eta_p10=_time(r["eta_p10"]), eta_p90=_time(r["eta_p90"]),
-            reasons=list(r["reasons"]) if "reasons" in r and r["reasons"] is not None else [],
-            model_version=str(r["model_version"]),
-        ))
-    return out
+        ages, stale = [None] * n, [False] * n
+    warnings = [f"no tracking scan for {age:.0f} h, longer than usual on this leg: the "
+                "forecast rests on old facts" if is_stale else None
+                for age, is_stale in zip(ages, stale)]
+    reasons = (scored["reasons"].tolist() if "reasons" in scored else [None] * n)
+    columns = {
+        "shipment_id": scored["shipment_id"].astype(str).tolist(),
+        "stale": stale, "warning": warnings, "feature_age_h": ages,
+        "p_late": _numbers(scored["p_late"]), "risk_band": scored["risk_band"].tolist(),
+        "delay_p50_h": _numbers(scored["delay_p50_h"]),
+        "delay_p90_h": _numbers(scored["delay_p90_h"]),
+        "eta": _times(scored["eta"]), "eta_p10": _times(scored["eta_p10"]),
+        "eta_p90": _times(scored["eta_p90"]),
+        "reasons": [list(r) if r is not None else [] for r in reasons],
+        "model_version": scored["model_version"].astype(str).tolist(),
+    }
+    names = list(columns)
+    return _ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}
+                                     for values in zip(*columns.values())])

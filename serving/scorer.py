@@ -26,6 +26,10 @@ class Scorer:
     def __init__(self, bundle: Bundle, thresholds: Thresholds = Thresholds()):
         self.bundle = bundle
         self.thresholds = thresholds
+        spec = bundle.spec
+        self._levels = {c: pd.Index(levels) for c, levels in spec.categories.items()}
+        self._numeric = [c for c in spec.features if c not in spec.categories]
+        self._numeric_at = [i for i, c in enumerate(spec.features) if c not in spec.categories]
 
     @property
     def version(self) -> str:
@@ -39,10 +43,34 @@ class Scorer:
         return np.where(p >= self.thresholds.high, "high",
                         np.where(p >= self.thresholds.medium, "medium", "low"))
 
+    def matrix(self, vectors: pd.DataFrame) -> np.ndarray:
+        """`spec.matrix(vectors)` as one float64 array, the same values built in bulk: numeric
+        features of numpy dtypes in one conversion, the others column by column exactly as the
+        spec does; categoricals as codes of the training levels (NaN when unseen or missing).
+        LightGBM then predicts from the array without inspecting a frame's columns."""
+        spec = self.bundle.spec
+        missing = [c for c in spec.features if c not in vectors]
+        if missing:
+            return spec.matrix(vectors).to_numpy(dtype=float)  # raises, naming the features
+        X = np.empty((len(vectors), len(spec.features)))
+        dtypes = vectors.dtypes.reindex(self._numeric)
+        bulk = [isinstance(d, np.dtype) and d.kind in "biuf" for d in dtypes]
+        if all(bulk):
+            X[:, self._numeric_at] = vectors[self._numeric].to_numpy(dtype=float)
+        else:
+            for c, i, fast in zip(self._numeric, self._numeric_at, bulk):
+                X[:, i] = (vectors[c].to_numpy(dtype=float) if fast else
+                           pd.to_numeric(vectors[c], errors="coerce").astype(float).to_numpy())
+        for i, c in enumerate(spec.features):
+            if c in self._levels:
+                codes = self._levels[c].get_indexer(vectors[c].astype("string").fillna("\0"))
+                X[:, i] = np.where(codes >= 0, codes, np.nan)
+        return X
+
     def score(self, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """Score feature vectors (one row per shipment; needs the model's features, and
         shipment_id when present is carried through). Times are UTC."""
-        X = self.bundle.spec.matrix(vectors)
+        X = self.matrix(vectors)
         p = self.bundle.p_late(X)
         q = self.bundle.delay_quantiles(X)
         # hours_to_promised is relative to the moment the features describe

@@ -1,33 +1,29 @@
 """The online prediction service (BentoML 1.4): shipment ids or feature rows in, forecasts out.
 
-Routes: `POST /predict` {"shipment_ids": [...]} reads each shipment's features from the Feast
-online store and scores them; `POST /predict_features` {"rows": [...]} scores given feature
-vectors ("what if"); `POST /noop` is the benchmark's reference (same framework path, no work);
+Routes: `POST /predict` {"shipment_ids": [...]} reads each shipment's features from the online
+store and scores them; `POST /predict_features` {"rows": [...]} scores given feature vectors
+("what if"); `POST /noop` is the benchmark's reference (same framework path, no work);
 `/livez`, `/readyz` (a champion is loaded and the online store answers) and `/metrics`
-(BentoML's own metrics plus `shipdelay_*`) are BentoML's.
+(BentoML's own metrics plus `shipdelay_*`, see `serving.metrics`) are BentoML's.
 
 Both prediction routes answer one item per shipment, in request order, through the one scorer
 (`serving/scorer.py`). A shipment that cannot be scored gets `ok: false` and an `error`
 ("unknown shipment", "already delivered", ...); the request itself never fails because of one id.
 
-Guards are ASGI middleware, so they cover every route, including any added later: the API key
-(`X-API-Key`, when `settings.api_key` is set; all routes except the probes and /metrics), JSON
-only (415 otherwise; pickle in particular is never parsed), and a body size limit (413).
-
-Settings come from the environment (`SHIPDELAY_*`) when the service starts, never at import.
-Serving options that are not `Settings` fields (see `ServeOptions`) are read from the
-environment too, so `serving.serve` can pass them to BentoML's worker processes.
+Online features come through the FeatureService `delay_model_v1`: by default read directly from
+the online store's tables (`features.online_fast.OnlineReader`, the same values as Feast's
+`get_online_features`, ~20 ms faster per call); `settings.online_read = "feast"` reads through
+Feast itself (`features.online.online_vectors`), the reference. The guards (API key, JSON only,
+body size) are ASGI middleware (`serving.middleware`). Settings come from the environment
+(`SHIPDELAY_*`) when the service starts, never at import; other knobs: `serving.options`.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 
 import bentoml
 import pandas as pd
@@ -36,7 +32,6 @@ from serving.api import (
     DELIVERED,
     FEATURES_UNAVAILABLE,
     ID_FIELD,
-    MAX_FEATURE_AGE_H,
     MAX_IDS,
     NO_MODEL,
     SCORING_FAILED,
@@ -47,238 +42,24 @@ from serving.api import (
     failed,
     predictions,
 )
-from serving.model_holder import (
-    DEFAULT_REFRESH_SECONDS,
-    ModelHolder,
-    refresh_seconds_from_env,
-)
+from serving.metrics import metrics, observe_many, quiet_bad_input_logs
+from serving.middleware import ApiKeyMiddleware, RequestLimitsMiddleware
+from serving.model_holder import ModelHolder
+from serving.options import ServeOptions
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
-MAX_BODY_BYTES = 1_000_000
 # Adaptive batching merges concurrent /predict requests into one feature read and one scoring
-# call. Each call has a large fixed cost (two Feast online reads rebuild the FeatureService from
-# the registry: ~25 ms; scoring ~5 ms), so merging pays: measured on this 2-core machine (one
-# worker, client on the same cores, 1 id per request) 75 req/s with batching against 15 without
-# at concurrency 32, 39 against 17 at 8, and the same latency at concurrency 1 (p50 ~60 ms).
-# SHIPDELAY_SERVE_BATCHING=0 turns it off (read when the module is imported).
+# call, which pays because each call has a fixed cost (building frames, four boosters, the
+# answers) next to a small cost per shipment: see benchmarks/README.md (service) for the
+# figures with and without it. SHIPDELAY_SERVE_BATCHING=0 turns it off (read at import).
 BATCHING = os.environ.get("SHIPDELAY_SERVE_BATCHING", "1").strip().lower() not in ("0", "false",
                                                                                    "no", "")
 BATCH_MAX_LATENCY_MS = 2_000  # well under the 10 s timeout: only a long queue is shed (503)
+_OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
+             FEATURES_UNAVAILABLE: "features_unavailable"}
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """Serving knobs that are not `Settings` fields, read from the environment at start."""
-
-    refresh_seconds: float = DEFAULT_REFRESH_SECONDS  # SHIPDELAY_MODEL_REFRESH_SECONDS
-    max_feature_age_h: float = MAX_FEATURE_AGE_H  # SHIPDELAY_MAX_FEATURE_AGE_H (unknown mode)
-    max_body_bytes: int = MAX_BODY_BYTES  # SHIPDELAY_MAX_BODY_BYTES
-    # SHIPDELAY_SERVE_AS_OF freezes the service clock (ISO time): for simulated worlds, whose
-    # "now" is their last simulated moment, and for replays. Unset in production.
-    as_of: pd.Timestamp | None = None
-
-    @classmethod
-    def from_env(cls) -> ServeOptions:
-        env = os.environ
-        as_of = env.get("SHIPDELAY_SERVE_AS_OF") or None
-        return cls(
-            refresh_seconds=refresh_seconds_from_env(),
-            max_feature_age_h=float(env.get("SHIPDELAY_MAX_FEATURE_AGE_H") or MAX_FEATURE_AGE_H),
-            max_body_bytes=int(env.get("SHIPDELAY_MAX_BODY_BYTES") or MAX_BODY_BYTES),
-            as_of=None if as_of is None else _utc(pd.Timestamp(as_of)),
-        )
-
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-# ---------------------------------------------------------------------------------- metrics
-class Metrics:
-    """shipdelay's own Prometheus metrics, in a private registry.
-
-    BentoML's workers run prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is
-    set before they start): values then go to the shared files BentoML's /metrics collects. In a
-    single process (tests, TestClient) `ShipDelay.__metrics__` appends this registry instead."""
-
-    def __init__(self) -> None:
-        import prometheus_client as pc  # late: the worker's multiprocess setting must come first
-        from prometheus_client import values
-
-        self.multiprocess = values.ValueClass is not values.MutexValue
-        self.registry = pc.CollectorRegistry()
-        r = self.registry
-        self.predictions = pc.Counter(
-            "shipdelay_predictions", "Answered items by route and outcome "
-            "(ok, stale, unknown, delivered, no_model, features_unavailable, error)",
-            ["route", "outcome"], registry=r)
-        self.latency = pc.Histogram(
-            "shipdelay_predict_latency_seconds", "Time in the handler by route and stage "
-            "(features, score, total); with batching one observation per batch",
-            ["route", "stage"], registry=r,
-            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.batch_size = pc.Histogram(
-            "shipdelay_batch_size", "Items scored per call", ["route"], registry=r,
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
-        self.p_late = pc.Histogram(
-            "shipdelay_p_late", "Predicted probability of arriving late", ["route"], registry=r,
-            buckets=tuple(i / 10 for i in range(1, 11)))
-        self.feature_age = pc.Histogram(
-            "shipdelay_feature_age_hours", "Hours since the last tracking scan of scored "
-            "in-flight shipments", registry=r,
-            buckets=(1, 2, 4, 8, 12, 24, 48, 72, 120, 168, 336, 720))
-        self.model_events = pc.Counter(
-            "shipdelay_model_reloads", "Model reload checks that did something, by outcome "
-            "(loaded, registry_error, no_champion, load_error, refused)", ["outcome"], registry=r)
-        self.model_version = pc.Gauge(
-            "shipdelay_model_version", "Registry version number being served",
-            registry=r, multiprocess_mode="livemax")
-        self.rejected = pc.Counter(
-            "shipdelay_rejected_requests", "Requests refused before scoring, by reason "
-            "(unauthorized, too_large, media_type, invalid)", ["reason"], registry=r)
-
-    def model_event(self, outcome: str, version: str | None) -> None:
-        self.model_events.labels(outcome).inc()
-        if outcome == "loaded" and version is not None and version.isdigit():
-            self.model_version.set(float(version))
-
-    def exposition(self) -> str:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry).decode("utf-8")
-
-
-_metrics: Metrics | None = None
-_metrics_lock = threading.Lock()
-
-
-def metrics() -> Metrics:
-    """The process's Metrics, created on first use (never at import)."""
-    global _metrics
-    if _metrics is None:
-        with _metrics_lock:
-            if _metrics is None:
-                _metrics = Metrics()
-    return _metrics
-
-
-class _BadInputIsNotAServerError(logging.Filter):
-    """BentoML logs every request body that fails validation as an ERROR with a traceback; a
-    client's bad input is not a server fault: one WARNING line naming the field instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ValidationError) and isinstance(record.args, tuple) \
-                and len(record.args) == 2:  # ("Exception on %s [%s]", path, method)
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"]) or "body"
-            record.msg = "rejected %s [%s]: invalid input at %s: %s"
-            record.args = (*record.args, where, first["msg"])
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-def _quiet_bad_input_logs() -> None:
-    bentoml_log = logging.getLogger("bentoml._internal.server.http_app")
-    if not any(isinstance(f, _BadInputIsNotAServerError) for f in bentoml_log.filters):
-        bentoml_log.addFilter(_BadInputIsNotAServerError())
-
-
-# -------------------------------------------------------------------------------- middleware
-async def _reply(send, status: int, error: str) -> None:
-    body = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _header(scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value
-    return None
-
-
-class ApiKeyMiddleware:
-    """Requires `X-API-Key` equal to `settings.api_key` (when set) on every route except the
-    probes and /metrics; 401 JSON otherwise. The key is read once, when the app starts."""
-
-    def __init__(self, app, api_key: str | None = None, open_paths=OPEN_PATHS):
-        from shipdelay.settings import get_settings
-
-        self.app = app
-        if api_key is None:
-            secret = get_settings().api_key
-            api_key = secret.get_secret_value() if secret is not None else None
-        self.key = api_key.encode() if api_key else None
-        self.open_paths = open_paths
-
-    async def __call__(self, scope, receive, send):
-        if self.key is None or scope["type"] != "http" or scope["path"] in self.open_paths:
-            return await self.app(scope, receive, send)
-        supplied = _header(scope, b"x-api-key")
-        if supplied is None or not hmac.compare_digest(supplied, self.key):
-            metrics().rejected.labels("unauthorized").inc()
-            return await _reply(send, 401, "missing or invalid X-API-Key header")
-        return await self.app(scope, receive, send)
-
-
-class RequestLimitsMiddleware:
-    """JSON bodies only (415) and at most `max_bytes` of them (413), checked before any parsing;
-    also counts the 4xx answers the API itself gives to invalid input."""
-
-    def __init__(self, app, max_bytes: int | None = None):
-        self.app = app
-        self.max_bytes = max_bytes or ServeOptions.from_env().max_body_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        media = (_header(scope, b"content-type") or b"application/json").split(b";")[0].strip()
-        if media.lower() != b"application/json":
-            metrics().rejected.labels("media_type").inc()
-            return await _reply(send, 415, "Content-Type must be application/json")
-        declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            metrics().rejected.labels("too_large").inc()
-            return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
-        chunks, size = [], 0
-        while True:  # read the whole (bounded) body here, then hand it on
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                metrics().rejected.labels("too_large").inc()
-                return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
-                metrics().rejected.labels("invalid").inc()
-            await send(message)
-
-        return await self.app(scope, replay, counting_send)
-
-
-# ----------------------------------------------------------------------------------- service
 @bentoml.service(workers=1, traffic={"timeout": 10, "max_concurrency": 64})
 class ShipDelay:
     """Delay risk, delay interval, ETA and reasons for in-flight shipments."""
@@ -287,18 +68,41 @@ class ShipDelay:
         from features.store import get_store
         from shipdelay.settings import get_settings
 
-        _quiet_bad_input_logs()
+        quiet_bad_input_logs()
         self.settings = get_settings()
         self.options = ServeOptions.from_env()
         self.metrics = metrics()
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker
+        self.reader = self._direct_reader()
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
                                   on_event=self.metrics.model_event)
+
+    def _direct_reader(self):
+        """The direct online reader, or None to read through Feast (the setting says so, or
+        the store or FeatureService is one the reader cannot reproduce exactly)."""
+        if self.settings.online_read != "direct":
+            return None
+        from features.online_fast import DirectReadUnsupported, OnlineReader
+
+        try:
+            return OnlineReader(self.store)
+        except DirectReadUnsupported as err:
+            log.warning("reading online features through Feast: %s", err)
+            return None
 
     # -- helpers -----------------------------------------------------------------------------
     def now(self) -> pd.Timestamp:
         return self.options.as_of if self.options.as_of is not None else pd.Timestamp.now("UTC")
+
+    def online_vectors(self, ids: list[str], asked: pd.Timestamp) -> pd.DataFrame:
+        """The FeatureService's vectors of `ids` (see `features.online.online_vectors`)."""
+        if self.reader is not None:
+            return self.reader.vectors(ids, asked)
+        from features.online import online_vectors
+
+        with self.store_lock:
+            return online_vectors(self.store, ids, asked)
 
     def _scorer(self):
         self.holder.maybe_reload()
@@ -325,13 +129,10 @@ class ShipDelay:
         m = self.metrics
         m.latency.labels(route, "total").observe(time.perf_counter() - started)
         m.batch_size.labels(route).observe(len(items))
-        for item in items:
-            outcome = ("stale" if item.stale else "ok") if item.ok else {
-                UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
-                FEATURES_UNAVAILABLE: "features_unavailable"}.get(item.error, "error")
-            m.predictions.labels(route, outcome).inc()
-            if item.ok and item.p_late is not None:
-                m.p_late.labels(route).observe(item.p_late)
+        m.count_outcomes(route, [("stale" if i.stale else "ok") if i.ok else
+                                 _OUTCOMES.get(i.error, "error") for i in items])
+        observe_many(m.p_late.labels(route),
+                     [i.p_late for i in items if i.ok and i.p_late is not None])
 
     def score_ids(self, shipment_ids: list[str]) -> list[Prediction]:
         """The /predict logic: one answer per id, in order (ids may repeat when batched)."""
@@ -352,27 +153,22 @@ class ShipDelay:
         return items
 
     def _answers(self, scorer, ids: list[str]) -> dict[str, Prediction]:
-        from features.online import online_vectors
-
         t0 = time.perf_counter()
         asked = self.now()
-        with self.store_lock:
-            vectors = online_vectors(self.store, ids, asked)
+        vectors = self.online_vectors(ids, asked)
         t1 = time.perf_counter()
         self.metrics.latency.labels("predict", "features").observe(t1 - t0)
-        answers: dict[str, Prediction] = {}
         known = vectors["known"].to_numpy(bool)
         delivered = vectors["delivered"].to_numpy(bool) & known
-        for i in vectors.loc[~known, "shipment_id"]:
-            answers[i] = failed(i, UNKNOWN, scorer.version)
-        for i in vectors.loc[delivered, "shipment_id"]:
-            answers[i] = failed(i, DELIVERED, scorer.version)
-        live = vectors[known & ~delivered].assign(request_time_s=asked.timestamp())
+        answers = {i: failed(i, UNKNOWN, scorer.version)
+                   for i in vectors["shipment_id"].to_numpy()[~known].tolist()}
+        answers.update({i: failed(i, DELIVERED, scorer.version)
+                        for i in vectors["shipment_id"].to_numpy()[delivered].tolist()})
+        live = vectors[known & ~delivered]
         if len(live):
-            for age in pd.to_numeric(live["hours_since_last_scan"], errors="coerce").dropna():
-                self.metrics.feature_age.observe(age)
-            for item in self._score(scorer, live):
-                answers[item.shipment_id] = item
+            live = live.assign(request_time_s=asked.timestamp())
+            observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
+            answers.update({item.shipment_id: item for item in self._score(scorer, live)})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
         return answers
 
@@ -419,9 +215,12 @@ class ShipDelay:
         if self.holder.scorer is None:
             return False
         try:
-            with self.store_lock:
-                self.store.get_online_features(features=["shipment_progress:delivered"],
-                                               entity_rows=[{"shipment_id": "__readyz__"}])
+            if self.reader is not None:
+                self.reader.ping()
+            else:
+                with self.store_lock:
+                    self.store.get_online_features(features=["shipment_progress:delivered"],
+                                                   entity_rows=[{"shipment_id": "__readyz__"}])
         except Exception:
             log.warning("online store read failed in readiness probe", exc_info=True)
             return False

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     profile: Profile = Field("local", description="local = embedded default, scale = real engines")
     data_dir: Path = Field(Path("data"), description="root of the lake, stores and runs")
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store")
+    online_read: Literal["direct", "feast"] = Field(
+        "direct", description="how the service reads online features: direct = the online "
+        "store's tables read directly (fast), feast = Feast's get_online_features (reference)")
     redis_url: str | None = Field(None, description="Redis for the online store (scale)")
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset = librdkafka's embedded mock cluster"

@@ -168,10 +168,66 @@ def test_a_failing_feature_store_is_a_per_item_error(service, world, monkeypatch
         def get_online_features(self, *args, **kwargs):
             raise ConnectionError("online store down")
 
-    monkeypatch.setattr(service, "store", Down())
-    (item,) = service.predict(world.live[:1])
-    assert (item.ok, item.error) == (False, "feature store unavailable")
-    assert not service.__is_ready__()
+        vectors = ping = get_online_features
+
+    assert service.reader is not None  # the direct read is the default
+    for attribute in ("reader", "store"):  # the direct read, then Feast's
+        monkeypatch.setattr(service, attribute, Down())
+        (item,) = service.predict(world.live[:1])
+        assert (item.ok, item.error) == (False, "feature store unavailable")
+        assert not service.__is_ready__()
+        if attribute == "reader":
+            monkeypatch.setattr(service, "reader", None)
+
+
+def test_direct_and_feast_reads_give_the_same_answers(service, world, monkeypatch):
+    ids = [*world.live[:25], UNKNOWN_ID, world.delivered[0]]
+    direct = service.predict(ids)
+    assert service.reader is not None and sum(i.ok for i in direct) == 25
+    monkeypatch.setattr(service, "reader", None)
+    assert service.predict(ids) == direct
+
+
+def test_scorer_matrix_is_the_specs(service, world):
+    """The scorer's bulk model matrix equals FeatureSpec.matrix on every kind of frame: the
+    direct read's, Feast's (integer columns), and what-if rows (objects, text, unseen levels)."""
+    scorer = service.holder.scorer
+    spec = scorer.bundle.spec
+    ids = world.live[:30]
+    what_if = pd.DataFrame(_jsonable(online_vectors(service.store, ids, AS_OF)))
+    what_if.loc[0, "main_mode"] = "hovercraft"  # a level the model never saw
+    what_if.loc[1, "slip_h"] = "12.5"  # a number as text: coerced, as the spec does
+    what_if["n_legs"] = what_if["n_legs"].astype(object)
+    frames = [service.reader.vectors(ids, AS_OF), online_vectors(service.store, ids, AS_OF),
+              what_if]
+    for frame in frames:
+        expected = spec.matrix(frame).to_numpy(dtype=float)
+        np.testing.assert_array_equal(scorer.matrix(frame), expected)
+    with pytest.raises(KeyError, match="slip_h"):
+        scorer.matrix(what_if.drop(columns=["slip_h"]))
+
+
+def test_histograms_filled_in_bulk_equal_one_at_a_time():
+    import prometheus_client as pc
+
+    from serving.metrics import observe_many
+
+    values = [0.05, 0.3, 0.3, 0.31, 0.7, 1.0, 1.5, -2.0, float("nan"), float("inf"), 0.1]
+    buckets = (0.1, 0.3, 0.5, 1.0)
+    registry = pc.CollectorRegistry()
+    bulk = pc.Histogram("bulk", "", registry=registry, buckets=buckets)
+    single = pc.Histogram("single", "", registry=registry, buckets=buckets)
+    observe_many(bulk, values)
+    for v in values:
+        if np.isfinite(v):
+            single.observe(v)
+
+    def samples(name):
+        return [(s.name.replace(name, ""), s.labels, s.value)
+                for m in registry.collect() if m.name == name for s in m.samples
+                if not s.name.endswith("_created")]
+
+    assert samples("bulk") == samples("single") and samples("bulk")
 
 
 # ---------------------------------------------------------------- the model holder on its own

@@ -1,0 +1,130 @@
+"""An HTTP load generator, run as its own process: N concurrent clients POST JSON bodies for a
+bounded time (and at most a bounded number of requests), then it prints one JSON summary line.
+
+    python benchmarks/loadgen.py --url http://127.0.0.1:3000/predict --bodies bodies.jsonl \
+        --concurrency 32 --seconds 10 --max-requests 50000 --warmup-seconds 1
+
+Each of the `--concurrency` workers is one keep-alive connection (httpx.AsyncClient with one
+connection per worker) that sends a request, waits for the whole answer, and sends the next one:
+a closed loop, so the concurrency is exactly the number of requests in flight. Bodies are taken
+in turn from `--bodies` (one JSON document per line), so successive requests ask about different
+shipments. Requests in the warm-up window are sent but not counted.
+
+The summary holds the count of answered requests by status, the latency percentiles of the
+counted ones (time from sending to the last byte of the answer), the request rate over the
+measured window, and this process's own CPU time per request (the client's share of the
+machine, which matters when the client and the server share two cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+
+async def _worker(client: httpx.AsyncClient, url: str, bodies: list[bytes], start: int,
+                  step: int, headers: dict, t_measure: float, t_end: float, budget: list[int],
+                  latencies: list[float], statuses: dict[int, int], errors: list[str]) -> None:
+    i = start
+    while True:
+        now = time.perf_counter()
+        if now >= t_end or budget[0] <= 0:
+            return
+        body = bodies[i % len(bodies)]
+        i += step
+        t0 = time.perf_counter()
+        try:
+            r = await client.post(url, content=body, headers=headers)
+            await r.aread()
+            status = r.status_code
+        except httpx.HTTPError as exc:
+            status = 0
+            if len(errors) < 5:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        t1 = time.perf_counter()
+        if t0 >= t_measure:
+            budget[0] -= 1
+            latencies.append(t1 - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+
+
+async def _run(args: argparse.Namespace) -> dict:
+    bodies = [line.encode() for line in Path(args.bodies).read_text().splitlines() if line]
+    if not bodies:
+        raise SystemExit(f"no request bodies in {args.bodies}")
+    headers = {"content-type": "application/json"}
+    if args.api_key:
+        headers["x-api-key"] = args.api_key
+    limits = httpx.Limits(max_connections=args.concurrency,
+                          max_keepalive_connections=args.concurrency)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    budget = [args.max_requests]
+    async with httpx.AsyncClient(limits=limits, timeout=args.timeout) as client:
+        t_start = time.perf_counter()
+        t_measure = t_start + args.warmup_seconds
+        t_end = t_measure + args.seconds
+        cpu0 = None
+
+        async def start_cpu_clock():
+            nonlocal cpu0
+            await asyncio.sleep(max(0.0, t_measure - time.perf_counter()))
+            cpu0 = time.process_time()
+
+        clock = asyncio.create_task(start_cpu_clock())
+        await asyncio.gather(*(
+            _worker(client, args.url, bodies, k, args.concurrency, headers, t_measure, t_end,
+                    budget, latencies, statuses, errors)
+            for k in range(args.concurrency)))
+        await clock
+        t_stop = time.perf_counter()
+        cpu = time.process_time() - (cpu0 if cpu0 is not None else 0.0)
+    lat = np.asarray(latencies) * 1e3
+    window = max(1e-9, t_stop - t_measure)
+    ok = statuses.get(200, 0)
+    out = {"url": args.url, "concurrency": args.concurrency, "requests": len(lat),
+           "statuses": {str(k): v for k, v in sorted(statuses.items())}, "ok": ok,
+           "errors": errors, "window_s": round(window, 3),
+           "rate_per_s": round(len(lat) / window, 2),
+           "ok_rate_per_s": round(ok / window, 2),
+           "client_cpu_ms_per_request": round(cpu * 1e3 / max(1, len(lat)), 4)}
+    if len(lat):
+        out.update({f"p{q}_ms": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)})
+        out.update({"mean_ms": round(float(lat.mean()), 3), "max_ms": round(float(lat.max()), 3)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--url", required=True, help="full URL to POST to")
+    p.add_argument("--bodies", required=True, help="file with one JSON request body per line")
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the measured window")
+    p.add_argument("--warmup-seconds", type=float, default=1.0, help="sent, not counted")
+    p.add_argument("--max-requests", type=int, default=100_000,
+                   help="stop after this many counted requests")
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
+    p.add_argument("--api-key", default=None, help="X-API-Key header value")
+    args = p.parse_args(argv)
+    if args.concurrency < 1:
+        p.error("--concurrency must be at least 1")
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(_run(args))
+    else:
+        result = uvloop.run(_run(args))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

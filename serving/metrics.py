@@ -1,0 +1,135 @@
+"""The prediction service's own Prometheus metrics (`shipdelay_*`), and its log hygiene.
+
+BentoML's workers run prometheus_client in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set
+before they start): values then go to the shared files BentoML's /metrics collects, and every
+increment is a write to a memory-mapped file. A request for 100 shipments would make ~300 such
+writes one value at a time, so answers are counted per outcome and histograms are filled per
+bucket (`observe_many`), a handful of writes per request whatever its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+import numpy as np
+
+
+class Metrics:
+    """shipdelay's own Prometheus metrics, in a private registry.
+
+    In a single process (tests, TestClient) `ShipDelay.__metrics__` appends this registry to
+    BentoML's exposition; in BentoML's workers the multiprocess files carry them."""
+
+    def __init__(self) -> None:
+        import prometheus_client as pc  # late: the worker's multiprocess setting must come first
+        from prometheus_client import values
+
+        self.multiprocess = values.ValueClass is not values.MutexValue
+        self.registry = pc.CollectorRegistry()
+        r = self.registry
+        self.predictions = pc.Counter(
+            "shipdelay_predictions", "Answered items by route and outcome "
+            "(ok, stale, unknown, delivered, no_model, features_unavailable, error)",
+            ["route", "outcome"], registry=r)
+        self.latency = pc.Histogram(
+            "shipdelay_predict_latency_seconds", "Time in the handler by route and stage "
+            "(features, score, total); with batching one observation per batch",
+            ["route", "stage"], registry=r,
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.batch_size = pc.Histogram(
+            "shipdelay_batch_size", "Items scored per call", ["route"], registry=r,
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
+        self.p_late = pc.Histogram(
+            "shipdelay_p_late", "Predicted probability of arriving late", ["route"], registry=r,
+            buckets=tuple(i / 10 for i in range(1, 11)))
+        self.feature_age = pc.Histogram(
+            "shipdelay_feature_age_hours", "Hours since the last tracking scan of scored "
+            "in-flight shipments", registry=r,
+            buckets=(1, 2, 4, 8, 12, 24, 48, 72, 120, 168, 336, 720))
+        self.model_events = pc.Counter(
+            "shipdelay_model_reloads", "Model reload checks that did something, by outcome "
+            "(loaded, registry_error, no_champion, load_error, refused)", ["outcome"], registry=r)
+        self.model_version = pc.Gauge(
+            "shipdelay_model_version", "Registry version number being served",
+            registry=r, multiprocess_mode="livemax")
+        self.rejected = pc.Counter(
+            "shipdelay_rejected_requests", "Requests refused before scoring, by reason "
+            "(unauthorized, too_large, media_type, invalid)", ["reason"], registry=r)
+
+    def model_event(self, outcome: str, version: str | None) -> None:
+        self.model_events.labels(outcome).inc()
+        if outcome == "loaded" and version is not None and version.isdigit():
+            self.model_version.set(float(version))
+
+    def count_outcomes(self, route: str, outcomes: list[str]) -> None:
+        for outcome, count in Counter(outcomes).items():
+            self.predictions.labels(route, outcome).inc(count)
+
+    def exposition(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode("utf-8")
+
+
+def observe_many(histogram, values) -> None:
+    """`histogram.observe(v)` for every finite v, with one write per touched bucket.
+
+    Same counts and sum as observing one at a time (a value goes to the first bucket whose
+    upper bound is >= it). Falls back to `observe` when the client library's histogram lacks
+    the bucket fields this relies on."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values.tolist():
+            histogram.observe(v)
+        return
+    at = np.searchsorted(np.asarray(bounds, dtype=float), values, side="left")
+    for i, count in zip(*np.unique(at, return_counts=True)):
+        buckets[int(i)].inc(int(count))
+    total.inc(float(values.sum()))
+
+
+_metrics: Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    """The process's Metrics, created on first use (never at import)."""
+    global _metrics
+    if _metrics is None:
+        with _metrics_lock:
+            if _metrics is None:
+                _metrics = Metrics()
+    return _metrics
+
+
+class BadInputIsNotAServerError(logging.Filter):
+    """BentoML logs every request body that fails validation as an ERROR with a traceback; a
+    client's bad input is not a server fault: one WARNING line naming the field instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError) and isinstance(record.args, tuple) \
+                and len(record.args) == 2:  # ("Exception on %s [%s]", path, method)
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            record.msg = "rejected %s [%s]: invalid input at %s: %s"
+            record.args = (*record.args, where, first["msg"])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_bad_input_logs() -> None:
+    bentoml_log = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, BadInputIsNotAServerError) for f in bentoml_log.filters):
+        bentoml_log.addFilter(BadInputIsNotAServerError())

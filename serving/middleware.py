@@ -1,0 +1,106 @@
+"""ASGI guards of the prediction service, in front of every route (including any added later).
+
+- `ApiKeyMiddleware`: `X-API-Key` must equal `settings.api_key` when one is set (constant-time
+  comparison); every route but the probes and /metrics; 401 JSON otherwise.
+- `RequestLimitsMiddleware`: JSON bodies only (415; pickle in particular is never parsed) and at
+  most `max_body_bytes` of them (413), checked before any parsing; it also counts the 4xx answers
+  the API itself gives to invalid input.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from serving.metrics import metrics
+from serving.options import ServeOptions
+
+OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+
+
+async def _reply(send, status: int, error: str) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+class ApiKeyMiddleware:
+    """Requires `X-API-Key` equal to `settings.api_key` (when set) on every route except the
+    probes and /metrics; 401 JSON otherwise. The key is read once, when the app starts."""
+
+    def __init__(self, app, api_key: str | None = None, open_paths=OPEN_PATHS):
+        from shipdelay.settings import get_settings
+
+        self.app = app
+        if api_key is None:
+            secret = get_settings().api_key
+            api_key = secret.get_secret_value() if secret is not None else None
+        self.key = api_key.encode() if api_key else None
+        self.open_paths = open_paths
+
+    async def __call__(self, scope, receive, send):
+        if self.key is None or scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        supplied = _header(scope, b"x-api-key")
+        if supplied is None or not hmac.compare_digest(supplied, self.key):
+            metrics().rejected.labels("unauthorized").inc()
+            return await _reply(send, 401, "missing or invalid X-API-Key header")
+        return await self.app(scope, receive, send)
+
+
+class RequestLimitsMiddleware:
+    """JSON bodies only (415) and at most `max_bytes` of them (413), checked before any parsing;
+    also counts the 4xx answers the API itself gives to invalid input."""
+
+    def __init__(self, app, max_bytes: int | None = None):
+        self.app = app
+        self.max_bytes = max_bytes or ServeOptions.from_env().max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        media = (_header(scope, b"content-type") or b"application/json").split(b";")[0].strip()
+        if media.lower() != b"application/json":
+            metrics().rejected.labels("media_type").inc()
+            return await _reply(send, 415, "Content-Type must be application/json")
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            metrics().rejected.labels("too_large").inc()
+            return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
+        chunks, size = [], 0
+        while True:  # read the whole (bounded) body here, then hand it on
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                metrics().rejected.labels("too_large").inc()
+                return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                metrics().rejected.labels("invalid").inc()
+            await send(message)
+
+        return await self.app(scope, replay, counting_send)

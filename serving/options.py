@@ -1,0 +1,41 @@
+"""Serving knobs that are not `Settings` fields, read from the environment when the service
+starts (never at import), so that `serving.serve` can hand them to BentoML's worker processes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from serving.api import MAX_FEATURE_AGE_H
+from serving.model_holder import DEFAULT_REFRESH_SECONDS, refresh_seconds_from_env
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What the environment says about serving, beyond `Settings`."""
+
+    refresh_seconds: float = DEFAULT_REFRESH_SECONDS  # SHIPDELAY_MODEL_REFRESH_SECONDS
+    max_feature_age_h: float = MAX_FEATURE_AGE_H  # SHIPDELAY_MAX_FEATURE_AGE_H (unknown mode)
+    max_body_bytes: int = MAX_BODY_BYTES  # SHIPDELAY_MAX_BODY_BYTES
+    # SHIPDELAY_SERVE_AS_OF freezes the service clock (ISO time): for simulated worlds, whose
+    # "now" is their last simulated moment, and for replays. Unset in production.
+    as_of: pd.Timestamp | None = None
+
+    @classmethod
+    def from_env(cls) -> ServeOptions:
+        env = os.environ
+        as_of = env.get("SHIPDELAY_SERVE_AS_OF") or None
+        return cls(
+            refresh_seconds=refresh_seconds_from_env(),
+            max_feature_age_h=float(env.get("SHIPDELAY_MAX_FEATURE_AGE_H") or MAX_FEATURE_AGE_H),
+            max_body_bytes=int(env.get("SHIPDELAY_MAX_BODY_BYTES") or MAX_BODY_BYTES),
+            as_of=None if as_of is None else _utc(pd.Timestamp(as_of)),
+        )
