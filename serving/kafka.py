@@ -70,7 +70,7 @@ def consumer_config(settings: Settings, **extra) -> dict:
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "fetch.wait.max.ms": 50,
-        # a consumer that died hands its partitions over after 10 s, not Kafka's default 45 s
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 2_000,
+        # a consumer that died hands its partitions over after 6 s, not Kafka's default 45 s
+        "session.timeout.ms": 6_000,
+        "heartbeat.interval.ms": 1_500,
     } | extra

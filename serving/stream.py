@@ -42,8 +42,8 @@ log = logging.getLogger("shipdelay.stream")
 class StreamOptions:
     max_batch: int = 20_000
     batch_ms: int = 300
-    idle_exit_s: float | None = None  # stop after this long without messages once partitions
-    # are assigned (tests, demos)
+    idle_exit_s: float | None = None  # stop after this long without messages, counted from
+    # the first message on (tests, demos, benchmarks)
     max_events: int | None = None  # stop after this many messages
     metrics_port: int | None = None
     summary_every: int = 20
@@ -89,6 +89,9 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     metrics = StreamMetrics(options.metrics_port, options.summary_every)
     consumer = Consumer(consumer_config(settings))
     producer = Producer(producer_config(settings))
+    # a cluster that creates topics on first use (the embedded one) creates the input topic now,
+    # so the group gets its partitions before the first event is produced
+    producer.list_topics(topics.events, timeout=10)
     assigned: list[int] = []
     consumer.subscribe([topics.events], on_assign=_track_partitions("assigned", assigned),
                        on_revoke=_track_partitions("revoked", assigned))
@@ -103,7 +106,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
             messages = [m for m in consumer.consume(want, options.batch_ms / 1000)
                         if m.error() is None]
             if not messages:
-                if not assigned:  # waiting for the group: not idle
+                if not assigned or not seen:  # waiting for the group or the first event
                     idle_since = time.monotonic()
                 elif options.idle_exit_s is not None and \
                         time.monotonic() - idle_since > options.idle_exit_s:
