@@ -368,7 +368,8 @@ def stream_cmd(
     batch_ms: Annotated[int | None, typer.Option(min=1, help="longest wait to fill a "
                                                  "micro-batch, ms (default: stream_batch_ms)")] = None,
     idle_exit: Annotated[float | None, typer.Option(min=0, help="stop after this many seconds "
-                                                    "without events")] = None,
+                                                    "without events (counted from the first "
+                                                    "event)")] = None,
     max_events: Annotated[int | None, typer.Option(min=1, help="stop after this many "
                                                    "events")] = None,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="serve Prometheus "
