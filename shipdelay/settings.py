@@ -72,6 +72,16 @@ class Settings(BaseSettings):
         return self.data_dir / "lake"
 
     @property
+    def scores_dir(self) -> Path:
+        """The nightly scores table: one `run_date=YYYY-MM-DD` partition per day."""
+        return self.data_dir / "scores"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Human-readable reports (CSV, HTML), one folder per job and day."""
+        return self.data_dir / "reports"
+
+    @property
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
