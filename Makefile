@@ -18,14 +18,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 # The main job end to end on the embedded default: a simulated year, the feature store, a
-# trained and registered model, the promotion gate, and the prediction service asked about a
-# few in-flight shipments.
+# trained and registered model, the promotion gate, the prediction service asked about a few
+# in-flight shipments, one nightly batch run, and the stream scorer replaying the newest
+# tracking events through the embedded Kafka cluster.
 demo: $(STAMP)
 	$(BIN)/shipdelay simulate --shipments 40000 --start 2025-03-01 --days 365 --seed 7
 	$(BIN)/shipdelay features build
 	$(BIN)/shipdelay train
 	$(BIN)/shipdelay promote
 	$(BIN)/shipdelay ask
+	$(BIN)/shipdelay score-batch
+	$(BIN)/shipdelay stream-demo --events 20000
 
 # Tests (and the notebook) get their own data folder: they never touch ./data.
 test: $(STAMP)
