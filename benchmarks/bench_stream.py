@@ -126,27 +126,20 @@ def _run_stream_phase(ws, bootstrap, since, n, rate, log) -> dict:
 def _latencies(ws, bootstrap: str, since: pd.Timestamp) -> np.ndarray:
     """Seconds from each event's produce time to its risk update (per event, conservative),
     for updates of states from `since` on (the paced phase)."""
-    from confluent_kafka import Consumer
-
-    from serving.kafka import Topics, consumer_config
+    from serving.kafka import Topics, read_all
 
     live = ws.model_copy(update={"kafka_bootstrap": bootstrap})
-    consumer = Consumer(consumer_config(live, **{"group.id": f"bench-{time.time_ns()}"}))
-    consumer.subscribe([Topics.from_settings(live).risk])
-    lat, counts, last = [], [], time.monotonic()
-    try:
-        while time.monotonic() - last < 4:
-            got = [m for m in consumer.consume(5000, 0.5) if m.error() is None]
-            if got:
-                last = time.monotonic()
-                for m in got:
-                    update = json.loads(m.value())
-                    if pd.Timestamp(update["as_of"]) < since:
-                        continue
-                    lat.append((m.timestamp()[1] - update["first_produced_ms"]) / 1000)
-                    counts.append(update["events_applied"])
-    finally:
-        consumer.close()
+
+    def latency(m):
+        update = json.loads(m.value())
+        if pd.Timestamp(update["as_of"]) < since:
+            return None
+        return (m.timestamp()[1] - update["first_produced_ms"]) / 1000, update["events_applied"]
+
+    got = read_all(live, Topics.from_settings(live).risk, idle_s=4, on_message=latency)
+    if not got:
+        return np.array([])
+    lat, counts = zip(*got)
     return np.repeat(np.asarray(lat), np.asarray(counts, dtype=int))
 
 

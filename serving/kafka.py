@@ -9,6 +9,7 @@ embedded mock cluster that `shipdelay kafka-mock` hosts: its bootstrap address i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,3 +75,24 @@ def consumer_config(settings: Settings, **extra) -> dict:
         "session.timeout.ms": 6_000,
         "heartbeat.interval.ms": 1_500,
     } | extra
+
+
+def read_all(settings: Settings, topic: str, idle_s: float = 3.0, timeout_s: float = 120.0,
+             on_message=None) -> list:
+    """Every message of `topic` from its beginning, read by partition (no group to join),
+    until nothing arrived for `idle_s`; `on_message` may filter or convert (None drops)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(consumer_config(settings, **{"group.id": "shipdelay-reader"}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        out, start, last = [], time.monotonic(), time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() - start < timeout_s:
+            got = [m for m in consumer.consume(5000, 0.5) if m.error() is None]
+            if got:
+                last = time.monotonic()
+                out += [x for x in map(on_message or (lambda m: m), got) if x is not None]
+        return out
+    finally:
+        consumer.close()

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from features.online_direct import model_vectors, open_direct
-from serving.kafka import Topics, consumer_config
+from serving.kafka import Topics, read_all
 from serving.kafka_mock import MockCluster
 from serving.replay import lake_events, replay
 from serving.stream_setup import rewind, workspace
@@ -29,23 +29,11 @@ from shipdelay.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 240
+REPLAY_SECONDS = 20.0  # the replay is spread over this long
 
 
-def _read(settings: Settings, topic: str, idle_s: float = 3.0) -> list[dict]:
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(consumer_config(settings, **{"group.id": f"demo-{time.time_ns()}"}))
-    consumer.subscribe([topic])
-    out, last = [], time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s:
-            got = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
-            if got:
-                out += [json.loads(m.value()) for m in got]
-                last = time.monotonic()
-    finally:
-        consumer.close()
-    return out
+def _read(settings: Settings, topic: str) -> list[dict]:
+    return read_all(settings, topic, on_message=lambda m: json.loads(m.value()))
 
 
 def _risk_at_cut(settings: Settings, ids: list[str], cut: pd.Timestamp) -> pd.Series:
@@ -99,8 +87,9 @@ def stream_demo(settings: Settings, n_events: int = 20_000, n_shipments: int = 8
                             raise RuntimeError("the stream did not start:\n"
                                                + log.read_text()[-2000:])
                         time.sleep(0.2)
-                with console.status(f"replaying {len(tail):,} events"):
-                    report = replay(live, events=tail)
+                rate = max(len(tail) / REPLAY_SECONDS, 200.0)  # many micro-batches to watch
+                with console.status(f"replaying {len(tail):,} events at {rate:,.0f}/s"):
+                    report = replay(live, events=tail, rate=rate)
                 with console.status("scoring"):
                     proc.wait(timeout=600)
             finally:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from features.online_direct import open_direct
 from features.schema import VIEWS
 from registry.loader import CHAMPION, alias_version
 from registry.store import MODEL_NAME, client
-from serving.kafka import Topics, consumer_config, producer_config
+from serving.kafka import Topics, producer_config, read_all
 from serving.kafka_mock import MockCluster
 from serving.replay import lake_events, publish, to_messages
 from serving.stream_setup import rewind, workspace
@@ -176,22 +175,9 @@ def produce(settings: Settings, stream: Stream) -> None:
 
 
 def read_topic(settings: Settings, topic: str, idle_s: float = 4.0,
-               timeout_s: float = 60) -> list:
-    """Every message of `topic` from the beginning (a fresh group), until idle."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(consumer_config(settings, **{"group.id": f"reader-{time.time_ns()}"}))
-    consumer.subscribe([topic])
-    got, last, start = [], time.monotonic(), time.monotonic()
-    try:
-        while time.monotonic() - last < idle_s and time.monotonic() - start < timeout_s:
-            batch = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
-            if batch:
-                got += batch
-                last = time.monotonic()
-    finally:
-        consumer.close()
-    return got
+               timeout_s: float = 120) -> list:
+    """Every message of `topic` from the beginning, until idle."""
+    return read_all(settings, topic, idle_s, timeout_s)
 
 
 # ---------------------------------------------------------------------------- processes
