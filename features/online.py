@@ -103,7 +103,8 @@ def vector_columns() -> list[str]:
 def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timestamp) -> pd.DataFrame:
     """The model's features for each shipment as the online store has them now.
 
-    Unknown shipments come back with `known = False` and empty features.
+    Unknown shipments come back with `known = False` and empty features; so do features the
+    store's FeatureService lacks (a model that needs one is refused before it serves).
     """
     first = _read(store, [f"{view}:{c}" for view, cols in FIRST_READ.items() for c in cols], ids)
     known = first["lane_id"].notna().to_numpy()
@@ -116,5 +117,5 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
             features=store.get_feature_service(FEATURE_SERVICE),
             entity_rows=rows.to_dict("records")).to_df()
         vectors.index = np.flatnonzero(known)
-        out = out.join(vectors[model_feature_names()])
+        out = out.join(vectors[[c for c in model_feature_names() if c in vectors]])
     return out.reindex(columns=vector_columns())

@@ -193,8 +193,8 @@ def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
     age = pd.to_numeric(age_h, errors="coerce").to_numpy(dtype=float)
     limit = np.full(len(age), float(default_h))
     if mode is not None:
-        limit = pd.Series(np.asarray(mode, dtype=object)).map(MAX_SCAN_GAP_H).fillna(
-            default_h).to_numpy(dtype=float)
+        at = pd.Index(list(MAX_SCAN_GAP_H)).get_indexer(np.asarray(mode, dtype=object))
+        limit = np.where(at >= 0, np.array(list(MAX_SCAN_GAP_H.values()))[at], limit)
     return np.nan_to_num(age, nan=-np.inf) > limit
 
 

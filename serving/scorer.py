@@ -63,9 +63,19 @@ class Scorer:
                            pd.to_numeric(vectors[c], errors="coerce").astype(float).to_numpy())
         for i, c in enumerate(spec.features):
             if c in self._levels:
-                codes = self._levels[c].get_indexer(vectors[c].astype("string").fillna("\0"))
-                X[:, i] = np.where(codes >= 0, codes, np.nan)
+                X[:, i] = self._codes(c, vectors[c])
         return X
+
+    def _codes(self, feature: str, values: pd.Series) -> np.ndarray:
+        """Category codes as the spec makes them (text, missing as "\0", unseen: NaN); text
+        columns skip the conversion to pandas strings, which changes nothing for them."""
+        levels = self._levels[feature]
+        if values.dtype == object and "\0" not in levels and \
+                pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            codes = levels.get_indexer(values.to_numpy())
+        else:
+            codes = levels.get_indexer(values.astype("string").fillna("\0"))
+        return np.where(codes >= 0, codes, np.nan)
 
     def score(self, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """Score feature vectors (one row per shipment; needs the model's features, and
@@ -80,19 +90,23 @@ class Scorer:
         hours = np.clip(pd.to_numeric(vectors["hours_to_promised"], errors="coerce").to_numpy(
             dtype=float), -1e5, 1e5)
         promised = asked + pd.to_timedelta(hours, unit="h")
-        out = pd.DataFrame({
+        n = len(vectors)
+        # the three delivery times' offsets from the promise (P50, P10, P90) in one conversion
+        delays = pd.to_timedelta(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5),
+                                 unit="h")
+        columns = {
             "shipment_id": vectors["shipment_id"].to_numpy() if "shipment_id" in vectors else
-            np.arange(len(vectors)).astype(str),
+            np.arange(n).astype(str),
             "p_late": p,
             "risk_band": self.band(p),
             "delay_p50_h": q[0.5],
             "delay_p90_h": q[0.9],
-            "eta": promised + pd.to_timedelta(np.clip(q[0.5], -1e5, 1e5), unit="h"),
-            "eta_p10": promised + pd.to_timedelta(np.clip(q[0.1], -1e5, 1e5), unit="h"),
-            "eta_p90": promised + pd.to_timedelta(np.clip(q[0.9], -1e5, 1e5), unit="h"),
+            "eta": promised + delays[:n],
+            "eta_p10": promised + delays[n:2 * n],
+            "eta_p90": promised + delays[2 * n:],
             "model_version": self.version,
-        }, index=vectors.index)
+        }
         if reasons:
             contrib = self.bundle.classifier.predict(X, pred_contrib=True)
-            out["reasons"] = top_reasons(contrib, self.features, vectors)
-        return out
+            columns["reasons"] = top_reasons(contrib, self.features, vectors)
+        return pd.DataFrame(columns, index=vectors.index)

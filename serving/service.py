@@ -51,11 +51,14 @@ log = logging.getLogger(__name__)
 
 # Adaptive batching merges concurrent /predict requests into one feature read and one scoring
 # call, which pays because each call has a fixed cost (building frames, four boosters, the
-# answers) next to a small cost per shipment: see benchmarks/README.md (service) for the
-# figures with and without it. SHIPDELAY_SERVE_BATCHING=0 turns it off (read at import).
+# answers) next to the cost per shipment: see benchmarks/README.md (service) for the figures.
+# SHIPDELAY_SERVE_BATCHING=0 turns it off (read at import). BentoML sheds (503) the oldest
+# queued request when it predicts the queue's wait above BATCH_MAX_LATENCY_MS: half the 10 s
+# timeout, because a 100-shipment request alone takes ~0.1-0.3 s (reasons cost ~1 ms a
+# shipment), so with 2 s a few such requests queued on a busy machine were all refused.
 BATCHING = os.environ.get("SHIPDELAY_SERVE_BATCHING", "1").strip().lower() not in ("0", "false",
                                                                                    "no", "")
-BATCH_MAX_LATENCY_MS = 2_000  # well under the 10 s timeout: only a long queue is shed (503)
+BATCH_MAX_LATENCY_MS = 5_000
 _OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
              FEATURES_UNAVAILABLE: "features_unavailable"}
 
@@ -164,9 +167,10 @@ class ShipDelay:
                    for i in vectors["shipment_id"].to_numpy()[~known].tolist()}
         answers.update({i: failed(i, DELIVERED, scorer.version)
                         for i in vectors["shipment_id"].to_numpy()[delivered].tolist()})
-        live = vectors[known & ~delivered]
-        if len(live):
-            live = live.assign(request_time_s=asked.timestamp())
+        scored = known & ~delivered
+        if scored.any():
+            live = vectors if scored.all() else vectors[scored].copy()  # a frame of our own
+            live["request_time_s"] = asked.timestamp()
             observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
             answers.update({item.shipment_id: item for item in self._score(scorer, live)})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
@@ -232,5 +236,10 @@ class ShipDelay:
         return content + self.metrics.exposition()
 
 
+# BentoML 1.4.40 works out a route's response media type from the output's JSON schema on
+# every response unless it is stated: ~10 ms per answer for list[Prediction] on this machine.
+# Stated once for every route (/noop too, so that the reference carries no such cost either).
+for _method in ShipDelay.apis.values():
+    _method.output_spec.media_type = "application/json"
 ShipDelay.add_asgi_middleware(ApiKeyMiddleware)
 ShipDelay.add_asgi_middleware(RequestLimitsMiddleware)

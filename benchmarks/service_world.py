@@ -1,0 +1,135 @@
+"""The service benchmark's world: built with the CLI once, cached, and the shipments to ask about.
+
+`world(params)` simulates a world, builds its feature store (SQLite online store, the local
+profile), trains a model and promotes it (`shipdelay simulate`, `features build`, `train`,
+`promote`), under benchmarks/results/worlds/ (git-ignored), keyed by its size and a hash of the
+code that builds it, so later runs reuse it. SHIPDELAY_BENCH_WORLD=<data dir> serves a world
+built elsewhere instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+from harness import ROOT, VENV_BIN
+
+HERE = Path(__file__).resolve().parent
+WORLDS = HERE / "results" / "worlds"
+API_KEY = "bench-key-0123456789"
+BULK_IDS = 100
+# the code that builds the world (not the online read path or the service, which are measured)
+SOURCES = ("shipdelay/world", "shipdelay/lake.py", "shipdelay/contract.py", "features/repo",
+           "features/schema.py", "features/tables.py", "features/transforms.py",
+           "features/build.py", "features/offline.py", "features/store.py",
+           "features/request_time.py", "training", "registry")
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    for name in SOURCES:
+        top = ROOT / name
+        for path in sorted(top.rglob("*.py") if top.is_dir() else [top]):
+            h.update(path.relative_to(ROOT).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def settings_of(data: Path):
+    from shipdelay.settings import Settings
+
+    return Settings(data_dir=data, profile="local", online_store="sqlite", api_key=API_KEY)
+
+
+def world(params: dict) -> tuple[Path, dict]:
+    """The cached world's data directory (built on first use) and how it was built.
+
+    SHIPDELAY_BENCH_WORLD=<data dir> serves a world built elsewhere instead (it must hold the
+    lake, the SQLite feature store and a champion); its size is then whatever it is."""
+    prebuilt = os.environ.get("SHIPDELAY_BENCH_WORLD")
+    if prebuilt:
+        from registry.loader import CHAMPION, alias_version
+
+        data = Path(prebuilt).resolve()
+        champion = alias_version(settings_of(data), CHAMPION)
+        if champion is None:
+            raise RuntimeError(f"SHIPDELAY_BENCH_WORLD={data} has no champion")
+        return data, {"shipments": None, "days": None, "seed": params["seed"],
+                      "champion": champion, "cached": True, "build_wall_s": None,
+                      "prebuilt": str(data)}
+    key = f"service-{params['shipments']}-{params['days']}-{params['seed']}-{_source_hash()}"
+    folder = WORLDS / key
+    marker = folder / "built.json"
+    if marker.exists():
+        return folder / "data", {**json.loads(marker.read_text()), "cached": True}
+    if folder.exists():  # an interrupted build: start again
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPDELAY_")}
+    env.update({"SHIPDELAY_DATA_DIR": str(folder / "data"), "SHIPDELAY_PROFILE": "local",
+                "SHIPDELAY_ONLINE_STORE": "sqlite", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    steps = [["simulate", "--shipments", str(params["shipments"]), "--days", str(params["days"]),
+              "--seed", str(params["seed"]), "--workers", "2", "--ceiling-shipments", "300",
+              "--ceiling-draws", "40"],
+             ["features", "build"], ["train"], ["promote"]]
+    walls = {}
+    for step in steps:
+        cmd = [str(VENV_BIN / "shipdelay"), *step]
+        print(f"   building the world: {shlex.join(cmd[1:])}", flush=True)
+        t = time.perf_counter()
+        with open(folder / "build.log", "ab") as log:
+            done = subprocess.run(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                  check=False)
+        if done.returncode != 0:
+            tail = (folder / "build.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{shlex.join(cmd)} exited with {done.returncode}:\n{tail}")
+        walls[step[0] if step[0] != "features" else "features_build"] = round(
+            time.perf_counter() - t, 1)
+    from registry.loader import CHAMPION, alias_version
+
+    champion = alias_version(settings_of(folder / "data"), CHAMPION)
+    if champion is None:
+        raise RuntimeError("`shipdelay promote` left no champion in the benchmark world")
+    facts = {**params, "build_wall_s": walls, "champion": champion, "key": key}
+    marker.write_text(json.dumps(facts))
+    return folder / "data", {**facts, "cached": False}
+
+
+def live_ids(settings, rng: np.random.Generator, limit: int = 4_000) -> tuple[list[str], object]:
+    """Shipments in flight at the world's now that the online store knows and has not delivered
+    (read with the direct reader: the same answer as Feast's, proven in the tests, and quick)."""
+    from features.online_fast import OnlineReader
+    from features.store import get_store
+    from serving.demo import in_flight
+
+    moving, now = in_flight(settings, 10**9)
+    moving = rng.permutation(np.asarray(moving, dtype=object))[:limit].tolist()
+    reader = OnlineReader(get_store(settings))
+    live = []
+    for lo in range(0, len(moving), 500):
+        v = reader.vectors(moving[lo:lo + 500], now)
+        live += v.loc[v["known"] & ~v["delivered"], "shipment_id"].tolist()
+    if len(live) < 2 * BULK_IDS:
+        raise RuntimeError(f"only {len(live)} live shipments in the benchmark world")
+    return live, now
+
+
+def bodies(folder: Path, live: list[str], rng: np.random.Generator) -> dict[str, Path]:
+    files = {"single": folder / "single.jsonl", "bulk": folder / "bulk.jsonl",
+             "noop": folder / "noop.jsonl"}
+    files["single"].write_text("".join(json.dumps({"shipment_ids": [i]}) + "\n"
+                                       for i in rng.permutation(np.asarray(live, object))))
+    files["bulk"].write_text("".join(
+        json.dumps({"shipment_ids": rng.choice(live, BULK_IDS, replace=False).tolist()}) + "\n"
+        for _ in range(300)))
+    files["noop"].write_text("{}\n")
+    return files
+
+
