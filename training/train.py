@@ -30,7 +30,10 @@ from training import baselines, plots
 from training.bundle import Bundle
 from training.dataset import build_training_set
 from training.evaluate import (
-    classification_metrics, evaluate_many, gap_closed, journey_stage,
+    classification_metrics,
+    evaluate_many,
+    gap_closed,
+    journey_stage,
 )
 from training.model import fit_bundle
 from training.split import Split, time_split
