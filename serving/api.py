@@ -169,22 +169,29 @@ def failed(shipment_id: str, error: str, model_version: str | None = None) -> Pr
     return Prediction(shipment_id=shipment_id, ok=False, error=error, model_version=model_version)
 
 
-def _numbers(values) -> list[float | None]:
-    """Floats, None where missing or not finite."""
-    x = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
-    return [v if ok else None for v, ok in zip(x.tolist(), np.isfinite(x).tolist())]
+def _numbers(*columns) -> list[list[float | None]]:
+    """Each column as floats, None where missing or not finite (one conversion for all)."""
+    x = np.column_stack([pd.to_numeric(c, errors="coerce") for c in columns]).astype(float)
+    ok = np.isfinite(x)
+    return [[v if good else None for v, good in zip(col, fine)]
+            for col, fine in zip(x.T.tolist(), ok.T.tolist())]
 
 
-def _times(values) -> list[datetime | None]:
-    """UTC datetimes, None where missing."""
-    t = pd.Series(values)
-    if not isinstance(t.dtype, pd.DatetimeTZDtype):
-        if t.notna().any():
-            raise TypeError("times must be time zone aware")
-        return [None] * len(t)
-    utc = t.dt.tz_convert("UTC")
-    return [None if missing else d for d, missing in
-            zip(utc.array.to_pydatetime().tolist(), utc.isna().tolist())]
+def _times(*columns) -> list[list[datetime | None]]:
+    """Each column as UTC datetimes, None where missing (one conversion for all)."""
+    n = len(columns[0])
+    stamps = []
+    for c in columns:
+        t = pd.Series(c)
+        if not isinstance(t.dtype, pd.DatetimeTZDtype):
+            if t.notna().any():
+                raise TypeError("times must be time zone aware")
+            t = pd.Series(pd.NaT, index=t.index, dtype="datetime64[ns, UTC]")
+        stamps.append(t.dt.tz_convert("UTC").array.as_unit("ns").asi8)
+    flat = pd.DatetimeIndex(np.concatenate(stamps), tz="UTC")
+    values = [None if missing else d for d, missing in
+              zip(flat.to_pydatetime().tolist(), flat.isna().tolist())]
+    return [values[k * n:(k + 1) * n] for k in range(len(columns))]
 
 
 def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
@@ -208,7 +215,7 @@ def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
     validated in one call: a request may carry hundreds of shipments."""
     n = len(scored)
     if vectors is not None and "hours_since_last_scan" in vectors:
-        ages = _numbers(vectors["hours_since_last_scan"])
+        (ages,) = _numbers(vectors["hours_since_last_scan"])
         stale = stale_mask(vectors["hours_since_last_scan"], vectors.get("current_mode"),
                            default_age_h).tolist()
     else:
@@ -217,14 +224,14 @@ def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
                 "forecast rests on old facts" if is_stale else None
                 for age, is_stale in zip(ages, stale)]
     reasons = (scored["reasons"].tolist() if "reasons" in scored else [None] * n)
+    p_late, d50, d90 = _numbers(scored["p_late"], scored["delay_p50_h"], scored["delay_p90_h"])
+    eta, eta_p10, eta_p90 = _times(scored["eta"], scored["eta_p10"], scored["eta_p90"])
     columns = {
         "shipment_id": scored["shipment_id"].astype(str).tolist(),
         "stale": stale, "warning": warnings, "feature_age_h": ages,
-        "p_late": _numbers(scored["p_late"]), "risk_band": scored["risk_band"].tolist(),
-        "delay_p50_h": _numbers(scored["delay_p50_h"]),
-        "delay_p90_h": _numbers(scored["delay_p90_h"]),
-        "eta": _times(scored["eta"]), "eta_p10": _times(scored["eta_p10"]),
-        "eta_p90": _times(scored["eta_p90"]),
+        "p_late": p_late, "risk_band": scored["risk_band"].tolist(),
+        "delay_p50_h": d50, "delay_p90_h": d90,
+        "eta": eta, "eta_p10": eta_p10, "eta_p90": eta_p90,
         "reasons": [list(r) if r is not None else [] for r in reasons],
         "model_version": scored["model_version"].astype(str).tolist(),
     }
