@@ -347,6 +347,77 @@ def ask_cmd(
     ask(get_settings(), shipments, console)
 
 
+@app.command("score-batch")
+def score_batch_cmd(
+    as_of: Annotated[str | None, typer.Option(help="cut-off, UTC, ISO-8601 (e.g. 2026-03-01T02:00); "
+                                                 "default: the lake's now (its newest tracking "
+                                                 "ingestion)")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="backfill from this day "
+                                                  "(YYYY-MM-DD): one partition per day",
+                                                  callback=lambda v: v and _parse_date(v))] = None,
+    to: Annotated[str | None, typer.Option(help="backfill up to this day, inclusive (default: "
+                                               "--from)", callback=lambda v: v and _parse_date(v))
+                  ] = None,
+    at: Annotated[str, typer.Option(help="backfill: each day's cut-off time, UTC, HH:MM")] = "00:00",
+    engine: Annotated[str, typer.Option(help="local (DuckDB and pandas) or spark")] = "local",
+    spark_master: Annotated[str | None, typer.Option(help="Spark master URL for --engine spark "
+                                                        "(default: the spark_master setting, "
+                                                        "local[2])")] = None,
+    max_feature_age_hours: Annotated[float, typer.Option(min=0, help="refuse to score when the "
+                                                         "feature store's newest values at the "
+                                                         "cut-off are older than this")] = 24.0,
+    top: Annotated[int, typer.Option(min=1, max=10_000, help="riskiest shipments listed in the "
+                                     "report")] = 20,
+) -> None:
+    """Score every shipment in flight at the cut-off with the champion: a scores table
+    partitioned by run date (data/scores), a report (data/reports/score-batch) and an MLflow
+    run. Exits 1 when there is no champion or the features are too old."""
+    from datetime import time
+
+    from registry.loader import NoChampionError
+    from serving.batch import BatchError, backfill_days, score_days, utc
+    from serving.batch_report import print_backfill, print_summary
+
+    as_of, from_, to = as_of or None, from_ or None, to or None  # MLproject passes ''
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter("must be local or spark", param_hint="--engine")
+    if as_of is not None and from_ is not None:
+        raise typer.BadParameter("give either --as-of or --from/--to", param_hint="--as-of")
+    if to is not None and from_ is None:
+        raise typer.BadParameter("needs --from", param_hint="--to")
+    try:
+        cutoffs = [utc(as_of)] if as_of is not None else [None]
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time", param_hint="--as-of") from exc
+    try:
+        cut = time.fromisoformat(at)
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{at}' is not a time like 02:15", param_hint="--at") from exc
+    if from_ is not None:
+        try:
+            cutoffs = backfill_days(date.fromisoformat(from_), date.fromisoformat(to or from_), cut)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--to") from exc
+    elif at != "00:00":
+        raise typer.BadParameter("only with --from/--to", param_hint="--at")
+    settings = get_settings()
+    try:
+        with progress() as bar:
+            task = bar.add_task("score-batch", total=None)
+            results = score_days(
+                settings, cutoffs, engine=engine, spark_master=spark_master,
+                max_feature_age_h=max_feature_age_hours, top=top,
+                step=lambda name, done, total: bar.update(task, description=name,
+                                                          completed=done, total=total))
+    except (NoChampionError, BatchError) as err:
+        console.print(f"[red]score-batch: {err}[/red]")
+        raise typer.Exit(1) from None
+    if len(results) == 1:
+        print_summary(results[0], console)
+    else:
+        print_backfill(results, console)
+
+
 @app.command("kafka-mock")
 def kafka_mock_cmd(
     brokers: Annotated[int, typer.Option(min=1, max=9, help="mock brokers to start")] = 3,
@@ -449,77 +520,6 @@ def stream_demo_cmd(
     from serving.stream_demo import stream_demo
 
     stream_demo(get_settings(), events, shipments, console)
-
-
-@app.command("score-batch")
-def score_batch_cmd(
-    as_of: Annotated[str | None, typer.Option(help="cut-off, UTC, ISO-8601 (e.g. 2026-03-01T02:00); "
-                                                 "default: the lake's now (its newest tracking "
-                                                 "ingestion)")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="backfill from this day "
-                                                  "(YYYY-MM-DD): one partition per day",
-                                                  callback=lambda v: v and _parse_date(v))] = None,
-    to: Annotated[str | None, typer.Option(help="backfill up to this day, inclusive (default: "
-                                               "--from)", callback=lambda v: v and _parse_date(v))
-                  ] = None,
-    at: Annotated[str, typer.Option(help="backfill: each day's cut-off time, UTC, HH:MM")] = "00:00",
-    engine: Annotated[str, typer.Option(help="local (DuckDB and pandas) or spark")] = "local",
-    spark_master: Annotated[str | None, typer.Option(help="Spark master URL for --engine spark "
-                                                        "(default: the spark_master setting, "
-                                                        "local[2])")] = None,
-    max_feature_age_hours: Annotated[float, typer.Option(min=0, help="refuse to score when the "
-                                                         "feature store's newest values at the "
-                                                         "cut-off are older than this")] = 24.0,
-    top: Annotated[int, typer.Option(min=1, max=10_000, help="riskiest shipments listed in the "
-                                     "report")] = 20,
-) -> None:
-    """Score every shipment in flight at the cut-off with the champion: a scores table
-    partitioned by run date (data/scores), a report (data/reports/score-batch) and an MLflow
-    run. Exits 1 when there is no champion or the features are too old."""
-    from datetime import time
-
-    from registry.loader import NoChampionError
-    from serving.batch import BatchError, backfill_days, score_days, utc
-    from serving.batch_report import print_backfill, print_summary
-
-    as_of, from_, to = as_of or None, from_ or None, to or None  # MLproject passes ''
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter("must be local or spark", param_hint="--engine")
-    if as_of is not None and from_ is not None:
-        raise typer.BadParameter("give either --as-of or --from/--to", param_hint="--as-of")
-    if to is not None and from_ is None:
-        raise typer.BadParameter("needs --from", param_hint="--to")
-    try:
-        cutoffs = [utc(as_of)] if as_of is not None else [None]
-    except ValueError as exc:
-        raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time", param_hint="--as-of") from exc
-    try:
-        cut = time.fromisoformat(at)
-    except ValueError as exc:
-        raise typer.BadParameter(f"'{at}' is not a time like 02:15", param_hint="--at") from exc
-    if from_ is not None:
-        try:
-            cutoffs = backfill_days(date.fromisoformat(from_), date.fromisoformat(to or from_), cut)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--to") from exc
-    elif at != "00:00":
-        raise typer.BadParameter("only with --from/--to", param_hint="--at")
-    settings = get_settings()
-    try:
-        with progress() as bar:
-            task = bar.add_task("score-batch", total=None)
-            results = score_days(
-                settings, cutoffs, engine=engine, spark_master=spark_master,
-                max_feature_age_h=max_feature_age_hours, top=top,
-                step=lambda name, done, total: bar.update(task, description=name,
-                                                          completed=done, total=total))
-    except (NoChampionError, BatchError) as err:
-        console.print(f"[red]score-batch: {err}[/red]")
-        raise typer.Exit(1) from None
-    if len(results) == 1:
-        print_summary(results[0], console)
-    else:
-        print_backfill(results, console)
 
 
 def main() -> None:  # pragma: no cover - console entry point
