@@ -6,7 +6,8 @@ second. This module reads and writes the very same records Feast does (SQLite: o
 (entity key, feature) in the table `<project>_<view>`; Redis: one hash per entity key with a
 murmur3 field per `view:feature` and a `_ts:<view>` timestamp), so Feast, the service and the
 training path keep seeing one online store. Values are encoded as Feast's `ValueProto` bytes,
-vectorized: doubles by byte layout, ints and strings through their distinct values only.
+vectorized: doubles by byte layout, ints and strings through their distinct values only; they
+are decoded by `features.online_decode`, the decoder the service's `OnlineReader` uses too.
 Tests prove records written here read back identically through Feast and vice versa.
 """
 
@@ -22,6 +23,7 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from features.online_decode import columns, decode_cells
 from features.request_time import REQUEST_TIME, request_features
 from features.schema import ENTITY_KEYS, MODEL_FEATURES, ON_DEMAND, VIEW_ENTITY, VIEWS
 from features.store import PROJECT, repo_config
@@ -67,73 +69,36 @@ def encode(values: pd.Series, kind: str) -> list[bytes]:
     return np.array([*enc, b""], dtype=object)[codes].tolist()
 
 
-def _parse(raw: bytes | None):
-    if not raw:
-        return None
-    v = Value()
-    v.ParseFromString(raw)
-    which = v.WhichOneof("val")
-    if which is None or which == "null_val":
-        return None
-    got = getattr(v, which)
-    return list(got.val) if which.endswith("_list_val") else got
-
-
-def _decode_doubles(raw: list) -> np.ndarray | None:
-    """Doubles straight from their 9-byte layout; None when any value is not a plain double."""
-    n = len(raw)
-    lengths = np.fromiter(map(len, raw), np.int64, n)
-    full = lengths == 9
-    if not np.all(full | (lengths == 0)):
-        return None
-    out = np.full(n, np.nan)
-    if full.any():
-        body = np.frombuffer(b"".join(raw), np.uint8).reshape(-1, 9)
-        if not np.all(body[:, 0] == _DOUBLE_TAG):
-            return None
-        out[full] = np.ascontiguousarray(body[:, 1:]).view(np.float64).ravel()
-    return out
-
-
-def _decode_any(raw: list) -> np.ndarray:
-    """Python values of any ValueProtos, parsing each distinct byte string once."""
-    codes, uniques = pd.factorize(np.asarray(raw, dtype=object), use_na_sentinel=True)
-    return np.array([*[_parse(u) for u in uniques], None], dtype=object)[codes]
+def typed(values: np.ndarray, kind: str) -> pd.Series:
+    """A decoded column (`features.online_decode.columns`) as the view's pandas type; list kinds
+    are left to Feast's converter by the decoder and kept as Python lists (None when missing)."""
+    if kind.endswith("_list"):
+        is_list = np.fromiter((isinstance(v, list) for v in values), bool, len(values))
+        return pd.Series(np.where(is_list, values, None), dtype=object)
+    if kind == "str":
+        return pd.Series(values, dtype="string")
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce")
+    return numbers.astype("Int64") if kind == "int" else numbers.astype("float64")
 
 
 def decode(raw: list, kind: str) -> pd.Series:
     """Typed values from serialized ValueProtos (None or b"" = null)."""
-    raw = [r or b"" for r in raw]
-    if kind == "float":
-        doubles = _decode_doubles(raw)
-        if doubles is not None:
-            return pd.Series(doubles)
-        return pd.to_numeric(pd.Series(_decode_any(raw)), errors="coerce").astype("float64")
-    values = _decode_any(raw)
-    if kind == "int":
-        return pd.Series(values, dtype="Int64")
-    if kind == "str":
-        return pd.Series(values, dtype="string")
-    return pd.Series(values, dtype=object)
+    blobs = [r or b"" for r in raw]
+    text = np.full(len(blobs), kind == "str")
+    num, txt, exceptions = decode_cells(blobs, np.arange(len(blobs)), text)
+    [column] = columns(num, txt, exceptions, 0, len(blobs), ["str" if kind == "str" else "num"])
+    return typed(column, kind)
 
 
 def _decode_table(pos: np.ndarray, col: np.ndarray, values: list, n: int,
-                  columns: list[str], kinds: dict[str, str]) -> dict[str, pd.Series]:
-    """Columns from (row position, column index, raw value) triples, decoded kind by kind
-    in one pass each (not column by column)."""
-    values = np.asarray(values, dtype=object)
-    out = {}
-    for kind in dict.fromkeys(kinds[c] for c in columns):
-        idx = [j for j, c in enumerate(columns) if kinds[c] == kind]
-        sel = np.isin(col, idx)
-        typed = decode(values[sel].tolist(), kind)
-        for j in idx:
-            here = col[sel] == j
-            full = pd.Series([None] * n, dtype=typed.dtype) if kind != "float" \
-                else pd.Series(np.full(n, np.nan))
-            full.iloc[pos[sel][here]] = typed[here].to_numpy()
-            out[columns[j]] = full
-    return out
+                  names: list[str], kinds: dict[str, str]) -> dict[str, pd.Series]:
+    """Columns from (row position, column index, raw value) triples, all decoded at once."""
+    text = np.tile([kinds[c] == "str" for c in names], n)
+    num, txt, exceptions = decode_cells([v or b"" for v in values],
+                                        pos * len(names) + col, text)
+    cols = columns(num, txt, exceptions, 0, n, ["str" if kinds[c] == "str" else "num"
+                                                 for c in names])
+    return {c: typed(v, kinds[c]) for c, v in zip(names, cols)}
 
 
 def _value_text(values: pd.Series, kind: str) -> list:

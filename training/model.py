@@ -17,12 +17,14 @@ from training.split import Split
 CLASSIFIER_PARAMS = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 40,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-    "max_cat_to_onehot": 8, "verbose": -1, "num_threads": 2, "seed": 7,
+    "max_cat_to_onehot": 8, "verbose": -1, "num_threads": 0, "seed": 7,
 }
 QUANTILE_PARAMS = {
     "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 60, "feature_fraction": 0.8,
-    "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "num_threads": 2, "seed": 7,
+    "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "num_threads": 0, "seed": 7,
 }
+# num_threads 0: OpenMP's default, every core unless OMP_NUM_THREADS says otherwise (the test
+# target runs one thread per test worker: two spinning OpenMP teams per core slow fits many times)
 MAX_ROUNDS = 2000
 EARLY_STOP = 50
 

@@ -3,6 +3,7 @@ online, on SQLite and on the local Redis server."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -73,7 +74,7 @@ def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
 
 
 def test_training_set_is_labelled_and_covers_every_milestone(built):
-    lake, _, ts = built
+    _lake, _, ts = built
     assert set(model_feature_names()) <= set(ts.columns)
     assert ts["is_late"].isin([True, False]).all()
     per_shipment = ts.groupby("shipment_id").size()
@@ -152,7 +153,7 @@ def test_stream_updates_equal_the_backfill(built, tmp_path, online):
     events = events[events["shipment_id"].isin(ids)].sort_values(["ingested_at", "event_id"])
     store.write_to_online_store("shipment_profile", profile[profile["shipment_id"].isin(ids)])
     bounds = np.linspace(0, len(events), 13).astype(int)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):  # micro-batches in ingestion order
+    for lo, hi in itertools.pairwise(bounds):  # micro-batches in ingestion order
         batch = events.iloc[lo:hi]
         apply_events(store, offline, batch)
     backfill = off.read_view(offline_dir(settings), "shipment_progress")
@@ -194,7 +195,7 @@ def test_leakage_events_and_outcomes_after_a_snapshot_change_nothing(built, tmp_
 
 
 def test_incremental_build_since_a_day_reproduces_the_full_build(built):
-    lake, settings, _ = built
+    _lake, settings, _ = built
     views = ("shipment_progress", "lane_stats", "hub_stats", "shipment_profile")
     key = ["event_timestamp"]
     before = {v: off.read_view(offline_dir(settings), v) for v in views}

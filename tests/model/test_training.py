@@ -14,7 +14,7 @@ from training.train import holdout_evaluator, train
 
 @pytest.fixture(scope="module")
 def bundle(trained):
-    settings, _, report = trained
+    settings, _, _report = trained
     return load_by_alias(settings, "challenger")
 
 
@@ -96,5 +96,5 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
     assert alias_version(settings, "champion") == champion
     forced = promote(settings, evaluate, force=True)
     assert forced.ok and alias_version(settings, "champion") != champion
-    rolled_from, rolled_to = rollback(settings)
+    _rolled_from, rolled_to = rollback(settings)
     assert rolled_to == champion and alias_version(settings, "champion") == champion
