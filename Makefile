@@ -11,8 +11,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
+# Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on some CI machines)
+# nothing would cache it, and every process would compile its imports again (~10 s each).
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[all,dev]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[all,dev]"
+	$(BIN)/python -m compileall -q shipdelay features training serving registry > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -41,7 +41,13 @@ from features.schema import TIMESTAMP
 from features.store import offline_dir
 from registry.loader import load_by_alias
 from serving import partitions
-from serving.batch_scores import SCORE_COLUMNS, SCORES_SCHEMA, scores_frame, to_table
+from serving.batch_scores import (
+    SCORE_COLUMNS,
+    SCORES_SCHEMA,
+    ReasonsRule,
+    scores_frame,
+    to_table,
+)
 from serving.model_holder import check_servable
 from serving.scorer import Scorer
 from shipdelay.lake import Lake
@@ -101,6 +107,7 @@ class BatchResult:
     report_dir: Path | None = None
     run_id: str | None = None
     top: pd.DataFrame | None = None
+    reasons: ReasonsRule = field(default_factory=ReasonsRule)  # who got their reasons
 
 
 def utc(value) -> pd.Timestamp:
@@ -238,19 +245,34 @@ def check_freshness(offline: Path, as_of, max_age_h: float) -> dict[str, float]:
 
 
 def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: Path,
-                step: Step, rows_per_file: int = ROWS_PER_FILE) -> tuple[int, list[str]]:
-    """Point-in-time features, then score and write `rows_per_file` shipments at a time."""
+                step: Step, rows_per_file: int = ROWS_PER_FILE,
+                rule: ReasonsRule | None = None) -> tuple[int, list[str]]:
+    """Point-in-time features, scores, then the reasons of the shipments `rule` picks; written
+    `rows_per_file` shipments at a time."""
     step("joining point-in-time features", 0, 1)
     vectors = point_in_time(offline, snapshots)
     known = vectors["booked_at_s"].notna().to_numpy()
     missing = sorted(vectors.loc[~known, "shipment_id"].astype(str))
     vectors = vectors[known].sort_values("shipment_id", ignore_index=True)
     chunks = max(1, -(-len(vectors) // rows_per_file))
+    parts = []
     for i in range(chunks):
         step("scoring", i, chunks)
         part = vectors.iloc[i * rows_per_file:(i + 1) * rows_per_file]
-        partitions.write_part(to_table(scores_frame(scorer, part)), folder, i)
-    step("scoring", chunks, chunks)
+        parts.append(scores_frame(scorer, part, reasons=False))
+    scores = pd.concat(parts, ignore_index=True) if parts else scores_frame(scorer, vectors, False)
+    step("explaining the riskiest", 0, 1)
+    explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
+                                           scores["shipment_id"].to_numpy())
+    reasons = scores["reasons"].tolist()
+    for at, words in zip(explain.tolist(), scorer.reasons_for(vectors.iloc[explain])):
+        reasons[at] = words
+    scores["reasons"] = reasons
+    for i in range(chunks):
+        step("writing", i, chunks)
+        partitions.write_part(to_table(scores.iloc[i * rows_per_file:(i + 1) * rows_per_file]),
+                              folder, i)
+    step("writing", chunks, chunks)
     return len(vectors), missing
 
 
@@ -266,6 +288,10 @@ class Job:
     spark: object | None = None  # a SparkSession for engine "spark"
     log_run: bool = True
     rows_per_file: int = ROWS_PER_FILE
+    # reasons for the shipments with P(late) at least this (None: the high-risk band), the
+    # riskiest `reasons_most` of them (see batch_scores.ReasonsRule)
+    reasons_from: float | None = None
+    reasons_most: int = ReasonsRule.most
     step: Step = lambda name, done, total: None
 
     @classmethod
@@ -285,6 +311,12 @@ class Job:
             raise BatchError(f"the champion cannot be scored: {err}") from err
         return cls(settings, Scorer(bundle), **options)
 
+    @property
+    def reasons(self) -> ReasonsRule:
+        """Which shipments get their reasons."""
+        return ReasonsRule(self.scorer.thresholds.high if self.reasons_from is None
+                           else self.reasons_from, self.reasons_most)
+
     def run(self, as_of=None) -> BatchResult:
         """Score one cut-off (default: the lake's now) into its run-date partition."""
         from serving import batch_report
@@ -301,16 +333,17 @@ class Job:
         with partitions.publish(self.settings.scores_dir, t.date()) as folder:
             if self.engine == "local":
                 scored, missing = score_local(offline, snapshots, self.scorer, folder, self.step,
-                                              self.rows_per_file)
+                                              self.rows_per_file, self.reasons)
             else:
                 from serving.batch_spark import score_spark
 
                 self.step("scoring on Spark", 0, 1)
-                scored, missing = score_spark(self.spark, self.settings, self.scorer, t, folder)
+                scored, missing = score_spark(self.spark, self.settings, self.scorer, t, folder,
+                                              self.reasons)
         seconds["score"] = clock.perf_counter() - started - seconds["select"]
         result = BatchResult(t.date(), t, self.engine, self.scorer.version, scored, missing,
                              partitions.partition_path(self.settings.scores_dir, t.date()),
-                             ages, seconds)
+                             ages, seconds, reasons=self.reasons)
         self.step("writing the report", 0, 1)
         batch_report.finish(self.settings, result, self.top, self.scorer.thresholds,
                             log_run_to_mlflow=self.log_run)

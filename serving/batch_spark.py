@@ -44,7 +44,7 @@ from features.schema import (
 )
 from features.store import offline_dir
 from serving.batch import lake_files
-from serving.batch_scores import SCORES_SCHEMA, score_batches
+from serving.batch_scores import SCORES_SCHEMA, ReasonsRule, score_batches, with_request_features
 from serving.scorer import Scorer
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings
@@ -178,8 +178,10 @@ def _bundle_files(scorer: Scorer) -> tuple[dict[str, bytes], str]:
 
 
 def score_spark(spark, settings: Settings, scorer: Scorer, as_of: pd.Timestamp,
-                folder: Path) -> tuple[int, list[str]]:
-    """Score every shipment in flight at `as_of` into `folder`; returns (scored, missing ids)."""
+                folder: Path, rule: ReasonsRule | None = None) -> tuple[int, list[str]]:
+    """Score every shipment in flight at `as_of` into `folder`, with the reasons of the
+    shipments `rule` picks (explained on the driver: they are few); returns (scored, missing
+    ids)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -194,10 +196,35 @@ def score_spark(spark, settings: Settings, scorer: Scorer, as_of: pd.Timestamp,
         files, digest = _bundle_files(scorer)
         broadcast = spark.sparkContext.broadcast(files)
         scored = vectors.where(known).mapInPandas(
-            score_batches(broadcast, scorer.version, digest, scorer.thresholds), spark_schema())
-        scored.write.mode("overwrite").parquet(str(folder))
+            score_batches(broadcast, scorer.version, digest, scorer.thresholds),
+            spark_schema()).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            explained = _explain(spark, vectors, scored, scorer, rule or ReasonsRule())
+            (scored.drop("reasons").join(F.broadcast(explained), "shipment_id", "left")
+             .withColumn("reasons", F.coalesce("reasons", F.array().cast("array<string>")))
+             .select(*SCORES_SCHEMA.names).write.mode("overwrite").parquet(str(folder)))
+        finally:
+            scored.unpersist()
         broadcast.unpersist()
     finally:
         vectors.unpersist()
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in Path(folder).glob("*.parquet"))
     return rows, missing
+
+
+def _explain(spark, vectors, scored, scorer: Scorer, rule: ReasonsRule):
+    """(shipment_id, reasons) of the shipments `rule` picks, as `ReasonsRule.pick` orders them."""
+    from pyspark.sql import functions as F
+
+    top = (scored.where(F.col("p_late") >= rule.from_p)
+           .orderBy(F.desc("p_late"), F.asc("shipment_id")).limit(rule.most)
+           .select("shipment_id").collect())
+    ids = [r.shipment_id for r in top]
+    frame = vectors.where(F.col("shipment_id").isin(ids)).toPandas() if ids else None
+    rows = pd.DataFrame({"shipment_id": pd.Series([], dtype=object), "reasons": []})
+    if frame is not None and len(frame):
+        frame["as_of"] = pd.to_datetime(frame.pop("as_of_us"), unit="us", utc=True)
+        frame = with_request_features(frame)
+        rows = pd.DataFrame({"shipment_id": frame["shipment_id"].astype(str),
+                             "reasons": scorer.reasons_for(frame)})
+    return spark.createDataFrame(rows, "shipment_id string, reasons array<string>")

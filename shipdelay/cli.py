@@ -368,6 +368,12 @@ def score_batch_cmd(
                                                          "cut-off are older than this")] = 24.0,
     top: Annotated[int, typer.Option(min=1, max=10_000, help="riskiest shipments listed in the "
                                      "report")] = 20,
+    reasons_from: Annotated[float | None, typer.Option(
+        min=0, max=1, help="give reasons to the shipments with P(late) at least this; default: "
+        "the high-risk band")] = None,
+    reasons_most: Annotated[int, typer.Option(
+        min=0, help="... but to the riskiest this many at most (reasons cost 1-2 ms a shipment "
+        "on one core; `shipdelay ask` or the service explain any shipment)")] = 2_000,
 ) -> None:
     """Score every shipment in flight at the cut-off with the champion: a scores table
     partitioned by run date (data/scores), a report (data/reports/score-batch) and an MLflow
@@ -406,7 +412,8 @@ def score_batch_cmd(
             task = bar.add_task("score-batch", total=None)
             results = score_days(
                 settings, cutoffs, engine=engine, spark_master=spark_master,
-                max_feature_age_h=max_feature_age_hours, top=top,
+                max_feature_age_h=max_feature_age_hours, top=top, reasons_from=reasons_from,
+                reasons_most=reasons_most,
                 step=lambda name, done, total: bar.update(task, description=name,
                                                           completed=done, total=total))
     except (NoChampionError, BatchError) as err:

@@ -130,7 +130,12 @@ def test_scores_table_holds_every_known_shipment_in_flight(world, first):
     assert (scores["eta_p10"] <= scores["eta"]).all() and (scores["eta"] <= scores["eta_p90"]).all()
     assert (scores["delay_p50_h"] <= scores["delay_p90_h"]).all()
     assert scores[["mode", "lane", "customer", "carrier"]].notna().all().all()
-    assert scores["reasons"].map(lambda r: 1 <= len(r) <= 3 and all(isinstance(x, str) for x in r)).all()
+    # reasons for the high-risk shipments (the default), none for the others
+    assert (first.reasons.from_p, first.reasons.most) == (0.6, 2_000)
+    explained = scores["p_late"] >= first.reasons.from_p
+    assert scores.loc[explained, "reasons"].map(
+        lambda r: 1 <= len(r) <= 3 and all(isinstance(x, str) for x in r)).all()
+    assert (scores.loc[~explained, "reasons"].map(len) == 0).all()
     assert set(scores["model_version"]) == {first.model_version}
     # the features were those known at the cut-off: nothing scored is known delivered then
     # (no progress yet, NaN, for shipments without a scan)
@@ -167,6 +172,25 @@ def test_report_files_and_mlflow_run(world, first):
 
 
 # ------------------------------------------------------------------ reruns and crashes
+def test_reasons_go_to_the_riskiest_up_to_the_cap(world, first):
+    scores = read_scores(world, CUTOFF.date())
+    capped = score_batch(world, CUTOFF, log_run=False, reasons_from=0.0, reasons_most=25)
+    got = read_scores(world, CUTOFF.date())
+    ranked = got.sort_values(["p_late", "shipment_id"], ascending=[False, True])
+    explained = ranked["reasons"].map(len).gt(0).to_numpy()
+    assert explained[:25].all() and not explained[25:].any()
+    assert capped.reasons.most == 25
+    # the same words as the scorer gives those shipments, the rest unchanged
+    pd.testing.assert_frame_equal(got.drop(columns="reasons"), scores.drop(columns="reasons"))
+    high = scores["reasons"].map(len).gt(0)
+    same = got.set_index("shipment_id").loc[scores.loc[high, "shipment_id"], "reasons"]
+    top = set(ranked["shipment_id"].iloc[:25])
+    for sid, words in same.items():
+        if sid in top:
+            assert list(words) == list(scores.set_index("shipment_id").loc[sid, "reasons"])
+    score_batch(world, CUTOFF, log_run=False)  # the default table back for the other tests
+
+
 def test_rerun_is_idempotent(world, first):
     before = read_scores(world, CUTOFF.date())
     again = score_batch(world, CUTOFF, log_run=False, rows_per_file=100)  # written in 3 files

@@ -39,8 +39,11 @@ def worlds(trained, tmp_path_factory) -> tuple[Settings, Settings]:
 
 def test_spark_scores_equal_local_scores(worlds, spark):
     local_world, spark_world = worlds
-    local = score_batch(local_world, CUTOFF, log_run=False)
-    remote = score_batch(spark_world, CUTOFF, engine="spark", spark=spark, log_run=False)
+    # reasons for the 40 riskiest from P 0.2: the cap binds, so both engines must pick alike
+    rule = {"reasons_from": 0.2, "reasons_most": 40}
+    local = score_batch(local_world, CUTOFF, log_run=False, **rule)
+    remote = score_batch(spark_world, CUTOFF, engine="spark", spark=spark, log_run=False,
+                         **rule)
     a = read_scores(local_world, CUTOFF.date()).sort_values("shipment_id", ignore_index=True)
     b = read_scores(spark_world, CUTOFF.date()).sort_values("shipment_id", ignore_index=True)
     assert len(a) == local.scored == remote.scored > 100
@@ -49,6 +52,7 @@ def test_spark_scores_equal_local_scores(worlds, spark):
     assert (a["p_late"] - b["p_late"]).abs().max() <= 1e-9
     assert a["risk_band"].tolist() == b["risk_band"].tolist()
     assert a["reasons"].map(list).tolist() == b["reasons"].map(list).tolist()
+    assert a["reasons"].map(len).gt(0).sum() == 40 < (a["p_late"] >= 0.2).sum()
     for col in ("delay_p50_h", "delay_p90_h"):
         assert (a[col] - b[col]).abs().max() <= 1e-9
     for col in ("as_of", "eta", "eta_p10", "eta_p90", "mode", "lane", "customer", "carrier",
