@@ -73,8 +73,13 @@ def _keep_readable(offline: Path, view: str, frame: pd.DataFrame) -> None:
 
 
 def build_features(settings: Settings | None = None, since: date | None = None,
-                   on_step: Callable[[str, int, int], None] | None = None) -> BuildReport:
-    """Build, write, register and materialize every feature view from the lake."""
+                   on_step: Callable[[str, int, int], None] | None = None,
+                   online: bool = True) -> BuildReport:
+    """Build, write, register and materialize every feature view from the lake.
+
+    `online=False` skips the materialization: enough for training sets and the nightly batch,
+    which read the offline store (Feast's materialize holds every row of the window in memory:
+    a 1.65M-shipment week went past 24 GB)."""
     settings = settings or get_settings()
     report, lake, target = BuildReport(), Lake(settings.lake_dir), offline_dir(settings)
     step = on_step or (lambda name, done, total: None)
@@ -117,6 +122,10 @@ def build_features(settings: Settings | None = None, since: date | None = None,
 
     store = get_store(settings)
     store.apply(definitions(target))
+    if not online:
+        report.seconds["apply"] = time.perf_counter() - t
+        step("done", steps, steps)
+        return report
     stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
     end = max(stamps + ([newest_event] if newest_event is not None else []))
     end = end.to_pydatetime() + timedelta(seconds=1)

@@ -194,6 +194,9 @@ def features_build_cmd(
     since: Annotated[str | None, typer.Option(help="recompute only days from this date on "
                                                  "(YYYY-MM-DD), for nightly incremental runs",
                                                  callback=lambda v: v and _parse_date(v))] = None,
+    online: Annotated[bool, typer.Option(help="materialize to the online store (--no-online: "
+                                              "the offline store only, all training and the "
+                                              "nightly batch need)")] = True,
 ) -> None:
     """Lake -> feature tables -> Feast apply -> materialize to the online store."""
     from features.build import build_features
@@ -206,15 +209,15 @@ def features_build_cmd(
     with progress() as bar:
         task = bar.add_task("features", total=4)
         report = build_features(settings, since=date.fromisoformat(since) if since else None,
-                                on_step=lambda name, done, total: bar.update(
+                                online=online, on_step=lambda name, done, total: bar.update(
                                     task, description=name, completed=done, total=total))
     table = Table("feature view", "rows written", title="feature store built")
     for view, rows in report.rows.items():
         table.add_row(view, f"{rows:,}")
     console.print(table)
-    console.print(f"online store loaded with values from {report.online_from:%Y-%m-%d} to "
-                  f"{report.online_to:%Y-%m-%d %H:%M} UTC; "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+    loaded = (f"online store loaded with values from {report.online_from:%Y-%m-%d} to "
+              f"{report.online_to:%Y-%m-%d %H:%M} UTC" if online else "online store not loaded")
+    console.print(f"{loaded}; " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
 
 
 def _frame_table(frame, title: str, fmt: str = "{:.3f}") -> Table:

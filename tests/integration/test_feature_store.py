@@ -23,7 +23,7 @@ from features.online import (
     require_features,
 )
 from features.repo.definitions import definitions
-from features.schema import SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
+from features.schema import FEATURE_SERVICE, SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
 from features.store import get_store, offline_dir
 from features.transforms import latest
 from shipdelay.lake import Lake
@@ -192,6 +192,26 @@ def test_leakage_events_and_outcomes_after_a_snapshot_change_nothing(built, tmp_
         ["shipment_id", "as_of"])
     for col in model_feature_names():
         assert _same(before[col].reset_index(drop=True), after[col].reset_index(drop=True)).all(), col
+
+
+def test_build_without_online_writes_the_same_offline_store_and_loads_nothing_online(
+        built, tmp_path):
+    lake, settings, _ = built
+    offline_only = _settings(tmp_path / "data", lake)
+    report = build_features(offline_only, online=False)
+    assert report.online_from is None and "materialize" not in report.seconds
+    for view in ("shipment_profile", "shipment_progress", "lane_stats"):
+        a = off.read_view(offline_dir(settings), view)
+        b = off.read_view(offline_dir(offline_only), view)
+        key = [c for c in ("shipment_id", "lane_id") if c in a] + [TIMESTAMP]
+        pd.testing.assert_frame_equal(a.sort_values(key, ignore_index=True),
+                                      b.sort_values(key, ignore_index=True))
+    store = get_store(offline_only)
+    assert store.get_feature_service(FEATURE_SERVICE).name == FEATURE_SERVICE  # applied
+    progress = off.read_view(offline_dir(settings), "shipment_progress")
+    some = progress.sort_values(TIMESTAMP)["shipment_id"].drop_duplicates().tail(5).tolist()
+    assert read_progress(get_store(settings), some)["event_count"].notna().all()
+    assert read_progress(store, some)["event_count"].isna().all()
 
 
 def test_incremental_build_since_a_day_reproduces_the_full_build(built):
