@@ -63,7 +63,9 @@ def point_in_time(offline: Path, snapshots: pd.DataFrame,
     selection), so the full-width intermediate never exists for the whole set at once.
     """
     finish = finish or (lambda frame: frame)
-    if len(snapshots) <= SNAPSHOTS_PER_CHUNK:
+    if len(snapshots) <= SNAPSHOTS_PER_CHUNK or snapshots["as_of"].nunique() == 1:
+        # one cut-off: every chunk would read and reduce the whole store again, and the joined
+        # result is as large either way
         return finish(_point_in_time(offline, snapshots))
     # whole shipments per chunk: every join is per shipment or per (key, time)
     codes, _ = pd.factorize(snapshots["shipment_id"], sort=True)
@@ -83,9 +85,16 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         con.sql(f"set temp_directory = '{spill}'")
         con.sql("set preserve_insertion_order = false")
         con.register("snaps", snapshots[["shipment_id", "as_of"]])
+        cutoffs = snapshots["as_of"].unique()
         for view in VIEWS:
-            con.sql(f"create view {view} as select * from "
-                    f"read_parquet('{view_glob(offline, view)}')")
+            source = f"read_parquet('{view_glob(offline, view)}')"
+            if len(cutoffs) == 1:  # one cut-off (the nightly batch): each key's latest row at it
+                # is what the as-of join takes, found by one pass instead of a sort-merge join
+                key = _STATS.get(view, "shipment_id")
+                source = (f"(select * from {source} where {TIMESTAMP} <= "
+                          f"'{pd.Timestamp(cutoffs[0]).isoformat()}'::timestamptz qualify "
+                          f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
+            con.sql(f"create view {view} as select * from {source}")
         prof = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs", "plan_modes")]
         stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, MODEL_FEATURES[v])
                                for v in _STATS)

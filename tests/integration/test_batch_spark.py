@@ -52,11 +52,11 @@ def test_spark_scores_equal_local_scores(worlds, spark):
     assert (a["p_late"] - b["p_late"]).abs().max() <= 1e-9
     assert a["risk_band"].tolist() == b["risk_band"].tolist()
     assert a["reasons"].map(list).tolist() == b["reasons"].map(list).tolist()
-    # only the 40 riskiest have reasons (a shipment near the base rate may have none to give)
-    ranked = a.sort_values(["p_late", "shipment_id"], ascending=[False, True])
-    explained = ranked["reasons"].map(len).gt(0).to_numpy()
-    assert explained[:40].sum() > 20 and not explained[40:].any()
-    assert (a["p_late"] >= 0.2).sum() > 40
+    # only the 40 riskiest from 0.2 have reasons (one near the base rate may have none to give)
+    ranked = a[a["p_late"] >= 0.2].sort_values(["p_late", "shipment_id"], ascending=[False, True])
+    picked = set(ranked["shipment_id"].iloc[:40])
+    explained = set(a.loc[a["reasons"].map(len).gt(0), "shipment_id"])
+    assert explained <= picked and len(explained) >= len(picked) // 2 > 0
     for col in ("delay_p50_h", "delay_p90_h"):
         assert (a[col] - b[col]).abs().max() <= 1e-9
     for col in ("as_of", "eta", "eta_p10", "eta_p90", "mode", "lane", "customer", "carrier",

@@ -170,7 +170,7 @@ def test_stream_updates_equal_the_backfill(built, tmp_path, online):
 
 def test_leakage_events_and_outcomes_after_a_snapshot_change_nothing(built, tmp_path):
     lake, settings, ts = built
-    cut = ts["as_of"].quantile(0.6)
+    cut = ts["as_of"].sort_values().iloc[int(len(ts) * 0.6)]
     altered = tmp_path / "data"
     altered.mkdir()
     with Lake.rewrite(altered / "lake") as new:
@@ -240,3 +240,21 @@ def test_point_in_time_in_chunks_equals_one_pass(built, monkeypatch):
     monkeypatch.setattr(dataset, "SNAPSHOTS_PER_CHUNK", 700)
     chunked = point_in_time(offline_dir(settings), snaps).sort_values(key, ignore_index=True)
     pdt.assert_frame_equal(chunked, whole)
+
+
+def test_point_in_time_at_one_cut_off_equals_the_as_of_join(built):
+    """All snapshots at one cut-off take each key's latest row before the join; the same rows
+    as the general as-of join (made to run by one extra snapshot at another time)."""
+    _, settings, ts = built
+    cut = ts["as_of"].sort_values().iloc[int(len(ts) * 0.6)]
+    snaps = pd.DataFrame({"shipment_id": ts["shipment_id"].drop_duplicates().sample(
+        1500, random_state=5).to_numpy(), "as_of": cut})
+    fast = point_in_time(offline_dir(settings), snaps)
+    extra = pd.DataFrame({"shipment_id": [snaps["shipment_id"].iloc[0]],
+                          "as_of": [cut - pd.Timedelta(hours=1)]})
+    general = point_in_time(offline_dir(settings), pd.concat([snaps, extra], ignore_index=True))
+    general = general[general["as_of"] == cut]
+    key = ["shipment_id"]
+    assert fast["booked_at_s"].notna().sum() > 500 and fast["slip_h"].notna().sum() > 100
+    pdt.assert_frame_equal(fast.sort_values(key, ignore_index=True),
+                           general.sort_values(key, ignore_index=True))
