@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Bytecode is compiled at install: with PYTHONDONTWRITEBYTECODE set (as on some CI machines)
 # nothing would cache it, and every process would compile its imports again (~10 s each).
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[all,dev]"
 	$(BIN)/python -m compileall -q shipdelay features training serving registry > /dev/null
 	touch $(STAMP)
