@@ -260,7 +260,7 @@ def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: 
         step("scoring", i, chunks)
         part = vectors.iloc[i * rows_per_file:(i + 1) * rows_per_file]
         parts.append(scores_frame(scorer, part, reasons=False))
-    scores = pd.concat(parts, ignore_index=True) if parts else scores_frame(scorer, vectors, False)
+    scores = pd.concat(parts, ignore_index=True)  # chunks >= 1: an empty frame scores empty
     step("explaining the riskiest", 0, 1)
     explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
                                            scores["shipment_id"].to_numpy())

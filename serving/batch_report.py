@@ -214,7 +214,8 @@ def _summary(result) -> dict:
             "engine": result.engine, "model_version": result.model_version,
             "scored": result.scored, "not_in_feature_store": len(result.missing),
             "bands": result.bands, "feature_age_h": result.feature_age_h,
-            "partition": str(result.partition), "reasons": {"from_p_late": result.reasons.from_p, "most": result.reasons.most},
+            "partition": str(result.partition),
+            "reasons": {"from_p_late": result.reasons.from_p, "most": result.reasons.most},
             "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
 
 

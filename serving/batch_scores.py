@@ -43,7 +43,8 @@ SCORE_COLUMNS = SCORES_SCHEMA.names
 
 def scores_frame(scorer: Scorer, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
     """The scores table's columns for point-in-time feature vectors (one row per shipment);
-    without `reasons`, every row's reasons are an empty list (the batch picks whom to explain: `ReasonsRule`)."""
+    without `reasons`, every row's reasons are an empty list (the batch then explains the
+    shipments `ReasonsRule` picks)."""
     vectors = vectors.reset_index(drop=True)
     scored = scorer.score(vectors, reasons=reasons)
     if not reasons:

@@ -79,9 +79,10 @@ class Scorer:
 
     def reasons_for(self, vectors: pd.DataFrame) -> list[list[str]]:
         """The top three reasons of each row (as `score` gives them), alone."""
-        if not len(vectors):
-            return []
-        contrib = self.bundle.classifier.predict(self.matrix(vectors), pred_contrib=True)
+        return self._reasons(self.matrix(vectors), vectors) if len(vectors) else []
+
+    def _reasons(self, X: np.ndarray, vectors: pd.DataFrame) -> list[list[str]]:
+        contrib = self.bundle.classifier.predict(X, pred_contrib=True)
         return top_reasons(contrib, self.features, vectors)
 
     def score(self, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
@@ -115,6 +116,5 @@ class Scorer:
             "model_version": self.version,
         }
         if reasons:
-            contrib = self.bundle.classifier.predict(X, pred_contrib=True)
-            columns["reasons"] = top_reasons(contrib, self.features, vectors)
+            columns["reasons"] = self._reasons(X, vectors)
         return pd.DataFrame(columns, index=vectors.index)
