@@ -14,8 +14,8 @@ Two worlds are built first (not measured; their build times go into `details`):
   trees per booster are in `details.trees`). The scoring run reads that registry
   (SHIPDELAY_MLFLOW_TRACKING_URI), so the scored world needs no training of its own.
 Both are kept under `~/.cache/shipdelay-bench/` (SHIPDELAY_BENCH_CACHE overrides), keyed by their
-parameters and the feature schema, because building them takes many minutes;
-SHIPDELAY_BENCH_REBUILD=1 builds them again.
+parameters, the feature schema and, for the model, `training/model.py` (its training parameters),
+because building them takes many minutes; SHIPDELAY_BENCH_REBUILD=1 builds them again.
 
 Measured: `shipdelay score-batch` (cut-off = the world's now) as a subprocess of the installed
 console script, in a scratch working directory; wall time and the process tree's peak memory
@@ -78,8 +78,11 @@ def cache_root() -> Path:
 
 
 def _key(kind: str, params: dict) -> str:
-    schema = (ROOT / "features" / "schema.py").read_bytes()
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + schema).hexdigest()
+    # the feature schema shapes both worlds; the model's parameters shape its trees
+    sources = [ROOT / "features" / "schema.py"] + (
+        [ROOT / "training" / "model.py"] if kind == "model" else [])
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()
+                            + b"".join(p.read_bytes() for p in sources)).hexdigest()
     return f"batch-{kind}-{digest[:12]}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -22,6 +23,20 @@ from shipdelay.lake import split_by_day, write_parquet_atomic
 
 def view_glob(offline: Path, view: str) -> str:
     return str(offline / view / "**" / "part-*.parquet")
+
+
+def view_files(offline: Path, view: str, first: date, last: date) -> list[str]:
+    """The view's parts in the day folders from `first` to `last` inclusive (rows sit in the
+    folder of their timestamp's UTC day), for readers that need only a window of days."""
+    out = []
+    for folder in (offline / view).glob("*"):
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if first <= day <= last:
+            out.extend(str(f) for f in folder.glob("part-*.parquet"))
+    return sorted(out)
 
 
 def _write_days(frame: pd.DataFrame, root: Path, token: str) -> list[Path]:

@@ -39,23 +39,23 @@ SCORES_SCHEMA = pa.schema([
     ("model_version", pa.string()),
 ])
 SCORE_COLUMNS = SCORES_SCHEMA.names
+_NO_REASONS: list[str] = []  # never mutated
 
 
 def scores_frame(scorer: Scorer, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
     """The scores table's columns for point-in-time feature vectors (one row per shipment);
     without `reasons`, every row's reasons are an empty list (the batch then explains the
     shipments `ReasonsRule` picks)."""
-    vectors = vectors.reset_index(drop=True)
     scored = scorer.score(vectors, reasons=reasons)
-    if not reasons:
-        scored["reasons"] = [[] for _ in range(len(scored))]
+    if not reasons:  # one shared empty list: the rows explained later get lists of their own
+        scored["reasons"] = [_NO_REASONS] * len(scored)
     out = pd.DataFrame({"shipment_id": vectors["shipment_id"].astype(str),
                         "as_of": pd.to_datetime(vectors["as_of"], utc=True)})
     for name, source in CONTEXT.items():
         out[name] = vectors[source].astype(object).where(vectors[source].notna(), None)
-    for name in SCORER_COLUMNS:  # same RangeIndex as `out`
+    for name in SCORER_COLUMNS:  # same index as `out`
         out[name] = scored[name].dt.floor("us") if name.startswith("eta") else scored[name]
-    return out[SCORE_COLUMNS]
+    return out[SCORE_COLUMNS].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

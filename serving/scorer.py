@@ -22,14 +22,18 @@ class Thresholds:
     medium: float = 0.3
 
 
+def _hours(hours: np.ndarray) -> np.ndarray:
+    """Hours as nanosecond durations (NaN: NaT), one numpy cast: several times faster than
+    `pd.to_timedelta(unit="h")` on a million rows."""
+    return (np.asarray(hours, dtype=float) * 3.6e12).astype("m8[ns]")
+
+
 class Scorer:
     def __init__(self, bundle: Bundle, thresholds: Thresholds = Thresholds()):
         self.bundle = bundle
         self.thresholds = thresholds
         spec = bundle.spec
         self._levels = {c: pd.Index(levels) for c, levels in spec.categories.items()}
-        self._numeric = [c for c in spec.features if c not in spec.categories]
-        self._numeric_at = [i for i, c in enumerate(spec.features) if c not in spec.categories]
 
     @property
     def version(self) -> str:
@@ -45,25 +49,23 @@ class Scorer:
 
     def matrix(self, vectors: pd.DataFrame) -> np.ndarray:
         """`spec.matrix(vectors)` as one float64 array, the same values built in bulk: numeric
-        features of numpy dtypes in one conversion, the others column by column exactly as the
-        spec does; categoricals as codes of the training levels (NaN when unseen or missing).
-        LightGBM then predicts from the array without inspecting a frame's columns."""
+        columns of numpy dtypes copied as they are, the others converted exactly as the spec
+        does; categoricals as codes of the training levels (NaN when unseen or missing).
+        Column-major, so that each column is one contiguous copy (LightGBM predicts from either
+        layout without a copy and at the same speed)."""
         spec = self.bundle.spec
         missing = [c for c in spec.features if c not in vectors]
         if missing:
             return spec.matrix(vectors).to_numpy(dtype=float)  # raises, naming the features
-        X = np.empty((len(vectors), len(spec.features)))
-        dtypes = vectors.dtypes.reindex(self._numeric)
-        bulk = [isinstance(d, np.dtype) and d.kind in "biuf" for d in dtypes]
-        if all(bulk):
-            X[:, self._numeric_at] = vectors[self._numeric].to_numpy(dtype=float)
-        else:
-            for c, i, fast in zip(self._numeric, self._numeric_at, bulk):
-                X[:, i] = (vectors[c].to_numpy(dtype=float) if fast else
-                           pd.to_numeric(vectors[c], errors="coerce").astype(float).to_numpy())
+        X = np.empty((len(vectors), len(spec.features)), order="F")
         for i, c in enumerate(spec.features):
+            values = vectors[c]
             if c in self._levels:
-                X[:, i] = self._codes(c, vectors[c])
+                X[:, i] = self._codes(c, values)
+            elif isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+                X[:, i] = values.to_numpy()
+            else:
+                X[:, i] = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
         return X
 
     def _codes(self, feature: str, values: pd.Series) -> np.ndarray:
@@ -98,11 +100,10 @@ class Scorer:
         # a what-if row may ask about a promise centuries away: keep times representable
         hours = np.clip(pd.to_numeric(vectors["hours_to_promised"], errors="coerce").to_numpy(
             dtype=float), -1e5, 1e5)
-        promised = asked + pd.to_timedelta(hours, unit="h")
+        promised = asked + _hours(hours)
         n = len(vectors)
         # the three delivery times' offsets from the promise (P50, P10, P90) in one conversion
-        delays = pd.to_timedelta(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5),
-                                 unit="h")
+        delays = _hours(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5))
         columns = {
             "shipment_id": vectors["shipment_id"].to_numpy() if "shipment_id" in vectors else
             np.arange(n).astype(str),

@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.offline import view_glob
+from features.offline import view_files, view_glob
 from features.repo.views import TTL
 from features.request_time import REQUEST_TIME, request_features
 from features.schema import (
@@ -76,6 +76,27 @@ def point_in_time(offline: Path, snapshots: pd.DataFrame,
                       for rows in np.split(order, bounds) if len(rows)], ignore_index=True)
 
 
+_PROFILE_READ = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs",
+                                                           "plan_modes")]
+# the columns the join reads from each view, besides its key and timestamp
+_READ = {"shipment_profile": _PROFILE_READ, "shipment_progress": list(SHIPMENT_PROGRESS),
+         **{v: MODEL_FEATURES[v] for v in _STATS}}
+
+
+def _latest_at(offline: Path, view: str, cutoff: pd.Timestamp) -> str:
+    """SQL of each key's latest row of `view` at or before one cut-off: what the as-of join takes
+    for every snapshot at that cut-off, found by one pass instead of a sort-merge join. Only the
+    columns the join reads, and only the day folders within the view's TTL before the cut-off
+    (an older row would be blanked as stale)."""
+    key = _STATS.get(view, "shipment_id")
+    files = view_files(offline, view, (cutoff - TTL[view]).date(), cutoff.date())
+    source = (f"read_parquet({files!r})" if files else  # nothing in the window: no rows
+              f"(select * from read_parquet('{view_glob(offline, view)}') where false)")
+    return (f"(select {key}, {TIMESTAMP}, {_cols(view, _READ[view])} from {source} as {view} "
+            f"where {TIMESTAMP} <= '{cutoff.isoformat()}'::timestamptz qualify "
+            f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
+
+
 def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     try:
@@ -86,33 +107,33 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         con.sql("set preserve_insertion_order = false")
         con.register("snaps", snapshots[["shipment_id", "as_of"]])
         cutoffs = snapshots["as_of"].unique()
+        one = len(cutoffs) == 1
         for view in VIEWS:
-            source = f"read_parquet('{view_glob(offline, view)}')"
-            if len(cutoffs) == 1:  # one cut-off (the nightly batch): each key's latest row at it
-                # is what the as-of join takes, found by one pass instead of a sort-merge join
-                key = _STATS.get(view, "shipment_id")
-                source = (f"(select * from {source} where {TIMESTAMP} <= "
-                          f"'{pd.Timestamp(cutoffs[0]).isoformat()}'::timestamptz qualify "
-                          f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
+            source = (_latest_at(offline, view, pd.Timestamp(cutoffs[0])) if one
+                      else f"read_parquet('{view_glob(offline, view)}')")
             con.sql(f"create view {view} as select * from {source}")
-        prof = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs", "plan_modes")]
+
+        def join(view: str, alias: str, on: str, snapshot: str) -> str:
+            # at one cut-off each view holds at most one row per key, the one the as-of join
+            # would take: a hash join finds it three times faster
+            if one:
+                return f"left join {view} {alias} on {on}"
+            return f"asof left join {view} {alias} on {on} and {alias}.{TIMESTAMP} <= {snapshot}"
+
         stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, MODEL_FEATURES[v])
                                for v in _STATS)
-        stats_joins = "\n".join(
-            f"asof left join {v} on {v}.{key} = k.{key} and {v}.{TIMESTAMP} <= k.as_of"
-            for v, key in _STATS.items())
+        stats_joins = "\n".join(join(v, v, f"{v}.{key} = k.{key}", "k.as_of")
+                                for v, key in _STATS.items())
         query = f"""
         with k as (
-            select s.shipment_id, s.as_of, {_cols('p', prof)},
+            select s.shipment_id, s.as_of, {_cols('p', _PROFILE_READ)},
                    p.{TIMESTAMP} as shipment_profile__ts,
                    g.{TIMESTAMP} as shipment_progress__ts,
                    {_cols('g', SHIPMENT_PROGRESS)},
                    coalesce(g.current_hub, p.origin_hub) as hub_id
             from snaps s
-            asof left join shipment_profile p
-                on p.shipment_id = s.shipment_id and p.{TIMESTAMP} <= s.as_of
-            asof left join shipment_progress g
-                on g.shipment_id = s.shipment_id and g.{TIMESTAMP} <= s.as_of
+            {join("shipment_profile", "p", "p.shipment_id = s.shipment_id", "s.as_of")}
+            {join("shipment_progress", "g", "g.shipment_id = s.shipment_id", "s.as_of")}
         )
         select k.*, {stats_cols}
         from k
@@ -138,9 +159,10 @@ def _apply_ttl(frame: pd.DataFrame) -> None:
              **{v: MODEL_FEATURES[v] for v in _STATS}}
     for view, cols in views.items():
         ts = pd.to_datetime(frame.pop(f"{view}__ts"), utc=True)
-        stale = ts.isna() | (ts < frame["as_of"] - TTL[view])
-        if stale.any():
-            frame.loc[stale, cols] = np.nan
+        fresh = ts.notna() & (ts >= frame["as_of"] - TTL[view])
+        if not fresh.all():  # column by column: `where` on Arrow strings is a vector operation
+            for c in cols:
+                frame[c] = frame[c].where(fresh)
 
 
 def build_training_set(lake: Lake, offline: Path,
