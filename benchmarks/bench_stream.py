@@ -7,10 +7,13 @@ rewound to a cut (`serving.stream_setup.rewind`) and the lake's events after it 
 the embedded Kafka cluster, `shipdelay stream` and `shipdelay replay` each run in their own
 process on the same 2 cores.
 1. Capacity: a block of events is replayed as fast as the producer can while the stream runs;
-   events/s = events / the stream's busy time (first batch consumed to last offsets committed).
-2. At the target rate: the next events are replayed at `RATE` events/s; latency per event = the
-   risk update's Kafka timestamp minus the produce time of the oldest event folded into that
-   update (so every event is charged the worst latency of its group); p50/p99 over events.
+   events/s = events / the stream's busy time (first batch consumed to last offsets committed),
+   once with one consumer, then, on the next block, with `CONSUMERS` in one group (Kafka's
+   scale-out; busy time from the first batch any consumer took to the last commit of any).
+2. At the target rate, with the group: the next events are replayed at `RATE` events/s;
+   latency per event = the risk update's Kafka timestamp minus the produce time of the oldest
+   event folded into that update (so every event is charged the worst latency of its group);
+   p50/p99 over events.
 Reference: the naive path, in-process, one event at a time through Feast (`apply_events`,
 `online_vectors`, `Scorer.score`), on the same store after the stream run.
 Redis is 127.0.0.1:6379 database 12 (flushed before and after); without it the Redis rows are
@@ -38,6 +41,9 @@ QUICK = {"world": ["--shipments", "5000", "--start", "2025-05-01", "--days", "24
                    "5", "--ceiling-shipments", "0"], "days": 30, "capacity": 5_000,
          "paced": 6_000, "naive": 40}
 RATE = 10_000  # events/s at the target
+# Consumers in the stream's group for the capacity and paced phases (Kafka's own scale-out: the
+# topic has 4 partitions); a first capacity phase runs one, for reference.
+CONSUMERS = 2
 QUICK_RATE = 2_000
 REDIS_URL = "redis://127.0.0.1:6379/12"
 
@@ -67,20 +73,20 @@ def _redis_problem() -> str | None:
 
 
 def _store(source, tmp: Path, kind: str, cut: pd.Timestamp):
+    from features.schema import VIEWS
     from features.store import get_store
     from serving.stream_setup import rewind, workspace
 
     extra = {"online_store": "redis", "redis_url": REDIS_URL} if kind == "redis" else {}
     ws = workspace(source, tmp / kind, **extra)
-    if kind == "redis":
-        feast = get_store(ws)
+    feast = get_store(ws)
     rewind(ws, cut)  # progress as of the cut, online and offline
-    if kind == "redis":  # the other views into Redis as `features build` loads them
-        from features.schema import VIEWS
-
-        feast.materialize(start_date=(cut - pd.Timedelta(days=400)).to_pydatetime(),
-                          end_date=(cut + pd.Timedelta(days=400)).to_pydatetime(),
-                          feature_views=[v for v in VIEWS if v != "shipment_progress"])
+    # the other views online around the cut, as `features build` loads them around its now (the
+    # copied SQLite store holds the world's last 120 days only: shipments booked before them
+    # and still moving at the cut would be dead-lettered as unknown)
+    feast.materialize(start_date=(cut - pd.Timedelta(days=400)).to_pydatetime(),
+                      end_date=(cut + pd.Timedelta(days=400)).to_pydatetime(),
+                      feature_views=[v for v in VIEWS if v != "shipment_progress"])
     return ws
 
 
@@ -103,24 +109,45 @@ def _replay(ws, bootstrap: str, since: pd.Timestamp, n: int, rate: float | None,
     _sh(["replay", "--since", since.isoformat(), "--max-events", str(n), *pace], env, log)
 
 
-def _run_stream_phase(ws, bootstrap, since, n, rate, log) -> dict:
-    proc = _stream(ws, bootstrap, log)
+def _run_stream_phase(ws, bootstrap, since, n, rate, log: Path, consumers: int = 1) -> dict:
+    """Start `consumers` stream processes in the group, wait until each holds partitions,
+    replay `n` events from `since`, wait for them to go idle; their totals together (busy time
+    from the first batch consumed by any to the last offsets committed by any)."""
+    logs = [log.with_name(f"{log.stem}-{i}{log.suffix}") for i in range(consumers)]
+    marks = [lg.read_text().count("partitions assigned") if lg.exists() else 0 for lg in logs]
+    procs = [_stream(ws, bootstrap, lg) for lg in logs]
+
+    def settled() -> bool:  # every consumer holds partitions after the group's last rebalance
+        texts = [lg.read_text() for lg in logs]
+        return all(t.count("partitions assigned") > m for t, m in zip(texts, marks)) and all(
+            t.rfind("partitions assigned") > t.rfind("partitions revoked") for t in texts)
+
     try:
         deadline = time.monotonic() + 300
-        while "partitions assigned" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("stream did not start:\n" + log.read_text()[-3000:])
+        while not settled():
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError("stream did not start:\n" + logs[0].read_text()[-3000:])
             time.sleep(0.2)
         _replay(ws, bootstrap, since, n, rate, log)
-        proc.wait(timeout=900)
+        for p in procs:
+            p.wait(timeout=900)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    totals = re.findall(r"stream totals: (\{.*\})", log.read_text())
-    if not totals:
-        raise RuntimeError("stream gave no totals:\n" + log.read_text()[-3000:])
-    return json.loads(totals[-1])
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    totals = []
+    for lg in logs:
+        found = re.findall(r"stream totals: (\{.*\})", lg.read_text())
+        if not found:
+            raise RuntimeError("stream gave no totals:\n" + lg.read_text()[-3000:])
+        totals.append(json.loads(found[-1]))
+    out = {k: sum(t[k] for t in totals) for k in ("events", "applied", "dead", "batches")}
+    busy = [t for t in totals if t["events"]]
+    out["busy_s"] = round(max(t["busy_to"] for t in busy) - min(t["busy_from"] for t in busy), 3)
+    out["per_consumer"] = [{k: t[k] for k in ("events", "batches", "busy_s", "partitions")}
+                           for t in totals]
+    return out
 
 
 def _latencies(ws, bootstrap: str, since: pd.Timestamp) -> np.ndarray:
@@ -182,7 +209,9 @@ def run(quick: bool) -> list[dict]:
         events = lake_events(source)
         cut = events["ingested_at"].max() - pd.Timedelta(days=params["days"])
         after = events[events["ingested_at"] >= cut]["ingested_at"]
-        split = after.iloc[min(params["capacity"], len(after) - 1)]
+        # three blocks of the stream: capacity with one consumer, capacity with the group, then
+        # the paced phase with the group
+        mid, split = (after.iloc[min(k * params["capacity"], len(after) - 1)] for k in (1, 2))
         redis_problem = _redis_problem()
         for kind in ("sqlite", "redis"):
             if kind == "redis" and redis_problem:
@@ -191,27 +220,37 @@ def run(quick: bool) -> list[dict]:
             ws = _store(source, tmp, kind, cut)
             log = tmp / f"{kind}.log"
             with MockCluster() as bootstrap:
-                cap = _run_stream_phase(ws, bootstrap, cut, params["capacity"], None, log)
-                paced = _run_stream_phase(ws, bootstrap, split, params["paced"], rate, log)
+                one = _run_stream_phase(ws, bootstrap, cut, params["capacity"], None, log)
+                cap = _run_stream_phase(ws, bootstrap, mid, params["capacity"], None, log,
+                                        CONSUMERS)
+                paced = _run_stream_phase(ws, bootstrap, split, params["paced"], rate, log,
+                                          CONSUMERS)
                 lat = _latencies(ws, bootstrap, split)
             naive = _naive(ws, split, params["naive"])
+            single = one["events"] / max(one["busy_s"], 1e-9)
             capacity = cap["events"] / max(cap["busy_s"], 1e-9)
             sustained = paced["events"] / max(paced["busy_s"], 1e-9)
             ref = {"name": "naive path: one event -> Feast update -> Feast read -> predict",
                    "value": round(naive, 1), "unit": "events/s",
                    "ratio": round(capacity / naive, 1)}
-            cmd = (f"shipdelay stream + shipdelay replay (--as-fast-as-possible, then --rate "
-                   f"{rate}) on {kind}, mock Kafka")
+            cmd = (f"{CONSUMERS} x shipdelay stream (one consumer group) + shipdelay replay "
+                   f"(--as-fast-as-possible, then --rate {rate}) on {kind}, mock Kafka")
             p50, p99 = (np.percentile(lat, [50, 99]) if len(lat) else (np.nan, np.nan))
-            common = {"measured_command": cmd, "target_applies": applies}
+            common = {"measured_command": cmd, "target_applies": applies,
+                      "consumers": CONSUMERS}
             rows += [
                 row(f"{kind}_capacity_events_per_s", round(capacity, 1), "events/s",
                     target=(">=", 10_000), reference=ref, events=cap["events"],
-                    busy_s=cap["busy_s"], batches=cap["batches"], dead=cap["dead"], **common),
+                    busy_s=cap["busy_s"], batches=cap["batches"], dead=cap["dead"],
+                    per_consumer=cap["per_consumer"], **common),
+                row(f"{kind}_one_consumer_capacity_events_per_s", round(single, 1), "events/s",
+                    reference={**ref, "ratio": round(single / naive, 1)},
+                    events=one["events"], busy_s=one["busy_s"], batches=one["batches"],
+                    dead=one["dead"], **{**common, "consumers": 1}),
                 row(f"{kind}_at_rate_events_per_s", round(sustained, 1), "events/s",
                     reference={**ref, "ratio": round(sustained / naive, 1)}, rate=rate,
                     events=paced["events"], busy_s=paced["busy_s"], batches=paced["batches"],
-                    **common),
+                    dead=paced["dead"], per_consumer=paced["per_consumer"], **common),
                 row(f"{kind}_latency_p50", round(float(p50), 3), "s", rate=rate,
                     events=len(lat), **common),
                 row(f"{kind}_latency_p99", round(float(p99), 3), "s", target=("<=", 2.0),

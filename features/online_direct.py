@@ -113,7 +113,7 @@ def _value_text(values: pd.Series, kind: str) -> list:
 
 
 def _epoch_s(times: pd.Series) -> np.ndarray:
-    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8 // 10**9
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True, cache=False)).as_unit("ns").asi8 // 10**9
 
 
 # ------------------------------------------------------------------------------ stores
@@ -234,7 +234,7 @@ class RedisOnline(DirectOnline):
         keys, values = self.view_mapping(view, frame)
         names = [_mmh3(f"{view}:{c}") for c in VIEWS[view]]
         cols = [values[c] for c in VIEWS[view]]
-        stamps = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True)).as_unit("ns")
+        stamps = pd.DatetimeIndex(pd.to_datetime(frame["event_timestamp"], utc=True, cache=False)).as_unit("ns")
         ts_field = f"_ts:{view}".encode()
         out = []
         for i, (k, ns) in enumerate(zip(keys, stamps.asi8.tolist())):

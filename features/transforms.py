@@ -145,7 +145,7 @@ def _popcount(x: np.ndarray) -> np.ndarray:
 
 def _ns(times: pd.Series) -> np.ndarray:
     """UTC epoch nanoseconds of a datetime column."""
-    return pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns").asi8
+    return pd.DatetimeIndex(pd.to_datetime(times, utc=True, cache=False)).as_unit("ns").asi8
 
 
 def _flatten(col: pd.Series) -> tuple[pa.Array, np.ndarray, np.ndarray]:

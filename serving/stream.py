@@ -96,7 +96,8 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     consumer.subscribe([topics.events], on_assign=_track_partitions("assigned", assigned),
                        on_revoke=_track_partitions("revoked", assigned))
     stop, seen, idle_since, partitions = _Stop(), 0, time.monotonic(), set()
-    first_at = last_at = 0.0  # first message consumed, last batch committed
+    first_at = last_at = 0.0  # first message consumed, last batch committed (monotonic)
+    offset = time.time() - time.monotonic()  # the same moments on the wall clock, for totals
     try:
         while not stop.requested:
             if options.max_events is not None and seen >= options.max_events:
@@ -128,8 +129,10 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
         stager.close()
         store.online.close()
     metrics.summary()
+    # busy_from/busy_to (epoch seconds) let several consumers of a group be timed together
     return dict(metrics.totals, batches=metrics.batches, partitions=sorted(partitions),
-                busy_s=round(last_at - first_at, 3))
+                busy_s=round(last_at - first_at, 3), busy_from=round(first_at + offset, 3),
+                busy_to=round(last_at + offset, 3))
 
 
 def _track_partitions(what: str, assigned: list[int]):

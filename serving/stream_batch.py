@@ -172,6 +172,7 @@ def _score(store, scorer, plans, now, previous, rule) -> tuple[pd.DataFrame, pd.
         alerts["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if hit.any():  # reasons only for the few shipments that alert (hit implies moving)
         among_moving = hit[moving]
-        alerts["reasons"] = scorer.score(vectors[among_moving].reset_index(drop=True))[
-            "reasons"].to_numpy()
+        alerts["reasons"] = pd.Series(
+            scorer.reasons_for(vectors[among_moving].reset_index(drop=True)), index=alerts.index,
+            dtype=object)
     return base, alerts

@@ -47,7 +47,7 @@ class OfflineStager:
         if frame.empty:
             return []
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        times = pd.to_datetime(frame[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+        times = pd.to_datetime(frame[TIMESTAMP], utc=True, cache=False).astype("datetime64[ns, UTC]")
         return [write_parquet_atomic(rows, self.root / day / f"{_STAGED}{token}.parquet")
                 for day, rows in split_by_day(table, times)]
 

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     stream_alert_jump: float = Field(0.2, ge=0, le=1, description="alert when P(late) rises by "
                                      "more than this since the shipment's previous score")
     stream_batch_max: int = Field(20_000, ge=1, description="most events in one micro-batch")
-    stream_batch_ms: int = Field(300, ge=1, description="longest wait to fill a micro-batch")
+    stream_batch_ms: int = Field(100, ge=1, description="longest wait to fill a micro-batch")
     postgres_url: str | None = Field(None, description="PostgreSQL for MLflow, Optuna, registry")
     mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
     spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")
