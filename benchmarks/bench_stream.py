@@ -34,8 +34,9 @@ import pandas as pd
 from harness import VENV_BIN, row, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+# 130 days after the cut hold the three blocks (50,000 + 50,000 + 150,000 events)
 FULL = {"world": ["--shipments", "40000", "--start", "2025-03-01", "--days", "365", "--seed", "7",
-                  "--ceiling-shipments", "0"], "days": 100, "capacity": 50_000,
+                  "--ceiling-shipments", "0"], "days": 130, "capacity": 50_000,
         "paced": 150_000, "naive": 150}
 QUICK = {"world": ["--shipments", "5000", "--start", "2025-05-01", "--days", "240", "--seed",
                    "5", "--ceiling-shipments", "0"], "days": 30, "capacity": 5_000,

@@ -4,7 +4,8 @@ A consumer in the stream's group takes micro-batches (up to `stream_batch_max` e
 `stream_batch_ms` of waiting) and, for each one, in this order:
 1. parses and validates (`serving.stream_parse`) and folds, scores and checks alerts
    (`serving.stream_batch`);
-2. publishes dead letters, risk updates and alerts, and waits for the brokers' acknowledgements;
+2. publishes dead letters and risk updates, then explains the alerts and publishes them, each
+   time waiting for the brokers' acknowledgements;
 3. stages the new progress rows offline, commits the online rows with the batch's event ids and a
    token in one transaction, and publishes the staged rows (`serving.stream_offline`);
 4. commits the consumer offsets.
@@ -27,7 +28,7 @@ import pandas as pd
 from features.online_direct import open_direct
 from features.store import get_store, offline_dir
 from serving.kafka import Topics, consumer_config, producer_config
-from serving.stream_batch import AlertRule, process
+from serving.stream_batch import AlertRule, explain_alerts, process
 from serving.stream_metrics import StreamMetrics
 from serving.stream_offline import OfflineStager
 from serving.stream_parse import dead_letter_records, parse_batch
@@ -168,9 +169,11 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
     now = pd.Timestamp.now(tz="UTC")
     out = {"dead_letter": (topics.dead_letters, dead_letter_records(dead, topics.events, now),
                            [k for k in dead["key"]]),
-           "risk": (topics.risk, *risk_records(result.risk)),
-           "alert": (topics.alerts, *alert_records(result.alerts, rule))}
+           "risk": (topics.risk, *risk_records(result.risk))}
     _publish(producer, out)
+    # the alerts' reasons (TreeSHAP) only once the risk updates are out: they wait for nothing
+    out["alert"] = (topics.alerts, *alert_records(explain_alerts(scorer, result), rule))
+    _publish(producer, {"alert": out["alert"]})
 
     if len(result.latest):
         token = stager.next_token()

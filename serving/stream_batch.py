@@ -11,7 +11,7 @@ Pure apart from reads of the online store: nothing is written here (the loop in
    them with the shared scorer, as of each shipment's latest ingestion moment, so that a
    reprocessed batch scores the same;
 6. alert when P(late) crosses the threshold or rises by more than the jump since the
-   shipment's previously published score.
+   shipment's previously published score (`explain_alerts` adds their reasons).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class BatchResult:
     alerts: pd.DataFrame
     dead: pd.DataFrame  # partition, offset, reason (events refused for the shipment's state)
     counts: dict = field(default_factory=dict)
+    alert_vectors: pd.DataFrame | None = None  # the alerting shipments' features, for reasons
 
 
 def _key(sid: pd.Series, eid: pd.Series) -> pd.Series:
@@ -124,7 +125,8 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     joined = np.where(old["applied"].to_numpy() == "", new_ids.to_numpy(),
                       old["applied"].to_numpy() + "\n" + new_ids.to_numpy())
 
-    scored, alerts = _score(store, scorer, plans, now, old["p_late"].to_numpy(), rule)
+    scored, alerts, alerting = _score(store, scorer, plans, now, old["p_late"].to_numpy(),
+                                      rule)
     first_ms = fresh.groupby(fresh["shipment_id"].astype(str), sort=False)["produced_ms"].min()
     risk = scored.assign(events_applied=fresh["shipment_id"].astype(str).value_counts()
                          .loc[touched].to_numpy(),
@@ -133,46 +135,71 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
                      risk["p_late"].to_numpy(dtype=float))
     new_state = pd.DataFrame({"shipment_id": touched, "applied": joined, "p_late": p_new})
     counts["alerts"] = len(alerts)
-    return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts)
+    return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts, alerting)
 
 
-def _score(store, scorer, plans, now, previous, rule) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Risk updates for the shipments of `now` (delivered ones are reported, not scored)."""
+SCORE_COLUMNS = ["p_late", "risk_band", "delay_p50_h", "delay_p90_h", "eta", "eta_p10",
+                 "eta_p90"]
+
+
+def pick_alerts(p: np.ndarray, previous: np.ndarray, moving: np.ndarray,
+                rule: AlertRule) -> tuple[np.ndarray, np.ndarray]:
+    """Which shipments alert, and why: P(late) now at or above the threshold when the score
+    published before was below it (or there was none), or risen by more than the jump since
+    it. Delivered shipments never alert. Returns (mask, kind of each alert)."""
+    crossed = moving & (p >= rule.threshold) & ~(previous >= rule.threshold)
+    jumped = moving & (p - np.nan_to_num(previous, nan=np.inf) > rule.jump)
+    hit = crossed | jumped
+    kind = np.where(crossed[hit] & jumped[hit], "crossed threshold and jumped",
+                    np.where(crossed[hit], "crossed threshold", "jumped"))
+    return hit, kind
+
+
+def explain_alerts(scorer: Scorer, result: BatchResult) -> pd.DataFrame:
+    """The batch's alerts with their top three reasons (TreeSHAP, the costliest step per
+    shipment: the stream runs it after the risk updates are out)."""
+    alerts = result.alerts
+    if alerts.empty or "reasons" in alerts:
+        return alerts
+    return alerts.assign(reasons=pd.Series(scorer.reasons_for(result.alert_vectors),
+                                           index=alerts.index, dtype=object))
+
+
+def _score(store, scorer, plans, now, previous, rule
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Risk updates for the shipments of `now` (delivered ones are reported, not scored), the
+    alerts among them (without reasons) and the alerting shipments' feature vectors."""
     as_of = now[TIMESTAMP]
-    base = pd.DataFrame({
-        "shipment_id": now["shipment_id"].to_numpy(),
-        "as_of": as_of.to_numpy(),
-        "delivered": now["delivered"].to_numpy() == 1,
-        "last_event_type": now["last_event_type"].to_numpy(),
-        "current_hub": now["current_hub"].to_numpy(),
-        "slip_h": now["slip_h"].to_numpy(),
-        "previous_p_late": previous,
-    })
-    moving = ~base["delivered"].to_numpy()
-    cols = ["p_late", "risk_band", "delay_p50_h", "delay_p90_h", "eta", "eta_p10", "eta_p90"]
-    base = base.assign(**{c: np.nan for c in cols[:1]}, risk_band=None, delay_p50_h=np.nan,
-                       delay_p90_h=np.nan, eta=pd.NaT, eta_p10=pd.NaT, eta_p90=pd.NaT,
-                       model_version=scorer.version)
+    n = len(now)
+    moving = now["delivered"].to_numpy() != 1
+    columns = {c: np.full(n, np.nan) for c in ("p_late", "delay_p50_h", "delay_p90_h")}
+    columns |= {"risk_band": np.full(n, None, dtype=object)}
+    columns |= {c: pd.array(np.full(n, np.datetime64("NaT", "ns")), dtype="datetime64[ns]")
+                .tz_localize("UTC") for c in ("eta", "eta_p10", "eta_p90")}
     vectors = None
     if moving.any():
         vectors = model_vectors(store.online, plans[moving].reset_index(drop=True),
                                 now[moving].reset_index(drop=True),
                                 pd.DatetimeIndex(as_of[moving]).asi8 / 1e9)
         out = scorer.score(vectors, reasons=False)
-        for c in cols:
-            base.loc[moving, c] = out[c].to_numpy()
-    p = base["p_late"].to_numpy(dtype=float)
-    crossed = moving & (p >= rule.threshold) & ~(previous >= rule.threshold)
-    jumped = moving & (p - np.nan_to_num(previous, nan=np.inf) > rule.jump)
-    hit = crossed | jumped
+        for c in SCORE_COLUMNS:
+            columns[c][moving] = out[c].array
+    base = pd.DataFrame({
+        "shipment_id": now["shipment_id"].to_numpy(),
+        "as_of": as_of.to_numpy(),
+        "delivered": ~moving,
+        "last_event_type": now["last_event_type"].to_numpy(),
+        "current_hub": now["current_hub"].to_numpy(),
+        "slip_h": now["slip_h"].to_numpy(),
+        "previous_p_late": previous,
+        **{c: columns[c] for c in SCORE_COLUMNS},
+        "model_version": scorer.version,
+    })
+    hit, kind = pick_alerts(base["p_late"].to_numpy(dtype=float), previous, moving, rule)
     alerts = base[hit].copy()
-    alerts["kind"] = np.where(crossed[hit] & jumped[hit], "crossed threshold and jumped",
-                              np.where(crossed[hit], "crossed threshold", "jumped"))
+    alerts["kind"] = kind
     alerts["alert_id"] = alerts["shipment_id"] + "@" + pd.DatetimeIndex(
         alerts["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if hit.any():  # reasons only for the few shipments that alert (hit implies moving)
-        among_moving = hit[moving]
-        alerts["reasons"] = pd.Series(
-            scorer.reasons_for(vectors[among_moving].reset_index(drop=True)), index=alerts.index,
-            dtype=object)
-    return base, alerts
+    # hit implies moving: the alerting rows of the moving shipments' vectors
+    alerting = vectors[hit[moving]].reset_index(drop=True) if hit.any() else None
+    return base, alerts, alerting

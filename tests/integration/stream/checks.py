@@ -118,6 +118,25 @@ def assert_risk_updates(case, touched: list[str]) -> None:
     assert last.loc[[t for t, m in zip(touched, moving) if not m], "delivered"].all()
 
 
+def assert_alerts(case) -> None:
+    """Every alert names its rule, is at or above the threshold or a jump above the score before
+    it, and carries its reasons in words."""
+    topics = Topics.from_settings(case.settings)
+    alerts = [json.loads(m.value()) for m in read_topic(case.settings, topics.alerts)]
+    assert alerts, "the stream raised no alert"
+    for a in alerts:
+        assert a["kind"] in ("crossed threshold", "jumped", "crossed threshold and jumped"), a
+        before = a["previous_p_late"]
+        if "crossed" in a["kind"]:
+            # (scores travel with 6 decimals)
+            assert a["p_late"] >= a["threshold"] - 1e-6, a
+            assert before is None or before < a["threshold"] + 1e-6, a
+        if "jumped" in a["kind"]:
+            assert before is not None and a["p_late"] - before > a["jump"] - 1e-6, a
+        assert 1 <= len(a["reasons"]) <= 3 and all(isinstance(r, str) and r for r in a["reasons"])
+        assert a["alert_id"].startswith(a["shipment_id"] + "@")
+
+
 def assert_direct_vectors_equal_feast(case, ids: list[str]) -> None:
     """The stream's direct reads give the FeatureService's vectors exactly as Feast does."""
     now = case.cut + pd.Timedelta(days=3)
@@ -176,4 +195,5 @@ def sigkill_and_restart(stream_world, kafka, tmp_path, store: str) -> None:
     touched = assert_equals_backfill(case, stream)
     assert_dead_letters(case, stream)
     assert_risk_updates(case, touched)
+    assert_alerts(case)
     assert_direct_vectors_equal_feast(case, touched[:80])
