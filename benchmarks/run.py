@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"  # git-ignored
 sys.path.insert(0, str(HERE))  # the bench modules import `harness` whichever cwd we run from
 
-# In run order. Planned: service, stream, batch -- each adds bench_<name>.py and its name here.
+# In run order; a new benchmark adds bench_<name>.py and its name here.
 BENCHMARKS = ("simulate", "features", "online", "train", "service", "stream", "batch")
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
