@@ -138,8 +138,8 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts, alerting)
 
 
-SCORE_COLUMNS = ["p_late", "risk_band", "delay_p50_h", "delay_p90_h", "eta", "eta_p10",
-                 "eta_p90"]
+# what the scorer adds to each moving shipment's risk update
+SCORED = ["p_late", "risk_band", "delay_p50_h", "delay_p90_h", "eta", "eta_p10", "eta_p90"]
 
 
 def pick_alerts(p: np.ndarray, previous: np.ndarray, moving: np.ndarray,
@@ -182,7 +182,7 @@ def _score(store, scorer, plans, now, previous, rule
                                 now[moving].reset_index(drop=True),
                                 pd.DatetimeIndex(as_of[moving]).asi8 / 1e9)
         out = scorer.score(vectors, reasons=False)
-        for c in SCORE_COLUMNS:
+        for c in SCORED:
             columns[c][moving] = out[c].array
     base = pd.DataFrame({
         "shipment_id": now["shipment_id"].to_numpy(),
@@ -192,7 +192,7 @@ def _score(store, scorer, plans, now, previous, rule
         "current_hub": now["current_hub"].to_numpy(),
         "slip_h": now["slip_h"].to_numpy(),
         "previous_p_late": previous,
-        **{c: columns[c] for c in SCORE_COLUMNS},
+        **{c: columns[c] for c in SCORED},
         "model_version": scorer.version,
     })
     hit, kind = pick_alerts(base["p_late"].to_numpy(dtype=float), previous, moving, rule)
