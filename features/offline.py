@@ -25,18 +25,23 @@ def view_glob(offline: Path, view: str) -> str:
     return str(offline / view / "**" / "part-*.parquet")
 
 
-def view_files(offline: Path, view: str, first: date, last: date) -> list[str]:
-    """The view's parts in the day folders from `first` to `last` inclusive (rows sit in the
-    folder of their timestamp's UTC day), for readers that need only a window of days."""
+def view_days(offline: Path, view: str) -> list[tuple[date, Path]]:
+    """The view's day folders (rows sit in the folder of their timestamp's UTC day), oldest
+    first."""
     out = []
     for folder in (offline / view).glob("*"):
         try:
-            day = date.fromisoformat(folder.name)
+            out.append((date.fromisoformat(folder.name), folder))
         except ValueError:
             continue
-        if first <= day <= last:
-            out.extend(str(f) for f in folder.glob("part-*.parquet"))
     return sorted(out)
+
+
+def view_files(offline: Path, view: str, first: date, last: date) -> list[str]:
+    """The view's parts in the day folders from `first` to `last` inclusive, for readers that
+    need only a window of days."""
+    return [str(f) for day, folder in view_days(offline, view) if first <= day <= last
+            for f in sorted(folder.glob("part-*.parquet"))]
 
 
 def _write_days(frame: pd.DataFrame, root: Path, token: str) -> list[Path]:

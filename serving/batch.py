@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.offline import view_days
 from features.online import FeatureServiceMismatch
 from features.schema import TIMESTAMP
 from features.store import offline_dir
@@ -200,10 +201,8 @@ def feature_watermarks(offline: Path, as_of) -> dict[str, pd.Timestamp | None]:
     out: dict[str, pd.Timestamp | None] = {}
     with duckdb.connect() as con:
         for view in FRESHNESS_VIEWS:
-            days = sorted((d for d in (offline / view).glob("*") if _is_day(d.name)
-                           and date.fromisoformat(d.name) <= t.date()), reverse=True)
             out[view] = None
-            for day in days:
+            for _, day in reversed([d for d in view_days(offline, view) if d[0] <= t.date()]):
                 files = [str(f) for f in day.glob("part-*.parquet")]
                 if not files:
                     continue
@@ -214,14 +213,6 @@ def feature_watermarks(offline: Path, as_of) -> dict[str, pd.Timestamp | None]:
                     out[view] = utc(value)
                     break
     return out
-
-
-def _is_day(name: str) -> bool:
-    try:
-        date.fromisoformat(name)
-    except ValueError:
-        return False
-    return True
 
 
 def check_freshness(offline: Path, as_of, max_age_h: float) -> dict[str, float]:

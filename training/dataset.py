@@ -78,14 +78,15 @@ def point_in_time(offline: Path, snapshots: pd.DataFrame,
 
 _PROFILE_READ = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs",
                                                            "plan_modes")]
-# the columns the join reads from each view, besides its key and timestamp
+# the columns the join reads from each view, besides its key and timestamp (and blanks when
+# stale)
 _READ = {"shipment_profile": _PROFILE_READ, "shipment_progress": list(SHIPMENT_PROGRESS),
          **{v: MODEL_FEATURES[v] for v in _STATS}}
 
 
 def _latest_at(offline: Path, view: str, cutoff: pd.Timestamp) -> str:
     """SQL of each key's latest row of `view` at or before one cut-off: what the as-of join takes
-    for every snapshot at that cut-off, found by one pass instead of a sort-merge join. Only the
+    for every snapshot at that cut-off, found in one pass, so plain joins can follow. Only the
     columns the join reads, and only the day folders within the view's TTL before the cut-off
     (an older row would be blanked as stale)."""
     key = _STATS.get(view, "shipment_id")
@@ -120,7 +121,7 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
                 return f"left join {view} {alias} on {on}"
             return f"asof left join {view} {alias} on {on} and {alias}.{TIMESTAMP} <= {snapshot}"
 
-        stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, MODEL_FEATURES[v])
+        stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, _READ[v])
                                for v in _STATS)
         stats_joins = "\n".join(join(v, v, f"{v}.{key} = k.{key}", "k.as_of")
                                 for v, key in _STATS.items())
@@ -154,10 +155,7 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
 
 def _apply_ttl(frame: pd.DataFrame) -> None:
     """Blank a view's values that are older than its TTL at the snapshot, as Feast does."""
-    views = {"shipment_profile": [c for c in SHIPMENT_PROFILE if c in frame],
-             "shipment_progress": list(SHIPMENT_PROGRESS),
-             **{v: MODEL_FEATURES[v] for v in _STATS}}
-    for view, cols in views.items():
+    for view, cols in _READ.items():
         ts = pd.to_datetime(frame.pop(f"{view}__ts"), utc=True)
         fresh = ts.notna() & (ts >= frame["as_of"] - TTL[view])
         if not fresh.all():  # column by column: `where` on Arrow strings is a vector operation
