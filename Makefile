@@ -20,12 +20,13 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The main job end to end on the embedded default: a simulated year, the feature store, a
-# trained and registered model, the promotion gate, the prediction service asked about a few
-# in-flight shipments, one nightly batch run, and the stream scorer replaying the newest
-# tracking events through the embedded Kafka cluster.
+# The main job end to end on the embedded default: two simulated years (6,000 of the newest
+# shipments with the simulator's ceiling, enough to judge the model by journey stage), the
+# feature store, a trained and registered model, the promotion gate, the prediction service
+# asked about a few in-flight shipments, one nightly batch run, and the stream scorer replaying
+# the newest tracking events through the embedded Kafka cluster.
 demo: $(STAMP)
-	$(BIN)/shipdelay simulate --shipments 40000 --start 2025-03-01 --days 365 --seed 7
+	$(BIN)/shipdelay simulate --shipments 80000 --start 2025-03-01 --days 730 --seed 7 --ceiling-shipments 6000
 	$(BIN)/shipdelay features build
 	$(BIN)/shipdelay train
 	$(BIN)/shipdelay promote

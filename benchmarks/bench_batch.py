@@ -30,14 +30,12 @@ DuckDB join replaces (features only, no scoring). Its rows/s against the batch's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
-import shutil
 from pathlib import Path
 
-from harness import GB, ROOT, VENV_BIN, check, measure_command, row, scratch_dir
+from harness import GB, ROOT, VENV_BIN, cached_world, check, measure_command, row, scratch_dir
 
 FULL = {"shipments": 1_650_000, "days": 7, "seed": 7, "workers": 2, "ceiling_shipments": 0,
         "ceiling_draws": 1}
@@ -72,45 +70,19 @@ json.dump({"rows": len(out), "seconds": t1 - t0}, open(sys.argv[1], "w"))
 """
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SHIPDELAY_BENCH_CACHE",
-                               Path.home() / ".cache" / "shipdelay-bench"))
-
-
-def _key(kind: str, params: dict) -> str:
+def _built(kind: str, params: dict, steps: list[list[str]]) -> tuple[Path, dict]:
     # the feature schema shapes both worlds; the model's parameters shape its trees
     sources = [ROOT / "features" / "schema.py"] + (
         [ROOT / "training" / "model.py"] if kind == "model" else [])
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()
-                            + b"".join(p.read_bytes() for p in sources)).hexdigest()
-    return f"batch-{kind}-{digest[:12]}"
+    return cached_world(f"batch-{kind}", params, steps, sources, PROFILE_ENV)
 
 
-def _simulate(params: dict) -> list[str]:
+def simulate_command(params: dict) -> list[str]:
+    """`shipdelay simulate` for a world's parameters (shipments, days, seed, workers, ceiling)."""
     return [SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
             str(params["days"]), "--seed", str(params["seed"]), "--workers",
             str(params["workers"]), "--ceiling-shipments", str(params["ceiling_shipments"]),
             "--ceiling-draws", str(params["ceiling_draws"])]
-
-
-def _built(kind: str, params: dict, steps: list[list[str]]) -> tuple[Path, dict]:
-    """The cached data directory of a world built by `steps`, building it when missing."""
-    folder = cache_root() / _key(kind, params)
-    done = folder / "built.json"
-    if done.exists() and os.environ.get("SHIPDELAY_BENCH_REBUILD") != "1":
-        return folder / "data", {**json.loads(done.read_text()), "cached": True}
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    env = {**os.environ, **PROFILE_ENV, "SHIPDELAY_DATA_DIR": str(folder / "data")}
-    facts = {"params": params, "steps": {}}
-    for cmd in steps:
-        print(f"   building the {kind} world: {shlex.join(cmd[1:3])}", flush=True)
-        proc = measure_command(cmd, env=env, cwd=folder)
-        check(proc, cmd)
-        facts["steps"][shlex.join(cmd[1:])] = {"wall_s": round(proc.wall_s, 1),
-                                               "peak_gb": round(proc.peak_bytes / GB, 2)}
-    done.write_text(json.dumps(facts))
-    return folder / "data", {**facts, "cached": False}
 
 
 def _registry_uri(model_data: Path) -> str:
@@ -122,11 +94,11 @@ def run(quick: bool, params: dict | None = None) -> list[dict]:
     params, model_params = params or (QUICK if quick else FULL), MODEL
     applies = params == FULL
     model_data, model_facts = _built("model", model_params, [
-        _simulate(model_params), [SHIPDELAY, "features", "build"], [SHIPDELAY, "train"],
+        simulate_command(model_params), [SHIPDELAY, "features", "build"], [SHIPDELAY, "train"],
         [SHIPDELAY, "promote"]])
     # the batch reads the offline store only; Feast's materialize of a 1.65M-shipment week into
     # the online store went past 24 GB
-    data, world_facts = _built("world", params, [_simulate(params),
+    data, world_facts = _built("world", params, [simulate_command(params),
                                                  [SHIPDELAY, "features", "build", "--no-online"]])
     env = {**os.environ, **PROFILE_ENV, "SHIPDELAY_DATA_DIR": str(data),
            "SHIPDELAY_MLFLOW_TRACKING_URI": _registry_uri(model_data)}

@@ -1,11 +1,11 @@
 """The stream scorer end to end: sustained events/s and event-to-risk-update latency, SQLite and
 Redis, with the naive path (one event -> one feature read -> one prediction) as the reference.
 
-World: `make demo`'s (40,000 shipments over 365 days; quick: 5,000 over 240 days), simulated,
-built, trained and promoted once. Per online store, a scratch copy of the feature store is
-rewound to a cut (`serving.stream_setup.rewind`) and the lake's events after it are streamed:
-the embedded Kafka cluster, `shipdelay stream` and `shipdelay replay` each run in their own
-process on the same 2 cores.
+World: 40,000 shipments over 365 days (`make demo`'s bookings per day over half its history;
+quick: 5,000 over 240 days), simulated, built, trained and promoted once. Per online store, a
+scratch copy of the feature store is rewound to a cut (`serving.stream_setup.rewind`) and the
+lake's events after it are streamed: the embedded Kafka cluster, `shipdelay stream` and
+`shipdelay replay` each run in their own process on the same 2 cores.
 1. Capacity: a block of events is replayed as fast as the producer can while the stream runs;
    events/s = events / the stream's busy time (first batch consumed to last offsets committed),
    once with one consumer, then, on the next block, with `CONSUMERS` in one group (Kafka's

@@ -7,8 +7,11 @@ pass/fail, so the modules only measure.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -141,3 +144,35 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary directory (under $TMPDIR) that is deleted afterwards, even on error."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)
+
+
+def cache_root() -> Path:
+    """Where built worlds are kept between runs (SHIPDELAY_BENCH_CACHE overrides)."""
+    return Path(os.environ.get("SHIPDELAY_BENCH_CACHE",
+                               Path.home() / ".cache" / "shipdelay-bench"))
+
+
+def cached_world(name: str, params: dict, steps: list[list[str]], sources: Sequence[Path],
+                 env: dict[str, str]) -> tuple[Path, dict]:
+    """The data directory of a world built by `steps` (commands run with SHIPDELAY_DATA_DIR set
+    to it), built when missing and kept: building a large world takes many minutes. The cache
+    key covers `params` and the contents of `sources` (the code that shapes the world);
+    SHIPDELAY_BENCH_REBUILD=1 builds it again. Returns the directory and the build's facts."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()
+                            + b"".join(p.read_bytes() for p in sources)).hexdigest()
+    folder = cache_root() / f"{name}-{digest[:12]}"
+    done = folder / "built.json"
+    if done.exists() and os.environ.get("SHIPDELAY_BENCH_REBUILD") != "1":
+        return folder / "data", {**json.loads(done.read_text()), "cached": True}
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    run_env = {**os.environ, **env, "SHIPDELAY_DATA_DIR": str(folder / "data")}
+    facts = {"params": params, "steps": {}}
+    for cmd in steps:
+        print(f"   building the {name} world: {shlex.join(cmd[1:3])[:60]}", flush=True)
+        proc = measure_command(cmd, env=run_env, cwd=folder)
+        check(proc, cmd)
+        facts["steps"][shlex.join(cmd[1:])[:200]] = {"wall_s": round(proc.wall_s, 1),
+                                               "peak_gb": round(proc.peak_bytes / 1e9, 2)}
+    done.write_text(json.dumps(facts))
+    return folder / "data", {**facts, "cached": False}

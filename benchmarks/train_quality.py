@@ -1,8 +1,11 @@
-"""Run by bench_train in a subprocess: train on the current data dir, print the figures as JSON."""
+"""Run by bench_train in a subprocess on the current data dir, prints its figures as JSON:
+`train_quality.py` trains one model; `train_quality.py study N` runs an N-trial Optuna study."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 import warnings
 
 warnings.filterwarnings("ignore")
@@ -32,5 +35,23 @@ def main() -> None:
     }))
 
 
+def study(n_trials: int) -> None:
+    from shipdelay.settings import get_settings
+    from training.train import current_split
+    from training.tune import tune
+
+    split = current_split(get_settings())
+    started = time.perf_counter()
+    result = tune(split, n_trials, study_name="benchmark")
+    seconds = time.perf_counter() - started
+    states = [t.state.name for t in result.trials]
+    print(json.dumps({
+        "seconds": seconds, "trials": len(states), "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        "best_valid_logloss": result.best_value, "best_params": result.best_params,
+        "first_trial_valid_logloss": result.trials[0].value, "train_rows": len(split.train),
+    }))
+
+
 if __name__ == "__main__":
-    main()
+    study(int(sys.argv[2])) if sys.argv[1:2] == ["study"] else main()
