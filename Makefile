@@ -26,7 +26,7 @@ install: $(STAMP)
 # asked about a few in-flight shipments, one nightly batch run, and the stream scorer replaying
 # the newest tracking events through the embedded Kafka cluster.
 demo: $(STAMP)
-	$(BIN)/shipdelay simulate --shipments 80000 --start 2025-03-01 --days 730 --seed 7 --ceiling-shipments 6000
+	$(BIN)/shipdelay simulate --shipments 80000 --start 2024-03-01 --days 730 --seed 7 --ceiling-shipments 6000
 	$(BIN)/shipdelay features build
 	$(BIN)/shipdelay train
 	$(BIN)/shipdelay promote

@@ -21,7 +21,7 @@ from harness import measure_command, row, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / ".venv" / "bin"
-FULL = ["--shipments", "80000", "--start", "2025-03-01", "--days", "730", "--seed", "7",
+FULL = ["--shipments", "80000", "--start", "2024-03-01", "--days", "730", "--seed", "7",
         "--ceiling-shipments", "6000"]
 QUICK = ["--shipments", "8000", "--start", "2025-03-01", "--days", "300", "--seed", "7",
          "--ceiling-shipments", "400"]

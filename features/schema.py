@@ -62,6 +62,9 @@ SHIPMENT_PROGRESS = {
     "current_hub": "str",  # the hub of the furthest milestone (origin before any scan)
     "slip_h": "float",  # furthest milestone's scan time minus its planned time, hours
     "slip_trend_h": "float",  # slip_h minus the slip at the first departure
+    "planned_h_ahead": "float",  # planned hours from the furthest milestone to delivery
+    "legs_ahead": "int",  # planned legs not yet departed
+    "next_mode": "str",  # mode of the next planned movement
     "customs_holds": "int",
     "customs_open": "int",  # a hold seen without its release
     "exceptions": "int",
@@ -147,7 +150,7 @@ MODEL_FEATURES = {
     "delay_on_demand": list(ON_DEMAND),
 }
 CATEGORICAL = ["origin_region", "destination_region", "service_level", "main_mode",
-               "last_event_type", "current_mode"]
+               "last_event_type", "current_mode", "next_mode"]
 FEATURE_SERVICE = "delay_model_v1"
 
 

@@ -317,6 +317,11 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
     slip = np.where(ford >= 0, (ftime - plan_t) / 3600.0, 0.0)
     trend = np.where(np.isnan(dep0), 0.0, slip - (dep0 - plan_dep) / 3600.0)
     current_leg = np.where(ford <= 0, 0, np.where(ford <= 2 * n, (ford - 1) // 2, n - 1))
+    # the route still ahead: what the shipment is still exposed to after its furthest milestone
+    plan_end = np.asarray(_take(t_flat, t_start, t_len, pos, 2 * n + 2)
+                          .to_numpy(zero_copy_only=False), dtype=np.float64)
+    departed = np.where(ford <= 0, 0, np.minimum(n, (ford + 1) // 2))
+    next_mode = _take(m_flat, m_start, m_len, pos, np.minimum(ford + 1, 2 * n + 2))
 
     hold = (mask >> HOLD_SHIFT) & _LEG_BYTE
     release = (mask >> RELEASE_SHIFT) & _LEG_BYTE
@@ -342,6 +347,9 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
                                 .to_numpy(zero_copy_only=False), dtype=STR),
         "slip_h": slip,
         "slip_trend_h": trend,
+        "planned_h_ahead": (plan_end - plan_t) / 3600.0,
+        "legs_ahead": n - departed,
+        "next_mode": pd.array(next_mode.to_numpy(zero_copy_only=False), dtype=STR),
         "customs_holds": _popcount(hold),
         "customs_open": ((hold & ~release) != 0).astype(np.int64),
         "exceptions": _popcount((mask >> EXCEPTION_SHIFT) & _LEG_BYTE),
