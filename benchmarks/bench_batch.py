@@ -14,8 +14,9 @@ Two worlds are built first (not measured; their build times go into `details`):
   trees per booster are in `details.trees`). The scoring run reads that registry
   (SHIPDELAY_MLFLOW_TRACKING_URI), so the scored world needs no training of its own.
 Both are kept under `~/.cache/shipdelay-bench/` (SHIPDELAY_BENCH_CACHE overrides), keyed by their
-parameters, the feature schema and, for the model, `training/model.py` (its training parameters),
-because building them takes many minutes; SHIPDELAY_BENCH_REBUILD=1 builds them again.
+parameters, the feature schema and transforms and, for the model, `training/model.py` (its
+training parameters), because building them takes many minutes; SHIPDELAY_BENCH_REBUILD=1 builds
+them again.
 
 Measured: `shipdelay score-batch` (cut-off = the world's now) as a subprocess of the installed
 console script, in a scratch working directory; wall time and the process tree's peak memory
@@ -71,8 +72,8 @@ json.dump({"rows": len(out), "seconds": t1 - t0}, open(sys.argv[1], "w"))
 
 
 def _built(kind: str, params: dict, steps: list[list[str]]) -> tuple[Path, dict]:
-    # the feature schema shapes both worlds; the model's parameters shape its trees
-    sources = [ROOT / "features" / "schema.py"] + (
+    # the feature schema and transforms shape both worlds; the model's parameters its trees
+    sources = [ROOT / "features" / "schema.py", ROOT / "features" / "transforms.py"] + (
         [ROOT / "training" / "model.py"] if kind == "model" else [])
     return cached_world(f"batch-{kind}", params, steps, sources, PROFILE_ENV)
 

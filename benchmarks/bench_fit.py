@@ -91,8 +91,8 @@ def run(quick: bool, params: dict | None = None) -> list[dict]:
                 str(params["workers"]), "--ceiling-shipments", str(params["ceiling_shipments"]),
                 "--ceiling-draws", str(params["ceiling_draws"])]
     split = [PYTHON, "-c", SPLIT_SCRIPT, str(params["valid_share"]), str(params["test_share"])]
-    sources = [ROOT / "features" / "schema.py", ROOT / "training" / "dataset.py",
-               ROOT / "training" / "split.py"]
+    sources = [ROOT / "features" / "schema.py", ROOT / "features" / "transforms.py",
+               ROOT / "training" / "dataset.py", ROOT / "training" / "split.py"]
     data, world = cached_world("fit", params, [
         simulate, [SHIPDELAY, "features", "build", "--no-online"], split], sources, PROFILE_ENV)
     with scratch_dir("shipdelay-bench-fit-") as tmp:

@@ -202,6 +202,11 @@ def test_clean_journey_state_at_each_moment():
     assert out["note_congestion"].tolist() == [0, 1, 1, 1, 1, 1, 1]
     assert out["note_weather"].tolist() == [0, 0, 0, 0, 1, 1, 1]
     assert out["milestone_mask"].iloc[-1] == (1 | 0b11 << 1 | 0b11 << 9 | 1 << 41 | 1 << 42)
+    # the route still ahead of the furthest milestone, from the plan
+    assert out["planned_h_ahead"].tolist() == [36.0 - h for h in PLAN_HOURS]
+    assert out["legs_ahead"].tolist() == [2, 1, 1, 0, 0, 0, 0]
+    assert out["next_mode"].tolist() == ["truck", "truck", "air", "air", "truck", "truck",
+                                         "truck"]
 
 
 def test_nothing_seen_yet_uses_origin_and_none():
@@ -211,6 +216,7 @@ def test_nothing_seen_yet_uses_origin_and_none():
     assert (row["current_hub"], row["current_mode"], row["current_leg"]) == ("A", "truck", 0)
     assert row["slip_h"] == 0.0 and row["slip_trend_h"] == 0.0
     assert row["customs_open"] == 1 and row["core_done"] == 0 and row["missing_milestones"] == 0
+    assert (row["legs_ahead"], row["planned_h_ahead"], row["next_mode"]) == (2, 36.0, "truck")
 
 
 def test_duplicates_and_rescans_change_nothing_but_counts_and_last_scan():
