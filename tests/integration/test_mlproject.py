@@ -29,7 +29,10 @@ def project_env(tmp_path: Path) -> dict:
     data = tmp_path / "data"
     data.mkdir()
     uri = f"sqlite:///{data / 'mlflow.db'}"
-    return {**os.environ, "SHIPDELAY_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": uri,
+    # what an earlier test or an outer MLflow run left in the environment must not leak in
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("MLFLOW_", "SHIPDELAY_"))}
+    return {**inherited, "SHIPDELAY_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": uri,
             "SHIPDELAY_MLFLOW_TRACKING_URI": uri, "SHIPDELAY_PROFILE": "local",
             "SHIPDELAY_ONLINE_STORE": "sqlite",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
