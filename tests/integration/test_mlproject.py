@@ -46,7 +46,8 @@ def test_simulate_features_train_through_mlflow_run(project_env):
         done = _mlflow_run(entry, project_env, *params)
         assert done.returncode == 0, f"mlflow run -e {entry}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
-    client = mlflow.MlflowClient(project_env["MLFLOW_TRACKING_URI"])
+    uri = project_env["MLFLOW_TRACKING_URI"]  # the registry too: not whatever an earlier test set
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("shipdelay")
     runs = client.search_runs([experiment.experiment_id])
     by_entry = {r.data.tags.get("mlflow.project.entryPoint"): r for r in runs}
