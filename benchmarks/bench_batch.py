@@ -36,7 +36,19 @@ import os
 import shlex
 from pathlib import Path
 
-from harness import GB, ROOT, VENV_BIN, cached_world, check, measure_command, row, scratch_dir
+from harness import (
+    GB,
+    PROFILE_ENV,
+    ROOT,
+    SHIPDELAY,
+    VENV_BIN,
+    cached_world,
+    check,
+    measure_command,
+    row,
+    scratch_dir,
+    simulate_command,
+)
 
 FULL = {"shipments": 1_650_000, "days": 7, "seed": 7, "workers": 2, "ceiling_shipments": 0,
         "ceiling_draws": 1}
@@ -48,8 +60,6 @@ MODEL = {"shipments": 5_000, "days": 240, "seed": 5, "workers": 2, "ceiling_ship
 ROWS_TARGET = 1_000_000
 TIME_TARGET_S = 60.0
 SAMPLE = 2_000
-PROFILE_ENV = {"SHIPDELAY_PROFILE": "local", "SHIPDELAY_ONLINE_STORE": "sqlite"}
-SHIPDELAY = str(VENV_BIN / "shipdelay")
 SCORE_CMD = [SHIPDELAY, "score-batch"]
 
 # Feast on a sample of the scored shipments: keys at the cut-off from the fast path, then Feast.
@@ -76,14 +86,6 @@ def _built(kind: str, params: dict, steps: list[list[str]]) -> tuple[Path, dict]
     sources = [ROOT / "features" / "schema.py", ROOT / "features" / "transforms.py"] + (
         [ROOT / "training" / "model.py"] if kind == "model" else [])
     return cached_world(f"batch-{kind}", params, steps, sources, PROFILE_ENV)
-
-
-def simulate_command(params: dict) -> list[str]:
-    """`shipdelay simulate` for a world's parameters (shipments, days, seed, workers, ceiling)."""
-    return [SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
-            str(params["days"]), "--seed", str(params["seed"]), "--workers",
-            str(params["workers"]), "--ceiling-shipments", str(params["ceiling_shipments"]),
-            "--ceiling-draws", str(params["ceiling_draws"])]
 
 
 def _registry_uri(model_data: Path) -> str:

@@ -22,7 +22,19 @@ import json
 import os
 import sys
 
-from harness import GB, ROOT, VENV_BIN, cached_world, check, measure_command, row, scratch_dir
+from harness import (
+    GB,
+    PROFILE_ENV,
+    ROOT,
+    SHIPDELAY,
+    VENV_BIN,
+    cached_world,
+    check,
+    measure_command,
+    row,
+    scratch_dir,
+    simulate_command,
+)
 
 FULL = {"shipments": 1_000_000, "days": 365, "seed": 7, "workers": 2, "ceiling_shipments": 0,
         "ceiling_draws": 1, "valid_share": 0.1, "test_share": 0.05}
@@ -30,8 +42,6 @@ QUICK = {**FULL, "shipments": 50_000, "days": 240}
 ROWS_TARGET = 5_000_000
 TIME_TARGET_S = 600.0
 REFERENCE_SHARE = 0.05
-PROFILE_ENV = {"SHIPDELAY_PROFILE": "local", "SHIPDELAY_ONLINE_STORE": "sqlite"}
-SHIPDELAY = str(VENV_BIN / "shipdelay")
 PYTHON = str(VENV_BIN / "python")
 
 SPLIT_SCRIPT = """\
@@ -86,15 +96,12 @@ def run(quick: bool, params: dict | None = None) -> list[dict]:
     """`params` sets another world size; targets are then shown but not judged."""
     params = params or (QUICK if quick else FULL)
     applies = params == FULL
-    simulate = [SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
-                str(params["days"]), "--seed", str(params["seed"]), "--workers",
-                str(params["workers"]), "--ceiling-shipments", str(params["ceiling_shipments"]),
-                "--ceiling-draws", str(params["ceiling_draws"])]
     split = [PYTHON, "-c", SPLIT_SCRIPT, str(params["valid_share"]), str(params["test_share"])]
     sources = [ROOT / "features" / "schema.py", ROOT / "features" / "transforms.py",
                ROOT / "training" / "dataset.py", ROOT / "training" / "split.py"]
     data, world = cached_world("fit", params, [
-        simulate, [SHIPDELAY, "features", "build", "--no-online"], split], sources, PROFILE_ENV)
+        simulate_command(params), [SHIPDELAY, "features", "build", "--no-online"], split],
+        sources, PROFILE_ENV)
     with scratch_dir("shipdelay-bench-fit-") as tmp:
         full, proc = _fit(data, tmp, 1.0)
         small, small_proc = _fit(data, tmp, REFERENCE_SHARE)

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 GB = 1e9  # decimal gigabyte: the stricter reading of a "6 GB" target
+SHIPDELAY = str(VENV_BIN / "shipdelay")
+PROFILE_ENV = {"SHIPDELAY_PROFILE": "local", "SHIPDELAY_ONLINE_STORE": "sqlite"}
 
 try:
     import psutil
@@ -176,3 +178,11 @@ def cached_world(name: str, params: dict, steps: list[list[str]], sources: Seque
                                                "peak_gb": round(proc.peak_bytes / 1e9, 2)}
     done.write_text(json.dumps(facts))
     return folder / "data", {**facts, "cached": False}
+
+
+def simulate_command(params: dict) -> list[str]:
+    """`shipdelay simulate` for a world's parameters (shipments, days, seed, workers, ceiling)."""
+    return [SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
+            str(params["days"]), "--seed", str(params["seed"]), "--workers",
+            str(params["workers"]), "--ceiling-shipments", str(params["ceiling_shipments"]),
+            "--ceiling-draws", str(params["ceiling_draws"])]
