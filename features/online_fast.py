@@ -159,6 +159,11 @@ class OnlineReader:
 
     def vectors(self, ids: list[str], request_time: pd.Timestamp) -> pd.DataFrame:
         """The model's features for each shipment, as `online_vectors` returns them."""
+        return pd.DataFrame(self.columns(ids, request_time))
+
+    def columns(self, ids: list[str], request_time: pd.Timestamp) -> dict[str, np.ndarray]:
+        """`vectors` as a dict of column -> array, without building a frame (the service's
+        path: for a few ids the frame costs more than the read)."""
         ids = [str(i) for i in ids]
         unique = list(dict.fromkeys(ids))
         n = len(unique)
@@ -202,7 +207,7 @@ class OnlineReader:
         if n != len(ids):  # repeated ids: one row per id asked, in order
             at = pd.Index(unique).get_indexer(ids)
             out = {k: v[at] for k, v in out.items()}
-        return pd.DataFrame(out)
+        return out
 
 
 class _SqliteTables:

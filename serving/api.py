@@ -19,7 +19,7 @@ A flat limit would not do: in the simulated world half of all shipments at sea g
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -178,10 +178,14 @@ def _numbers(*columns) -> list[list[float | None]]:
 
 
 def _times(*columns) -> list[list[datetime | None]]:
-    """Each column as UTC datetimes, None where missing (one conversion for all)."""
+    """Each column as UTC datetimes, None where missing (one conversion for all). Columns are
+    time zone aware, or numpy datetime64 in UTC (`Scorer.score_columns`)."""
     n = len(columns[0])
     stamps = []
     for c in columns:
+        if isinstance(c, np.ndarray) and c.dtype.kind == "M":
+            stamps.append(c.astype("M8[ns]").view("i8"))
+            continue
         t = pd.Series(c)
         if not isinstance(t.dtype, pd.DatetimeTZDtype):
             if t.notna().any():
@@ -197,7 +201,7 @@ def _times(*columns) -> list[list[datetime | None]]:
 def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
                default_h: float = MAX_FEATURE_AGE_H) -> np.ndarray:
     """Rows whose last scan is older than the limit for their current mode (no scan: not stale)."""
-    age = pd.to_numeric(age_h, errors="coerce").to_numpy(dtype=float)
+    age = np.asarray(pd.to_numeric(age_h, errors="coerce"), dtype=float)
     limit = np.full(len(age), float(default_h))
     if mode is not None:
         at = pd.Index(list(MAX_SCAN_GAP_H)).get_indexer(np.asarray(mode, dtype=object))
@@ -208,12 +212,13 @@ def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
 _ANSWERS = TypeAdapter(list[Prediction])
 
 
-def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
+def predictions(scored: Mapping, vectors: Mapping | None = None,
                 default_age_h: float = MAX_FEATURE_AGE_H) -> list[Prediction]:
-    """Scorer output (one row per shipment) as answers, in row order; `vectors` (the scored
-    features, same rows) adds the scan age and the staleness flag. Built column by column and
-    validated in one call: a request may carry hundreds of shipments."""
-    n = len(scored)
+    """Scorer output (one row per shipment: a frame, or `Scorer.score_columns`' dict) as
+    answers, in row order; `vectors` (the scored features, same rows) adds the scan age and the
+    staleness flag. Built column by column and validated in one call: a request may carry
+    hundreds of shipments."""
+    n = len(scored["p_late"])
     if vectors is not None and "hours_since_last_scan" in vectors:
         (ages,) = _numbers(vectors["hours_since_last_scan"])
         stale = stale_mask(vectors["hours_since_last_scan"], vectors.get("current_mode"),
@@ -223,17 +228,17 @@ def predictions(scored: pd.DataFrame, vectors: pd.DataFrame | None = None,
     warnings = [f"no tracking scan for {age:.0f} h, longer than usual on this leg: the "
                 "forecast rests on old facts" if is_stale else None
                 for age, is_stale in zip(ages, stale)]
-    reasons = (scored["reasons"].tolist() if "reasons" in scored else [None] * n)
+    reasons = (list(scored["reasons"]) if "reasons" in scored else [None] * n)
     p_late, d50, d90 = _numbers(scored["p_late"], scored["delay_p50_h"], scored["delay_p90_h"])
     eta, eta_p10, eta_p90 = _times(scored["eta"], scored["eta_p10"], scored["eta_p90"])
     columns = {
-        "shipment_id": scored["shipment_id"].astype(str).tolist(),
+        "shipment_id": np.asarray(scored["shipment_id"]).astype(str).tolist(),
         "stale": stale, "warning": warnings, "feature_age_h": ages,
-        "p_late": p_late, "risk_band": scored["risk_band"].tolist(),
+        "p_late": p_late, "risk_band": np.asarray(scored["risk_band"]).tolist(),
         "delay_p50_h": d50, "delay_p90_h": d90,
         "eta": eta, "eta_p10": eta_p10, "eta_p90": eta_p90,
         "reasons": [list(r) if r is not None else [] for r in reasons],
-        "model_version": scored["model_version"].astype(str).tolist(),
+        "model_version": np.asarray(scored["model_version"]).astype(str).tolist(),
     }
     names = list(columns)
     return _ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}

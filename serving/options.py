@@ -10,8 +10,10 @@ import pandas as pd
 
 from serving.api import MAX_FEATURE_AGE_H
 from serving.model_holder import DEFAULT_REFRESH_SECONDS, refresh_seconds_from_env
+from serving.scorer import Thresholds
 
 MAX_BODY_BYTES = 1_000_000
+REASONS_FROM = Thresholds().medium
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -28,6 +30,12 @@ class ServeOptions:
     # SHIPDELAY_SERVE_AS_OF freezes the service clock (ISO time): for simulated worlds, whose
     # "now" is their last simulated moment, and for replays. Unset in production.
     as_of: pd.Timestamp | None = None
+    # SHIPDELAY_SERVE_REASONS_FROM: /predict explains shipments from this P(late) on (0: every
+    # shipment). Reasons (TreeSHAP, ~2 ms a shipment) cost more than the rest of an answer;
+    # below the medium band a shipment is on track and has no risk to explain, so by default
+    # only the medium and high bands get reasons, as the nightly batch explains its riskiest.
+    # /predict_features (what if) always explains every row.
+    reasons_from: float = REASONS_FROM
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -38,4 +46,18 @@ class ServeOptions:
             max_feature_age_h=float(env.get("SHIPDELAY_MAX_FEATURE_AGE_H") or MAX_FEATURE_AGE_H),
             max_body_bytes=int(env.get("SHIPDELAY_MAX_BODY_BYTES") or MAX_BODY_BYTES),
             as_of=None if as_of is None else _utc(pd.Timestamp(as_of)),
+            reasons_from=_probability("SHIPDELAY_SERVE_REASONS_FROM", REASONS_FROM),
         )
+
+
+def _probability(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability between 0 and 1, not {text!r}")
+    return value

@@ -7,6 +7,7 @@ shipment become its reasons. A feature without a sentence falls back to "name = 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -100,16 +101,23 @@ def _sentence(feature: str, value) -> str:
         return template.format(v=str(value)) if "{v}" in template else template
 
 
-def top_reasons(contrib: np.ndarray, features: list[str], raw: pd.DataFrame, k: int = 3) -> list[list[str]]:
+def top_reasons(contrib: np.ndarray, features: list[str], raw: Mapping, k: int = 3) -> list[list[str]]:
     """The k strongest risk-raising contributions of each row, in words.
 
-    `contrib` is LightGBM's pred_contrib output (rows x features + bias); `raw` holds the
-    human-readable values (categories as text) in the same row order.
+    `contrib` is LightGBM's pred_contrib output (rows x features + bias); `raw` (a frame or a
+    mapping of column -> array) holds the human-readable values (categories as text) in the
+    same row order.
     """
     c = contrib[:, : len(features)]
     order = np.argsort(-c, axis=1)[:, :k]
     out = []
-    values = raw[features].to_numpy(dtype=object)
     for i, cols in enumerate(order):  # k sentences per row: cheap next to the trees
-        out.append([_sentence(features[j], values[i, j]) for j in cols if c[i, j] > 0])
+        out.append([_sentence(features[j], _value(raw[features[j]], i)) for j in cols
+                    if c[i, j] > 0])
     return out
+
+
+def _value(column, i: int):
+    """Row i of a column as a plain Python value (the sentences format Python numbers)."""
+    v = column.iat[i] if isinstance(column, pd.Series) else column[i]
+    return v.item() if isinstance(v, np.generic) else v

@@ -7,6 +7,7 @@ The online service, the stream scorer and the nightly batch all call `Scorer.sco
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,43 +48,39 @@ class Scorer:
         return np.where(p >= self.thresholds.high, "high",
                         np.where(p >= self.thresholds.medium, "medium", "low"))
 
-    def matrix(self, vectors: pd.DataFrame) -> np.ndarray:
+    def matrix(self, vectors: Mapping) -> np.ndarray:
         """`spec.matrix(vectors)` as one float64 array, the same values built in bulk: numeric
         columns of numpy dtypes copied as they are, the others converted exactly as the spec
         does; categoricals as codes of the training levels (NaN when unseen or missing).
         Column-major, so that each column is one contiguous copy (LightGBM predicts from either
-        layout without a copy and at the same speed)."""
+        layout without a copy and at the same speed). `vectors` is a frame or a mapping of
+        column name to array (the online service's frame-free path)."""
         spec = self.bundle.spec
         missing = [c for c in spec.features if c not in vectors]
         if missing:
-            return spec.matrix(vectors).to_numpy(dtype=float)  # raises, naming the features
-        X = np.empty((len(vectors), len(spec.features)), order="F")
+            return spec.matrix(pd.DataFrame(dict(vectors))).to_numpy(dtype=float)  # names them
+        X = np.empty((_rows(vectors), len(spec.features)), order="F")
         for i, c in enumerate(spec.features):
-            values = vectors[c]
-            if c in self._levels:
-                X[:, i] = self._codes(c, values)
-            elif isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
-                X[:, i] = values.to_numpy()
-            else:
-                X[:, i] = pd.to_numeric(values, errors="coerce").astype(float).to_numpy()
+            X[:, i] = self._codes(c, vectors[c]) if c in self._levels else _numeric(vectors[c])
         return X
 
-    def _codes(self, feature: str, values: pd.Series) -> np.ndarray:
+    def _codes(self, feature: str, values) -> np.ndarray:
         """Category codes as the spec makes them (text, missing as "\0", unseen: NaN); text
         columns skip the conversion to pandas strings, which changes nothing for them."""
         levels = self._levels[feature]
-        if values.dtype == object and "\0" not in levels and \
-                pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-            codes = levels.get_indexer(values.to_numpy())
+        array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+        if array.dtype == object and "\0" not in levels and \
+                pd.api.types.infer_dtype(array, skipna=True) in ("string", "empty"):
+            codes = levels.get_indexer(array)
         else:
-            codes = levels.get_indexer(values.astype("string").fillna("\0"))
+            codes = levels.get_indexer(pd.Series(array).astype("string").fillna("\0"))
         return np.where(codes >= 0, codes, np.nan)
 
-    def reasons_for(self, vectors: pd.DataFrame) -> list[list[str]]:
+    def reasons_for(self, vectors: Mapping) -> list[list[str]]:
         """The top three reasons of each row (as `score` gives them), alone."""
-        return self._reasons(self.matrix(vectors), vectors) if len(vectors) else []
+        return self._reasons(self.matrix(vectors), vectors) if _rows(vectors) else []
 
-    def _reasons(self, X: np.ndarray, vectors: pd.DataFrame) -> list[list[str]]:
+    def _reasons(self, X: np.ndarray, vectors: Mapping) -> list[list[str]]:
         contrib = self.bundle.classifier.predict(X, pred_contrib=True)
         return top_reasons(contrib, self.features, vectors)
 
@@ -91,22 +88,32 @@ class Scorer:
         """Score feature vectors (one row per shipment; needs the model's features, and
         shipment_id when present is carried through). Times are UTC. Reasons (LightGBM's
         TreeSHAP) are by far the costliest part: about 1-2 ms a row on one core."""
+        columns = self.score_columns(vectors, reasons_from=0.0 if reasons else None)
+        for c in ETA_COLUMNS:
+            columns[c] = pd.DatetimeIndex(columns[c]).tz_localize("UTC")
+        return pd.DataFrame(columns, index=vectors.index)
+
+    def score_columns(self, vectors: Mapping, reasons_from: float | None = 0.0) -> dict:
+        """`score` without frames: a mapping of column -> array in, a dict of arrays out (ETAs
+        as UTC datetime64[ns]). Reasons go to the rows with P(late) >= `reasons_from` ([] for
+        the others); None: no reasons column. A request's cost for a few rows is mostly frames,
+        so the online service calls this directly."""
+        n = _rows(vectors)
         X = self.matrix(vectors)
         p = self.bundle.p_late(X)
         q = self.bundle.delay_quantiles(X)
         # hours_to_promised is relative to the moment the features describe
-        asked = (pd.to_datetime(vectors["request_time_s"].to_numpy(), unit="s", utc=True)
-                 if "request_time_s" in vectors else pd.Timestamp.now(tz="UTC"))
+        asked = (np.asarray(vectors["request_time_s"], dtype=float) if "request_time_s" in vectors
+                 else np.full(n, pd.Timestamp.now(tz="UTC").timestamp()))
+        asked = (asked * 1e9).astype("int64").astype("M8[ns]")
         # a what-if row may ask about a promise centuries away: keep times representable
-        hours = np.clip(pd.to_numeric(vectors["hours_to_promised"], errors="coerce").to_numpy(
-            dtype=float), -1e5, 1e5)
+        hours = np.clip(_numeric(vectors["hours_to_promised"]), -1e5, 1e5)
         promised = asked + _hours(hours)
-        n = len(vectors)
         # the three delivery times' offsets from the promise (P50, P10, P90) in one conversion
         delays = _hours(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5))
         columns = {
-            "shipment_id": vectors["shipment_id"].to_numpy() if "shipment_id" in vectors else
-            np.arange(n).astype(str),
+            "shipment_id": np.asarray(vectors["shipment_id"], dtype=object)
+            if "shipment_id" in vectors else np.arange(n).astype(str),
             "p_late": p,
             "risk_band": self.band(p),
             "delay_p50_h": q[0.5],
@@ -114,8 +121,40 @@ class Scorer:
             "eta": promised + delays[:n],
             "eta_p10": promised + delays[n:2 * n],
             "eta_p90": promised + delays[2 * n:],
-            "model_version": self.version,
+            "model_version": np.full(n, self.version, dtype=object),
         }
-        if reasons:
-            columns["reasons"] = self._reasons(X, vectors)
-        return pd.DataFrame(columns, index=vectors.index)
+        if reasons_from is not None:
+            columns["reasons"] = self._reasons_from(X, vectors, p, reasons_from)
+        return columns
+
+    def _reasons_from(self, X: np.ndarray, vectors: Mapping, p: np.ndarray,
+                      from_p: float) -> list[list[str]]:
+        explain = np.flatnonzero(p >= from_p)
+        if len(explain) == len(p):
+            return self._reasons(X, vectors)
+        out: list[list[str]] = [[] for _ in range(len(p))]
+        if len(explain):
+            some = {c: _take(vectors[c], explain) for c in self.features}
+            for at, words in zip(explain.tolist(), self._reasons(X[explain], some)):
+                out[at] = words
+        return out
+
+
+ETA_COLUMNS = ("eta", "eta_p10", "eta_p90")
+
+
+def _rows(vectors: Mapping) -> int:
+    return len(vectors) if isinstance(vectors, pd.DataFrame) else len(next(iter(vectors.values())))
+
+
+def _take(values, at: np.ndarray) -> np.ndarray:
+    return (values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values))[at]
+
+
+def _numeric(values) -> np.ndarray:
+    """A column as float64: numpy numbers as they are, anything else as the spec converts it
+    (text that is not a number: NaN)."""
+    array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if array.dtype.kind in "biuf":
+        return array.astype(float, copy=False)
+    return pd.to_numeric(pd.Series(array), errors="coerce").to_numpy(dtype=float)

@@ -26,6 +26,7 @@ import threading
 import time
 
 import bentoml
+import numpy as np
 import pandas as pd
 
 from serving.api import (
@@ -98,34 +99,37 @@ class ShipDelay:
     def now(self) -> pd.Timestamp:
         return self.options.as_of if self.options.as_of is not None else pd.Timestamp.now("UTC")
 
-    def online_vectors(self, ids: list[str], asked: pd.Timestamp) -> pd.DataFrame:
-        """The FeatureService's vectors of `ids` (see `features.online.online_vectors`)."""
+    def online_vectors(self, ids: list[str], asked: pd.Timestamp) -> dict[str, np.ndarray]:
+        """The FeatureService's vectors of `ids` (see `features.online.online_vectors`), as a
+        dict of column -> array: no frame on the direct path."""
         if self.reader is not None:
-            return self.reader.vectors(ids, asked)
+            return self.reader.columns(ids, asked)
         from features.online import online_vectors
 
         with self.store_lock:
-            return online_vectors(self.store, ids, asked)
+            frame = online_vectors(self.store, ids, asked)
+        return _arrays(frame)
 
     def _scorer(self):
         self.holder.maybe_reload()
         return self.holder.scorer
 
-    def _score(self, scorer, vectors: pd.DataFrame) -> list[Prediction]:
+    def _score(self, scorer, vectors: dict[str, np.ndarray],
+               reasons_from: float | None) -> list[Prediction]:
         """Score rows together; if that fails, row by row, so one bad row fails alone."""
         limit = self.options.max_feature_age_h
         try:
-            return predictions(scorer.score(vectors), vectors, limit)
+            return predictions(scorer.score_columns(vectors, reasons_from), vectors, limit)
         except Exception:
-            log.exception("scoring %d row(s) failed; retrying one by one", len(vectors))
+            log.exception("scoring %d row(s) failed; retrying one by one",
+                          len(vectors["shipment_id"]))
         out = []
-        for i in range(len(vectors)):
-            row = vectors.iloc[[i]]
+        for i in range(len(vectors["shipment_id"])):
+            row = {k: v[i:i + 1] for k, v in vectors.items()}
             try:
-                out += predictions(scorer.score(row), row, limit)
+                out += predictions(scorer.score_columns(row, reasons_from), row, limit)
             except Exception:  # noqa: BLE001 - logged above; this row fails alone
-                out.append(failed(str(row["shipment_id"].iloc[0]), SCORING_FAILED,
-                                  scorer.version))
+                out.append(failed(str(row["shipment_id"][0]), SCORING_FAILED, scorer.version))
         return out
 
     def _record(self, route: str, items: list[Prediction], started: float) -> None:
@@ -161,18 +165,20 @@ class ShipDelay:
         vectors = self.online_vectors(ids, asked)
         t1 = time.perf_counter()
         self.metrics.latency.labels("predict", "features").observe(t1 - t0)
-        known = vectors["known"].to_numpy(bool)
-        delivered = vectors["delivered"].to_numpy(bool) & known
-        answers = {i: failed(i, UNKNOWN, scorer.version)
-                   for i in vectors["shipment_id"].to_numpy()[~known].tolist()}
+        known = np.asarray(vectors["known"], bool)
+        delivered = np.asarray(vectors["delivered"], bool) & known
+        shipment_ids = np.asarray(vectors["shipment_id"], object)
+        answers = {i: failed(i, UNKNOWN, scorer.version) for i in shipment_ids[~known].tolist()}
         answers.update({i: failed(i, DELIVERED, scorer.version)
-                        for i in vectors["shipment_id"].to_numpy()[delivered].tolist()})
+                        for i in shipment_ids[delivered].tolist()})
         scored = known & ~delivered
         if scored.any():
-            live = vectors if scored.all() else vectors[scored].copy()  # a frame of our own
-            live["request_time_s"] = asked.timestamp()
+            live = vectors if scored.all() else {k: np.asarray(v)[scored]
+                                                 for k, v in vectors.items()}
+            live["request_time_s"] = np.full(int(scored.sum()), asked.timestamp())
             observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
-            answers.update({item.shipment_id: item for item in self._score(scorer, live)})
+            answers.update({item.shipment_id: item for item in
+                            self._score(scorer, live, self.options.reasons_from)})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
         return answers
 
@@ -187,7 +193,7 @@ class ShipDelay:
             frame = pd.DataFrame([{k: v for k, v in r.items() if k != ID_FIELD} for r in rows],
                                  columns=scorer.features)
             frame = frame.assign(shipment_id=labels, request_time_s=self.now().timestamp())
-            items = self._score(scorer, frame)
+            items = self._score(scorer, _arrays(frame), reasons_from=0.0)  # what if: every why
             self.metrics.latency.labels("predict_features", "score").observe(
                 time.perf_counter() - started)
         self._record("predict_features", items, started)
@@ -234,6 +240,10 @@ class ShipDelay:
         if self.metrics.multiprocess:  # already collected from the shared files
             return content
         return content + self.metrics.exposition()
+
+
+def _arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: frame[c].to_numpy() for c in frame.columns}
 
 
 # BentoML 1.4.40 works out a route's response media type from the output's JSON schema on

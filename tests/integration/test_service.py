@@ -9,6 +9,7 @@ with the service clock frozen at the simulated world's "now".
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -119,6 +120,38 @@ def service(env):
     return ShipDelay()
 
 
+def test_reasons_go_to_the_medium_and_high_bands_unless_configured(service, world):
+    from serving.options import ServeOptions
+
+    assert ServeOptions().reasons_from == 0.3  # the medium band's threshold
+    items = [i for i in service.predict(world.live) if i.ok]
+    explained = [i for i in items if i.reasons]
+    assert explained and len(explained) < len(items)  # both kinds in the world
+    for item in items:
+        assert (1 <= len(item.reasons) <= 3) == (item.p_late >= 0.3), item
+        assert all(isinstance(r, str) and r for r in item.reasons)
+    everything = dataclasses.replace(service.options, reasons_from=0.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(service, "options", everything)
+        again = [i for i in service.predict(world.live) if i.ok]
+    assert [i.p_late for i in again] == [i.p_late for i in items]  # only the reasons differ
+    assert all(i.reasons for i in again)
+    for before, after in zip(items, again):
+        if before.reasons:
+            assert before.reasons == after.reasons
+
+
+def test_reasons_threshold_from_the_environment_is_checked(monkeypatch):
+    from serving.options import ServeOptions
+
+    monkeypatch.setenv("SHIPDELAY_SERVE_REASONS_FROM", "0")
+    assert ServeOptions.from_env().reasons_from == 0.0
+    for bad in ("1.5", "-0.1", "high"):
+        monkeypatch.setenv("SHIPDELAY_SERVE_REASONS_FROM", bad)
+        with pytest.raises(ValueError, match="SHIPDELAY_SERVE_REASONS_FROM"):
+            ServeOptions.from_env()
+
+
 def test_class_answers_known_unknown_and_delivered_ids(service, world):
     ids = [world.live[0], UNKNOWN_ID, world.delivered[0], world.live[1]]
     items = service.predict(ids)
@@ -130,7 +163,8 @@ def test_class_answers_known_unknown_and_delivered_ids(service, world):
     assert live.eta_p10 <= live.eta <= live.eta_p90
     # the ETA is anchored at the service clock (the world's now), not at the wall clock
     assert abs(live.eta - AS_OF.to_pydatetime()) < dt.timedelta(days=120)
-    assert live.reasons and all(isinstance(r, str) for r in live.reasons)
+    # reasons from the medium band on (the default), none below it
+    assert bool(live.reasons) == (live.p_late >= service.options.reasons_from)
     assert live.model_version == service.holder.version == alias_version(world.settings,
                                                                          CHAMPION)
     assert (unknown.ok, unknown.error) == (False, "unknown shipment")
@@ -151,14 +185,14 @@ def test_one_bad_row_fails_alone(service, world, monkeypatch):
     rows[0]["hours_to_promised"] = 1e300  # a promise centuries away still gets an answer
     assert all(item.ok for item in service.predict_features(rows))
     rows[0]["hours_to_promised"] = -12345.0
-    real = Scorer.score
+    real = Scorer.score_columns
 
     def fragile(self, vectors, *args, **kwargs):
-        if (vectors["hours_to_promised"] == -12345.0).any():
+        if (np.asarray(vectors["hours_to_promised"]) == -12345.0).any():
             raise ValueError("this row breaks the model")
         return real(self, vectors, *args, **kwargs)
 
-    monkeypatch.setattr(Scorer, "score", fragile)
+    monkeypatch.setattr(Scorer, "score_columns", fragile)
     bad, good = service.predict_features(rows)
     assert (bad.ok, bad.error) == (False, "scoring failed") and good.ok
 

@@ -1,0 +1,69 @@
+"""The one scorer gives the same answers from a frame and from plain arrays (the online
+service's path), and explains exactly the rows it is asked to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from registry.loader import load_by_alias
+from serving.api import predictions
+from serving.scorer import Scorer
+
+
+@pytest.fixture(scope="module")
+def scorer(trained):
+    settings, _, _ = trained
+    return Scorer(load_by_alias(settings, "challenger"))
+
+
+@pytest.fixture(scope="module")
+def vectors(trained, scorer):
+    _, split, _ = trained
+    rows = split.test.sample(min(300, len(split.test)), random_state=3).reset_index(drop=True)
+    rows = rows[["shipment_id", *scorer.features]].copy()
+    rows["request_time_s"] = pd.Timestamp("2025-06-01", tz="UTC").timestamp()
+    # the online reader's kinds: numbers as float64, categories as text or None
+    for c in scorer.bundle.spec.categories:
+        rows[c] = rows[c].astype(object).where(rows[c].notna(), None)
+    return rows
+
+
+def _arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: frame[c].to_numpy() for c in frame.columns}
+
+
+def test_arrays_score_as_the_frame_does(scorer, vectors):
+    framed = scorer.score(vectors)
+    plain = scorer.score_columns(_arrays(vectors), reasons_from=0.0)
+    np.testing.assert_array_equal(scorer.matrix(_arrays(vectors)), scorer.matrix(vectors))
+    for c in ("p_late", "delay_p50_h", "delay_p90_h"):
+        np.testing.assert_array_equal(plain[c], framed[c].to_numpy())
+    assert plain["risk_band"].tolist() == framed["risk_band"].tolist()
+    for c in ("eta", "eta_p10", "eta_p90"):
+        assert plain[c].dtype == np.dtype("M8[ns]")
+        assert (pd.DatetimeIndex(plain[c]).tz_localize("UTC") == framed[c]).all()
+    assert plain["reasons"] == framed["reasons"].tolist()
+    # and the answers built from either are the same
+    assert predictions(plain, _arrays(vectors)) == predictions(framed, vectors)
+
+
+def test_reasons_only_from_the_asked_probability(scorer, vectors):
+    every = scorer.score_columns(_arrays(vectors), reasons_from=0.0)
+    cut = float(np.quantile(every["p_late"], 0.7))
+    some = scorer.score_columns(_arrays(vectors), reasons_from=cut)
+    explained = every["p_late"] >= cut
+    assert 0 < explained.sum() < len(explained)
+    for i, asked in enumerate(explained):
+        assert some["reasons"][i] == (every["reasons"][i] if asked else [])
+    assert "reasons" not in scorer.score_columns(_arrays(vectors), reasons_from=None)
+    np.testing.assert_array_equal(some["p_late"], every["p_late"])
+
+
+def test_text_in_a_numeric_column_is_missing_not_an_error(scorer, vectors):
+    arrays = _arrays(vectors.head(3))
+    arrays["weight_kg"] = np.array(["heavy", None, 12.5], dtype=object)
+    X = scorer.matrix(arrays)
+    column = scorer.features.index("weight_kg")
+    assert np.isnan(X[0, column]) and np.isnan(X[1, column]) and X[2, column] == 12.5
