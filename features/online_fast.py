@@ -37,10 +37,11 @@ from features.online import (
     join_key_values,
     vector_columns,
 )
+from features.online_cache import CachedTables
 from features.online_decode import DirectReadUnsupported, columns, decode_cells, kind_of
 from features.online_direct import entity_keys
 from features.request_time import REQUEST_TIME, request_features
-from features.schema import FEATURE_SERVICE, ON_DEMAND
+from features.schema import FEATURE_SERVICE, ON_DEMAND, STREAMED_VIEWS
 
 SHIPMENT_KEY = "shipment_id"
 
@@ -140,15 +141,20 @@ def _on_demand_inputs(odfv, names: list[str]) -> dict:
 class OnlineReader:
     """`online_vectors` without `get_online_features`: see the module docstring."""
 
-    def __init__(self, store: FeatureStore, service_name: str = FEATURE_SERVICE):
+    def __init__(self, store: FeatureStore, service_name: str = FEATURE_SERVICE,
+                 cache_seconds: float = 0.0):
+        """`cache_seconds` > 0 keeps the rows of the views only a feature build changes (all
+        but the streamed ones) in memory that long (`features.online_cache`)."""
         self.reads, self.on_demand = plan(store, service_name)
         kind = store.config.online_store.type
         if kind == "sqlite":
-            self.tables = _SqliteTables(store)
+            tables = _SqliteTables(store)
         elif kind == "redis":
-            self.tables = _RedisHashes(store)
+            tables = _RedisHashes(store)
         else:
             raise DirectReadUnsupported(f"online store type {kind}")
+        built = {r.view for r in self.reads} - set(STREAMED_VIEWS)
+        self.tables = CachedTables(tables, cache_seconds, built)
         self.kind = kind
         self.first = [r for r in self.reads if r.join_key == SHIPMENT_KEY]
         self.second = [r for r in self.reads if r.join_key != SHIPMENT_KEY]

@@ -131,6 +131,8 @@ VIEWS = {
 VIEW_ENTITY = {"shipment_profile": "shipment", "shipment_progress": "shipment",
                "lane_stats": "lane", "carrier_stats": "carrier",
                "customer_stats": "customer", "hub_stats": "hub", "hub_weather": "hub"}
+# Views the stream scorer writes between feature builds; a build writes all of them.
+STREAMED_VIEWS = ("shipment_progress",)
 TIMESTAMP = "event_timestamp"  # every offline feature table's availability time column
 
 # What the delay model sees (the FeatureService delay_model_v1), view by view.

@@ -14,6 +14,7 @@ from serving.scorer import Thresholds
 
 MAX_BODY_BYTES = 1_000_000
 REASONS_FROM = Thresholds().medium
+CACHE_SECONDS = 60.0
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -36,6 +37,10 @@ class ServeOptions:
     # only the medium and high bands get reasons, as the nightly batch explains its riskiest.
     # /predict_features (what if) always explains every row.
     reasons_from: float = REASONS_FROM
+    # SHIPDELAY_SERVE_CACHE_SECONDS: how long the direct reader keeps rows that only a feature
+    # build changes (profiles, lane/carrier/customer/hub statistics); progress is always read
+    # fresh. 0 reads everything from the store every time.
+    cache_seconds: float = CACHE_SECONDS
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -47,7 +52,21 @@ class ServeOptions:
             max_body_bytes=int(env.get("SHIPDELAY_MAX_BODY_BYTES") or MAX_BODY_BYTES),
             as_of=None if as_of is None else _utc(pd.Timestamp(as_of)),
             reasons_from=_probability("SHIPDELAY_SERVE_REASONS_FROM", REASONS_FROM),
+            cache_seconds=_seconds("SHIPDELAY_SERVE_CACHE_SECONDS", CACHE_SECONDS),
         )
+
+
+def _seconds(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds, 0 or more, not {text!r}")
+    return value
 
 
 def _probability(name: str, default: float) -> float:

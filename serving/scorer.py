@@ -7,6 +7,7 @@ The online service, the stream scorer and the nightly batch all call `Scorer.sco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ class Scorer:
         self.thresholds = thresholds
         spec = bundle.spec
         self._levels = {c: pd.Index(levels) for c, levels in spec.categories.items()}
+        self._code_of = {c: {v: float(i) for i, v in enumerate(levels)}
+                         for c, levels in spec.categories.items()}
 
     @property
     def version(self) -> str:
@@ -69,12 +72,24 @@ class Scorer:
         columns skip the conversion to pandas strings, which changes nothing for them."""
         levels = self._levels[feature]
         array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+        if len(array) <= SMALL:
+            return self._few_codes(feature, array)
         if array.dtype == object and "\0" not in levels and \
                 pd.api.types.infer_dtype(array, skipna=True) in ("string", "empty"):
             codes = levels.get_indexer(array)
         else:
             codes = levels.get_indexer(pd.Series(array).astype("string").fillna("\0"))
         return np.where(codes >= 0, codes, np.nan)
+
+    def _few_codes(self, feature: str, array: np.ndarray) -> np.ndarray:
+        """`_codes` of a few values by dictionary lookups (an index lookup's fixed cost is most
+        of a one-shipment request's matrix): text as it is, missing as "\0", other values as
+        their text, as `astype("string")` makes them."""
+        code_of = self._code_of[feature]
+        missing = code_of.get("\0", np.nan)
+        return np.array([code_of.get(v, np.nan) if isinstance(v, str) else
+                         missing if v is None or v is pd.NA or _nan(v) else
+                         code_of.get(str(v), np.nan) for v in array.tolist()], dtype=float)
 
     def reasons_for(self, vectors: Mapping) -> list[list[str]]:
         """The top three reasons of each row (as `score` gives them), alone."""
@@ -141,6 +156,11 @@ class Scorer:
 
 
 ETA_COLUMNS = ("eta", "eta_p10", "eta_p90")
+SMALL = 64  # up to this many rows, category codes come from dictionary lookups
+
+
+def _nan(v) -> bool:
+    return isinstance(v, float) and math.isnan(v)
 
 
 def _rows(vectors: Mapping) -> int:

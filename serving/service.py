@@ -90,7 +90,7 @@ class ShipDelay:
         from features.online_fast import DirectReadUnsupported, OnlineReader
 
         try:
-            return OnlineReader(self.store)
+            return OnlineReader(self.store, cache_seconds=self.options.cache_seconds)
         except DirectReadUnsupported as err:
             log.warning("reading online features through Feast: %s", err)
             return None

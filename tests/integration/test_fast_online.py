@@ -228,6 +228,26 @@ def test_reader_sees_a_value_written_after_it_was_built(world):
     _assert_same(after, online_vectors(store, [shipment], now))
 
 
+def test_cached_reader_equals_feast_and_reads_progress_fresh(world):
+    """With rows kept in memory, the answers stay Feast's (twice, unknown ids included), and a
+    streamed progress update is still read by the next call."""
+    settings, store, now, live, delivered, _ = world
+    reader = OnlineReader(store, cache_seconds=3600)
+    ids = [UNKNOWN, *live[:40], delivered[0]]
+    for _ in range(2):
+        _assert_same(reader.vectors(ids, now), online_vectors(store, ids, now))
+    held = reader.tables._rows
+    assert set(held) == {r.view for r in reader.reads} - {"shipment_progress"}
+    assert UNKNOWN not in held["shipment_profile"] and live[0] in held["shipment_profile"]
+    progress = latest(off.read_view(offline_dir(settings), "shipment_progress"))
+    shipment = next(s for s in live[:40] if s in set(progress["shipment_id"]))
+    row = progress[progress["shipment_id"] == shipment].copy()
+    row["slip_h"] = 123.5
+    row[TIMESTAMP] = row[TIMESTAMP] + pd.Timedelta(minutes=2)
+    store.write_to_online_store("shipment_progress", row)
+    assert reader.vectors([shipment], now).loc[0, "slip_h"] == 123.5
+
+
 def test_reader_refuses_what_it_cannot_reproduce(world):
     settings, _, _, _, _, _ = world
     store = get_store(settings)

@@ -67,3 +67,18 @@ def test_text_in_a_numeric_column_is_missing_not_an_error(scorer, vectors):
     X = scorer.matrix(arrays)
     column = scorer.features.index("weight_kg")
     assert np.isnan(X[0, column]) and np.isnan(X[1, column]) and X[2, column] == 12.5
+
+
+def test_few_rows_get_the_codes_many_rows_get(scorer, vectors):
+    """Small requests look categories up one by one; the codes must be the bulk path's,
+    missing, unseen and non-text values included."""
+    from serving.scorer import SMALL
+
+    many = pd.concat([vectors] * (SMALL // len(vectors) + 2), ignore_index=True)
+    for c in scorer.bundle.spec.categories:
+        odd = many[c].astype(object).copy()
+        odd.iloc[:6] = [None, np.nan, "never seen", 7, 2.5, pd.NA]
+        bulk = scorer._codes(c, odd)
+        few = np.concatenate([scorer._codes(c, odd.iloc[i:i + SMALL])
+                              for i in range(0, len(odd), SMALL)])
+        np.testing.assert_array_equal(few, bulk)

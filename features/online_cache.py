@@ -1,0 +1,85 @@
+"""Online rows that only a feature build changes, kept in memory for a short while.
+
+The stream scorer writes `shipment_progress` as tracking events arrive; every other view the
+model reads (the shipment's profile, the lane, carrier, customer and hub statistics) changes
+only when `shipdelay features build` materializes it, hours or a day apart. Reading those rows
+again for every request costs most of an online read (SQLite keeps one row per feature, so a
+shipment's profile alone is 26 B-tree lookups), so `CachedTables` keeps them for `seconds`
+(then forgets them all at once) and reads only what it does not hold. Progress is always read
+from the store. An entity the store does not hold is not remembered, so a shipment booked
+after the last read is found as soon as it is materialized.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+
+import numpy as np
+
+MAX_ROWS = 500_000  # entities kept per view; beyond it the view starts again empty
+
+
+class CachedTables:
+    """`tables.read` with the rows of `views` remembered for `seconds` (0: nothing is)."""
+
+    def __init__(self, tables, seconds: float, views: Collection[str],
+                 clock: Callable[[], float] = time.monotonic):
+        self.tables = tables
+        self.seconds = float(seconds)
+        self.views = frozenset(views) if seconds > 0 else frozenset()
+        self.clock = clock
+        self._rows: dict[str, dict[str, tuple]] = {}
+        self._until = 0.0
+
+    def _cache(self, view: str) -> dict[str, tuple]:
+        """The view's remembered rows (a new dict after expiry: readers holding the old one
+        finish with it undisturbed)."""
+        now = self.clock()
+        if now >= self._until:
+            self._rows, self._until = {}, now + self.seconds
+        rows = self._rows.get(view)
+        if rows is None or len(rows) > MAX_ROWS:
+            rows = self._rows[view] = {}
+        return rows
+
+    def read(self, wanted: list) -> list[list[np.ndarray]]:
+        """As `tables.read(wanted)`: for each (view read, entity values), one array per feature."""
+        fetch, caches = [], []
+        for read, values in wanted:
+            rows = self._cache(read.view) if read.view in self.views else None
+            caches.append(rows)
+            fetch.append((read, values if rows is None else
+                          [v for v in dict.fromkeys(values) if v not in rows]))
+        fetched = self.tables.read(fetch)
+        out = []
+        for (read, values), rows, (_, asked), arrays in zip(wanted, caches, fetch, fetched):
+            if rows is None:
+                out.append(arrays)
+                continue
+            if asked:
+                present = np.zeros(len(asked), bool)
+                for a in arrays:
+                    present |= np.not_equal(a, None) if a.dtype == object else ~np.isnan(a)
+                for i, row in enumerate(zip(*(a.tolist() for a in arrays))):
+                    if present[i]:
+                        rows[asked[i]] = row
+            out.append(_columns(read, values, rows))
+        return out
+
+
+def _columns(read, values: list[str], rows: dict[str, tuple]) -> list[np.ndarray]:
+    """The remembered rows of `values` as one array per feature (missing where not held)."""
+    blank = tuple(None if k == "str" else np.nan for k in read.kinds)
+    cells = list(zip(*(rows.get(v, blank) for v in values))) or [()] * len(read.kinds)
+    return [_array(c, k) for c, k in zip(cells, read.kinds)]
+
+
+def _array(cells: tuple, kind: str) -> np.ndarray:
+    """Numbers as float64 (None: NaN), text and any odd value Feast gave as objects."""
+    if kind != "str":
+        try:
+            return np.array(cells, dtype=float)
+        except (TypeError, ValueError):
+            pass
+    return np.fromiter(cells, dtype=object, count=len(cells))
