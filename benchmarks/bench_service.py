@@ -120,7 +120,7 @@ def run(quick: bool) -> list[dict]:
              "ready_s": round(ready_s, 1), **checked,
              "batching": os.environ.get("SHIPDELAY_SERVE_BATCHING", "1"),
              "online_read": os.environ.get("SHIPDELAY_ONLINE_READ", "direct"),
-             "load_generator": "wrk" if WRK else "benchmarks/loadgen.py (httpx)"}
+             "load_generator": "wrk" if WRK else "benchmarks/loadgen.py"}
 
     def summary(name: str) -> dict:
         r = runs[name]

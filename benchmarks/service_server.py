@@ -3,7 +3,7 @@
 `Server` starts the service exactly as `shipdelay serve` does (`serving.serve.serve_command`) in
 its own process group on 127.0.0.1. `load` measures one route at one concurrency from a
 separate process: wrk (C; one thread driving every keep-alive connection, bodies taken in turn
-by benchmarks/wrk_post.lua) when it is installed, else benchmarks/loadgen.py (httpx). Each run
+by benchmarks/wrk_post.lua) when it is installed, else benchmarks/loadgen.py (asyncio). Each run
 is bounded in time and in request count, after an untimed warm-up run.
 """
 
@@ -154,7 +154,8 @@ def _wrk(url: str, bodies: Path, concurrency: int, seconds: float, max_requests:
 
 def _python_client(url: str, bodies: Path, concurrency: int, seconds: float, warmup: float,
                    max_requests: int) -> dict:
-    """The fallback without wrk: benchmarks/loadgen.py (httpx, asyncio) in its own process."""
+    """The fallback without wrk: benchmarks/loadgen.py (asyncio, its own HTTP/1.1) in its own
+    process."""
     cmd = [sys.executable, str(HERE / "loadgen.py"), "--url", url, "--bodies", str(bodies),
            "--concurrency", str(concurrency), "--seconds", str(seconds), "--warmup-seconds",
            str(warmup), "--max-requests", str(max_requests), "--api-key", API_KEY]
@@ -163,7 +164,7 @@ def _python_client(url: str, bodies: Path, concurrency: int, seconds: float, war
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**out, "client": "loadgen.py (httpx)",
+    return {**out, "client": "loadgen.py",
             "loadgen_command": shlex.join(["python", "benchmarks/loadgen.py", *cmd[3:]])}
 
 

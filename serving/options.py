@@ -13,7 +13,7 @@ from serving.model_holder import DEFAULT_REFRESH_SECONDS, refresh_seconds_from_e
 from serving.scorer import Thresholds
 
 MAX_BODY_BYTES = 1_000_000
-REASONS_FROM = Thresholds().medium
+REASONS_FROM = Thresholds().high
 CACHE_SECONDS = 60.0
 
 
@@ -32,10 +32,10 @@ class ServeOptions:
     # "now" is their last simulated moment, and for replays. Unset in production.
     as_of: pd.Timestamp | None = None
     # SHIPDELAY_SERVE_REASONS_FROM: /predict explains shipments from this P(late) on (0: every
-    # shipment). Reasons (TreeSHAP, ~2 ms a shipment) cost more than the rest of an answer;
-    # below the medium band a shipment is on track and has no risk to explain, so by default
-    # only the medium and high bands get reasons, as the nightly batch explains its riskiest.
-    # /predict_features (what if) always explains every row.
+    # shipment). Reasons (LightGBM's TreeSHAP, ~2 ms a shipment on one core) cost several times
+    # the rest of an answer, so by default the shipments expected to be late (the high band)
+    # get them, the rule the nightly batch follows. /predict_features (what if) always
+    # explains every row.
     reasons_from: float = REASONS_FROM
     # SHIPDELAY_SERVE_CACHE_SECONDS: how long the direct reader keeps rows that only a feature
     # build changes (profiles, lane/carrier/customer/hub statistics); progress is always read

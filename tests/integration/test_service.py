@@ -120,25 +120,27 @@ def service(env):
     return ShipDelay()
 
 
-def test_reasons_go_to_the_medium_and_high_bands_unless_configured(service, world):
+def test_reasons_go_to_the_riskiest_from_the_configured_probability(service, world):
     from serving.options import ServeOptions
+    from serving.scorer import Thresholds
 
-    assert ServeOptions().reasons_from == 0.3  # the medium band's threshold
-    items = [i for i in service.predict(world.live) if i.ok]
-    explained = [i for i in items if i.reasons]
-    assert explained and len(explained) < len(items)  # both kinds in the world
-    for item in items:
-        assert (1 <= len(item.reasons) <= 3) == (item.p_late >= 0.3), item
-        assert all(isinstance(r, str) and r for r in item.reasons)
-    everything = dataclasses.replace(service.options, reasons_from=0.0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(service, "options", everything)
-        again = [i for i in service.predict(world.live) if i.ok]
-    assert [i.p_late for i in again] == [i.p_late for i in items]  # only the reasons differ
-    assert all(i.reasons for i in again)
-    for before, after in zip(items, again):
-        if before.reasons:
-            assert before.reasons == after.reasons
+    assert ServeOptions().reasons_from == Thresholds().high  # as the nightly batch
+
+    def predict(reasons_from: float):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(service, "options",
+                       dataclasses.replace(service.options, reasons_from=reasons_from))
+            return [i for i in service.predict(world.live) if i.ok]
+
+    every = predict(0.0)
+    assert all(1 <= len(i.reasons) <= 3 for i in every)
+    cut = float(np.median([i.p_late for i in every]))
+    some = predict(cut)
+    assert [i.p_late for i in some] == [i.p_late for i in every]  # only the reasons differ
+    explained = [i.p_late >= cut for i in some]
+    assert any(explained) and not all(explained)
+    for item, full, asked in zip(some, every, explained):
+        assert item.reasons == (full.reasons if asked else [])
 
 
 def test_reasons_threshold_from_the_environment_is_checked(monkeypatch):
@@ -163,7 +165,7 @@ def test_class_answers_known_unknown_and_delivered_ids(service, world):
     assert live.eta_p10 <= live.eta <= live.eta_p90
     # the ETA is anchored at the service clock (the world's now), not at the wall clock
     assert abs(live.eta - AS_OF.to_pydatetime()) < dt.timedelta(days=120)
-    # reasons from the medium band on (the default), none below it
+    # reasons for the high band (the default), none below it
     assert bool(live.reasons) == (live.p_late >= service.options.reasons_from)
     assert live.model_version == service.holder.version == alias_version(world.settings,
                                                                          CHAMPION)
