@@ -93,7 +93,7 @@ async def _worker(host: str, port: int, requests: list[bytes], start: int, step:
             writer.write(request)
             status = await asyncio.wait_for(read_answer(reader), timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                asyncio.TimeoutError, ConnectionClosed, ValueError) as exc:
+                TimeoutError, ConnectionClosed, ValueError) as exc:
             status = 0
             if len(errors) < 5:
                 errors.append(f"{type(exc).__name__}: {exc}")
