@@ -5,7 +5,7 @@ model reads (the shipment's profile, the lane, carrier, customer and hub statist
 only when `shipdelay features build` materializes it, hours or a day apart. Reading those rows
 again for every request costs most of an online read (SQLite keeps one row per feature, so a
 shipment's profile alone is 26 B-tree lookups), so `CachedTables` keeps them for `seconds`
-(then forgets them all at once) and reads only what it does not hold. Progress is always read
+(then forgets them all at once, `shipdelay.recent`) and reads only what it does not hold. Progress is always read
 from the store. An entity the store does not hold is not remembered, so a shipment booked
 after the last read is found as soon as it is materialized.
 """
@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection
 
 import numpy as np
 
+from shipdelay.recent import Recent
+
 MAX_ROWS = 500_000  # entities kept per view; beyond it the view starts again empty
 
 
@@ -26,28 +28,18 @@ class CachedTables:
     def __init__(self, tables, seconds: float, views: Collection[str],
                  clock: Callable[[], float] = time.monotonic):
         self.tables = tables
-        self.seconds = float(seconds)
         self.views = frozenset(views) if seconds > 0 else frozenset()
-        self.clock = clock
-        self._rows: dict[str, dict[str, tuple]] = {}
-        self._until = 0.0
+        self._rows = {view: Recent(seconds, MAX_ROWS, clock) for view in self.views}
 
-    def _cache(self, view: str) -> dict[str, tuple]:
-        """The view's remembered rows (a new dict after expiry: readers holding the old one
-        finish with it undisturbed)."""
-        now = self.clock()
-        if now >= self._until:
-            self._rows, self._until = {}, now + self.seconds
-        rows = self._rows.get(view)
-        if rows is None or len(rows) > MAX_ROWS:
-            rows = self._rows[view] = {}
-        return rows
+    def held(self, view: str) -> dict[str, tuple]:
+        """The rows of `view` remembered now (entity value -> one value per feature)."""
+        return self._rows[view].current()
 
     def read(self, wanted: list) -> list[list[np.ndarray]]:
         """As `tables.read(wanted)`: for each (view read, entity values), one array per feature."""
         fetch, caches = [], []
         for read, values in wanted:
-            rows = self._cache(read.view) if read.view in self.views else None
+            rows = self.held(read.view) if read.view in self.views else None
             caches.append(rows)
             fetch.append((read, values if rows is None else
                           [v for v in dict.fromkeys(values) if v not in rows]))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from serving import reasons_memory
 from serving.api import MAX_FEATURE_AGE_H
 from serving.model_holder import DEFAULT_REFRESH_SECONDS, refresh_seconds_from_env
 from serving.scorer import Thresholds
@@ -15,6 +16,7 @@ from serving.scorer import Thresholds
 MAX_BODY_BYTES = 1_000_000
 REASONS_FROM = Thresholds().high
 CACHE_SECONDS = 60.0
+REASONS_SECONDS = reasons_memory.SECONDS
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -41,6 +43,9 @@ class ServeOptions:
     # build changes (profiles, lane/carrier/customer/hub statistics); progress is always read
     # fresh. 0 reads everything from the store every time.
     cache_seconds: float = CACHE_SECONDS
+    # SHIPDELAY_SERVE_REASONS_SECONDS: how long /predict remembers a shipment's reasons while
+    # its state (every feature but the request-time ones) stays the same; 0: always computed.
+    reasons_seconds: float = REASONS_SECONDS
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -53,6 +58,7 @@ class ServeOptions:
             as_of=None if as_of is None else _utc(pd.Timestamp(as_of)),
             reasons_from=_probability("SHIPDELAY_SERVE_REASONS_FROM", REASONS_FROM),
             cache_seconds=_seconds("SHIPDELAY_SERVE_CACHE_SECONDS", CACHE_SECONDS),
+            reasons_seconds=_seconds("SHIPDELAY_SERVE_REASONS_SECONDS", REASONS_SECONDS),
         )
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.schema import ON_DEMAND
 from serving.reasons import top_reasons
+from serving.reasons_memory import ReasonsMemory
 from training.bundle import Bundle
 
 
@@ -38,6 +40,9 @@ class Scorer:
         self._levels = {c: pd.Index(levels) for c, levels in spec.categories.items()}
         self._code_of = {c: {v: float(i) for i, v in enumerate(levels)}
                          for c, levels in spec.categories.items()}
+        # the inputs that describe a shipment's state (not the clock): reasons' memory key
+        self._lasting = np.array([i for i, f in enumerate(spec.features) if f not in ON_DEMAND],
+                                 dtype=int)
 
     @property
     def version(self) -> str:
@@ -108,11 +113,13 @@ class Scorer:
             columns[c] = pd.DatetimeIndex(columns[c]).tz_localize("UTC")
         return pd.DataFrame(columns, index=vectors.index)
 
-    def score_columns(self, vectors: Mapping, reasons_from: float | None = 0.0) -> dict:
+    def score_columns(self, vectors: Mapping, reasons_from: float | None = 0.0,
+                      memory: ReasonsMemory | None = None) -> dict:
         """`score` without frames: a mapping of column -> array in, a dict of arrays out (ETAs
         as UTC datetime64[ns]). Reasons go to the rows with P(late) >= `reasons_from` ([] for
-        the others); None: no reasons column. A request's cost for a few rows is mostly frames,
-        so the online service calls this directly."""
+        the others); None: no reasons column. With a `memory`, reasons of a shipment whose
+        state it has seen are recalled, not computed (needs shipment_id). A request's cost for a
+        few rows is mostly frames, so the online service calls this directly."""
         n = _rows(vectors)
         X = self.matrix(vectors)
         p = self.bundle.p_late(X)
@@ -139,19 +146,31 @@ class Scorer:
             "model_version": np.full(n, self.version, dtype=object),
         }
         if reasons_from is not None:
-            columns["reasons"] = self._reasons_from(X, vectors, p, reasons_from)
+            explain = np.flatnonzero(p >= reasons_from)
+            columns["reasons"] = self._reasons_of(X, vectors, explain, n, memory)
         return columns
 
-    def _reasons_from(self, X: np.ndarray, vectors: Mapping, p: np.ndarray,
-                      from_p: float) -> list[list[str]]:
-        explain = np.flatnonzero(p >= from_p)
-        if len(explain) == len(p):
+    def _reasons_of(self, X: np.ndarray, vectors: Mapping, explain: np.ndarray, n: int,
+                    memory: ReasonsMemory | None) -> list[list[str]]:
+        """Reasons for the rows `explain` ([] for the others), recalled where `memory` can."""
+        if memory is None and len(explain) == n:
             return self._reasons(X, vectors)
-        out: list[list[str]] = [[] for _ in range(len(p))]
+        out: list[list[str]] = [[] for _ in range(n)]
+        if memory is not None and len(explain):
+            keys = memory.keys(self.version, _take(vectors["shipment_id"], explain),
+                               X[np.ix_(explain, self._lasting)])
+            recalled = memory.recall(keys)
+            for at, words in zip(explain.tolist(), recalled):
+                out[at] = words
+            missing = [j for j, words in enumerate(recalled) if words is None]
+            explain, keys = explain[missing], [keys[j] for j in missing]
         if len(explain):
             some = {c: _take(vectors[c], explain) for c in self.features}
-            for at, words in zip(explain.tolist(), self._reasons(X[explain], some)):
-                out[at] = words
+            words = self._reasons(X[explain], some)
+            for at, w in zip(explain.tolist(), words):
+                out[at] = w
+            if memory is not None:
+                memory.keep(keys, words)
         return out
 
 

@@ -47,6 +47,7 @@ from serving.metrics import metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import ApiKeyMiddleware, RequestLimitsMiddleware
 from serving.model_holder import ModelHolder
 from serving.options import ServeOptions
+from serving.reasons_memory import ReasonsMemory
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class ShipDelay:
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker
         self.reader = self._direct_reader()
+        seconds = self.options.reasons_seconds
+        self.reasons_memory = ReasonsMemory(seconds) if seconds > 0 else None
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
                                   on_event=self.metrics.model_event)
 
@@ -114,12 +117,13 @@ class ShipDelay:
         self.holder.maybe_reload()
         return self.holder.scorer
 
-    def _score(self, scorer, vectors: dict[str, np.ndarray],
-               reasons_from: float | None) -> list[Prediction]:
+    def _score(self, scorer, vectors: dict[str, np.ndarray], reasons_from: float | None,
+               memory: ReasonsMemory | None = None) -> list[Prediction]:
         """Score rows together; if that fails, row by row, so one bad row fails alone."""
         limit = self.options.max_feature_age_h
         try:
-            return predictions(scorer.score_columns(vectors, reasons_from), vectors, limit)
+            return predictions(scorer.score_columns(vectors, reasons_from, memory), vectors,
+                               limit)
         except Exception:
             log.exception("scoring %d row(s) failed; retrying one by one",
                           len(vectors["shipment_id"]))
@@ -178,7 +182,8 @@ class ShipDelay:
             live["request_time_s"] = np.full(int(scored.sum()), asked.timestamp())
             observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
             answers.update({item.shipment_id: item for item in
-                            self._score(scorer, live, self.options.reasons_from)})
+                            self._score(scorer, live, self.options.reasons_from,
+                                        self.reasons_memory)})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
         return answers
 

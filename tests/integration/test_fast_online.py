@@ -236,9 +236,9 @@ def test_cached_reader_equals_feast_and_reads_progress_fresh(world):
     ids = [UNKNOWN, *live[:40], delivered[0]]
     for _ in range(2):
         _assert_same(reader.vectors(ids, now), online_vectors(store, ids, now))
-    held = reader.tables._rows
-    assert set(held) == {r.view for r in reader.reads} - {"shipment_progress"}
-    assert UNKNOWN not in held["shipment_profile"] and live[0] in held["shipment_profile"]
+    assert reader.tables.views == {r.view for r in reader.reads} - {"shipment_progress"}
+    profiles = reader.tables.held("shipment_profile")
+    assert UNKNOWN not in profiles and live[0] in profiles
     progress = latest(off.read_view(offline_dir(settings), "shipment_progress"))
     shipment = next(s for s in live[:40] if s in set(progress["shipment_id"]))
     row = progress[progress["shipment_id"] == shipment].copy()

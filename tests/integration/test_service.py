@@ -143,6 +143,28 @@ def test_reasons_go_to_the_riskiest_from_the_configured_probability(service, wor
         assert item.reasons == (full.reasons if asked else [])
 
 
+def test_repeated_questions_recall_reasons_instead_of_computing_them(service, world):
+    from serving.reasons_memory import ReasonsMemory
+
+    scorer = service._scorer()
+    calls = []
+    real = scorer._reasons
+
+    def counted(X, some):
+        calls.append(len(X))
+        return real(X, some)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(service, "options", dataclasses.replace(service.options, reasons_from=0.0))
+        mp.setattr(service, "reasons_memory", ReasonsMemory())
+        mp.setattr(scorer, "_reasons", counted)
+        first = service.predict(world.live[:20])
+        again = service.predict(world.live[:20])
+    assert sum(calls) == sum(1 for i in first if i.ok)  # once each, the first time
+    assert [i.reasons for i in again] == [i.reasons for i in first]
+    assert all(i.reasons for i in again if i.ok)
+
+
 def test_reasons_threshold_from_the_environment_is_checked(monkeypatch):
     from serving.options import ServeOptions
 

@@ -82,3 +82,39 @@ def test_few_rows_get_the_codes_many_rows_get(scorer, vectors):
         few = np.concatenate([scorer._codes(c, odd.iloc[i:i + SMALL])
                               for i in range(0, len(odd), SMALL)])
         np.testing.assert_array_equal(few, bulk)
+
+
+def test_remembered_reasons_are_the_computed_ones_until_the_state_changes(scorer, vectors):
+    """A shipment's reasons are recalled while its state (all but the request-time features)
+    stands; a new state, a new model version or the end of the period computes them again."""
+    from serving.reasons_memory import ReasonsMemory
+
+    now = [0.0]
+    memory = ReasonsMemory(seconds=300, clock=lambda: now[0])
+    rows = _arrays(vectors)
+    fresh = scorer.score_columns(rows, reasons_from=0.0)["reasons"]
+    calls = []
+    real = scorer._reasons
+
+    def counted(X, some):
+        calls.append(len(X))
+        return real(X, some)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(scorer, "_reasons", counted)
+        assert scorer.score_columns(rows, 0.0, memory)["reasons"] == fresh
+        assert calls == [len(vectors)]
+        later = dict(rows, request_time_s=rows["request_time_s"] + 60.0,  # the clock moved on
+                     hours_since_last_scan=rows["hours_since_last_scan"] + 1 / 60)
+        assert scorer.score_columns(later, 0.0, memory)["reasons"] == fresh
+        assert calls == [len(vectors)]  # all recalled
+        moved = dict(rows, slip_h=np.where(np.arange(len(vectors)) < 5, 48.0, rows["slip_h"]))
+        again = scorer.score_columns(moved, 0.0, memory)["reasons"]
+        assert calls[-1] == 5  # only the shipments whose state changed
+        assert again == scorer.score_columns(moved, 0.0)["reasons"]
+        now[0] = 301.0
+        scorer.score_columns(rows, 0.0, memory)
+        assert calls[-1] == len(vectors)  # the period ended: computed again
+    other = ReasonsMemory.keys("other-version", rows["shipment_id"][:1],
+                               np.zeros((1, 3)))[0]
+    assert other not in memory._recent.current()
