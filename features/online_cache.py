@@ -5,9 +5,11 @@ model reads (the shipment's profile, the lane, carrier, customer and hub statist
 only when `shipdelay features build` materializes it, hours or a day apart. Reading those rows
 again for every request costs most of an online read (SQLite keeps one row per feature, so a
 shipment's profile alone is 26 B-tree lookups), so `CachedTables` keeps them for `seconds`
-(then forgets them all at once, `shipdelay.recent`) and reads only what it does not hold. Progress is always read
-from the store. An entity the store does not hold is not remembered, so a shipment booked
-after the last read is found as soon as it is materialized.
+(then forgets them all at once, `shipdelay.recent`) and reads only what it does not hold.
+Progress is always read from the store. A shipment the store does not hold is not remembered,
+so one booked after the last read is found as soon as it is materialized; a lane, carrier,
+customer or hub without statistics is remembered as such (a hub without weather observations
+would otherwise be asked for on every request).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ class CachedTables:
     """`tables.read` with the rows of `views` remembered for `seconds` (0: nothing is)."""
 
     def __init__(self, tables, seconds: float, views: Collection[str],
-                 clock: Callable[[], float] = time.monotonic):
+                 absent_too: Collection[str] = (), clock: Callable[[], float] = time.monotonic):
+        """`absent_too`: views whose entities the store does not hold are remembered as such
+        (a hub without weather observations), unlike shipments, which may be booked any time."""
         self.tables = tables
         self.views = frozenset(views) if seconds > 0 else frozenset()
+        self.absent_too = frozenset(absent_too) & self.views
         self._rows = {view: Recent(seconds, MAX_ROWS, clock) for view in self.views}
 
     def held(self, view: str) -> dict[str, tuple]:
@@ -53,6 +58,8 @@ class CachedTables:
                 present = np.zeros(len(asked), bool)
                 for a in arrays:
                     present |= np.not_equal(a, None) if a.dtype == object else ~np.isnan(a)
+                if read.view in self.absent_too:
+                    present[:] = True
                 for i, row in enumerate(zip(*(a.tolist() for a in arrays))):
                     if present[i]:
                         rows[asked[i]] = row

@@ -154,7 +154,8 @@ class OnlineReader:
         else:
             raise DirectReadUnsupported(f"online store type {kind}")
         built = {r.view for r in self.reads} - set(STREAMED_VIEWS)
-        self.tables = CachedTables(tables, cache_seconds, built)
+        shared = {r.view for r in self.reads if r.join_key != SHIPMENT_KEY}
+        self.tables = CachedTables(tables, cache_seconds, built, absent_too=shared)
         self.kind = kind
         self.first = [r for r in self.reads if r.join_key == SHIPMENT_KEY]
         self.second = [r for r in self.reads if r.join_key != SHIPMENT_KEY]

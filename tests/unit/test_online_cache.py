@@ -69,3 +69,17 @@ def test_an_empty_request_reads_empty_columns():
     profile, progress = _read(cache, [])
     assert [len(a) for a in profile + progress] == [0, 0, 0]
     assert profile[0].dtype == object and profile[1].dtype == float
+
+
+LANE = ViewRead("lane_stats", "t3", "lane_id", ("late_rate",), ("num",))
+
+
+def test_entities_without_statistics_are_remembered_as_such():
+    tables = FakeTables()
+    tables.rows["lane_stats"] = {"L1": (0.25,)}
+    cache = CachedTables(tables, 60, {"shipment_profile", "lane_stats"},
+                         absent_too={"lane_stats"})
+    for _ in range(2):
+        (lanes,) = cache.read([(LANE, ["L1", "L-NEW"])])
+        np.testing.assert_array_equal(lanes[0], [0.25, np.nan])
+    assert [a["lane_stats"] for a in tables.asked] == [["L1", "L-NEW"], []]
