@@ -15,6 +15,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from serving.options import ServeOptions
 from serving.serve import serve_command
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings
@@ -76,6 +77,7 @@ def ask(settings: Settings, n: int = 6, console: Console | None = None) -> list[
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    explained = ServeOptions.from_env().reasons_from  # the service's, from the same environment
     table = Table("shipment", "P(late)", "band", "delay h\nP50 / P90", "delivery (UTC)\nP50, P10..P90",
                   "why", title=f"POST /predict at {now:%Y-%m-%d %H:%M} UTC ({took_ms:.0f} ms)")
     for item in items:
@@ -85,7 +87,7 @@ def ask(settings: Settings, n: int = 6, console: Console | None = None) -> list[
         table.add_row(item["shipment_id"], f"{item['p_late']:.0%}", item["risk_band"],
                       f"{item['delay_p50_h']:+.0f} / {item['delay_p90_h']:+.0f}",
                       f"{item['eta'][5:16]}\n{item['eta_p10'][5:10]}..{item['eta_p90'][5:10]}",
-                      "\n".join(item["reasons"]))
+                      "\n".join(item["reasons"]) or f"[dim]explained from P(late) {explained:.0%}")
     console.print(table)
     console.print(f"model version {items[0].get('model_version')}; service stopped")
     return items
