@@ -30,12 +30,16 @@ import time
 
 import numpy as np
 from harness import row, scratch_dir
-from service_server import WRK, Server, check_answers, load
+from service_server import RUN_S, WRK, Server, check_answers, load, merged
 from service_world import BULK_IDS, bodies, live_ids, settings_of, world
 
 FULL = {"shipments": 50_000, "days": 120, "seed": 7}
 QUICK = {"shipments": 8_000, "days": 120, "seed": 7}
 C_LATENCY, C_THROUGHPUT, C_BULK = 1, 32, 8
+# the throughput pair runs in turns (noop, predict, noop, ...), so that a change in what else
+# the machine does in the meantime falls on both alike: one long run of each differed by 30%
+# between two runs of the same route minutes apart on this machine
+TURNS = 3
 
 
 def _timed(call, args: list, warmup: int = 5) -> np.ndarray:
@@ -54,6 +58,8 @@ def in_process(settings, live: list[str], now, rng: np.random.Generator, quick: 
     """References without HTTP, in this process, after the server stopped:
     - Scorer.score on the vectors the service would read (read beforehand, untimed), with and
       without the reasons (LightGBM's TreeSHAP), 1 and 100 rows per call;
+    - the service's own scoring call, `Scorer.score_columns` on the reader's arrays with reasons
+      for the service's default band and no memory of earlier reasons (every shipment is new);
     - the online read, direct (`OnlineReader.vectors`) and through Feast (`online_vectors`),
       1 and 100 ids per call."""
     from features.online import online_vectors
@@ -61,6 +67,7 @@ def in_process(settings, live: list[str], now, rng: np.random.Generator, quick: 
     from features.store import get_store
     from registry.loader import load_by_alias
     from serving.model_holder import limit_threads
+    from serving.options import ServeOptions
     from serving.scorer import Scorer
 
     bundle = load_by_alias(settings)
@@ -77,6 +84,9 @@ def in_process(settings, live: list[str], now, rng: np.random.Generator, quick: 
         parts = [vectors.iloc[lo:lo + n] for lo in starts]
         out[("score", n)] = _timed(scorer.score, parts)
         out[("score_no_reasons", n)] = _timed(lambda v: scorer.score(v, reasons=False), parts)
+        arrays = [{c: v[c].to_numpy() for c in v.columns} for v in parts]
+        out[("score_service", n)] = _timed(
+            lambda v: scorer.score_columns(v, ServeOptions().reasons_from), arrays)
         draws = [rng.choice(live, n, replace=False).tolist() for _ in range(k // 4)]
         out[("read_direct", n)] = _timed(lambda i: reader.vectors(i, now), draws)
         out[("read_feast", n)] = _timed(lambda i: online_vectors(store, i, now), draws)
@@ -101,12 +111,18 @@ def run(quick: bool) -> list[dict]:
             checked = check_answers(server, live)
             plan = [("noop_c1", "/noop", "noop", C_LATENCY),
                     ("predict1_c1", "/predict", "single", C_LATENCY),
-                    ("noop_c32", "/noop", "noop", C_THROUGHPUT),
-                    ("predict1_c32", "/predict", "single", C_THROUGHPUT),
+                    *[(f"{name}#{turn}", path, body, C_THROUGHPUT)
+                      for turn in range(TURNS)
+                      for name, path, body in (("noop_c32", "/noop", "noop"),
+                                               ("predict1_c32", "/predict", "single"))],
                     ("predict100_c8", "/predict", "bulk", C_BULK)]
+            turn_s = RUN_S["quick" if quick else "full"] / TURNS
             for name, path, body, c in plan:
                 print(f"   {name}: POST {path} ({body}), concurrency {c}", flush=True)
-                runs[name] = load(server, path, files[body], c, quick)
+                runs[name] = load(server, path, files[body], c, quick,
+                                  turn_s if "#" in name else None)
+            for name in ("noop_c32", "predict1_c32"):
+                runs[name] = merged([runs.pop(f"{name}#{turn}") for turn in range(TURNS)])
         finally:
             server.stop()
         server_command = server.command.replace(str(data), "<world>")
@@ -141,7 +157,7 @@ def run(quick: bool) -> list[dict]:
         return {"p50_ms": round(float(np.median(t)), 3),
                 "p99_ms": round(float(np.percentile(t, 99)), 3), "calls": len(t)}
 
-    scorer_rate = rate(("score", BULK_IDS))
+    scorer_rate = rate(("score_service", BULK_IDS))
     bulk_rate = round(n100["ok_rate_per_s"] * BULK_IDS, 1)
     ratio = p32["ok_rate_per_s"] / n32["ok_rate_per_s"] if n32["ok_rate_per_s"] else 0.0
     rows = [
@@ -166,7 +182,8 @@ def run(quick: bool) -> list[dict]:
         row("predict_100ids_c8_shipments_per_s", bulk_rate, "shipments/s",
             target=(">=", 20_000), target_applies=applies,
             measured_command=f"/predict {BULK_IDS} ids, c={C_BULK}",
-            reference={"name": f"Scorer.score in process, {BULK_IDS} rows per call (median)",
+            reference={"name": f"Scorer.score_columns in process as the service calls it, "
+                               f"{BULK_IDS} rows per call (median)",
                        "value": scorer_rate, "unit": "shipments/s",
                        "ratio": round(bulk_rate / scorer_rate, 3) if scorer_rate else None},
             run=summary("predict100_c8"), **facts),
@@ -175,11 +192,13 @@ def run(quick: bool) -> list[dict]:
         row("noop_c32_throughput", n32["ok_rate_per_s"], "req/s", measured_command="/noop, c=32",
             run=summary("noop_c32"), **facts),
     ]
-    for (what, n), label in (((k, n), k) for k in ("score", "score_no_reasons")
+    for (what, n), label in (((k, n), k) for k in ("score", "score_no_reasons", "score_service")
                              for n in (1, BULK_IDS)):
         rows.append(row(f"{label}_{n}row_inprocess", rate((what, n)), "shipments/s",
-                        measured_command=f"Scorer.score({n} row(s)"
-                        + (", reasons=False)" if what == "score_no_reasons" else ")"),
+                        measured_command=(
+                            f"Scorer.score_columns({n} row(s), reasons from the high band)"
+                            if what == "score_service" else f"Scorer.score({n} row(s)"
+                            + (", reasons=False)" if what == "score_no_reasons" else ")")),
                         **stats((what, n)), **facts))
     for n in (1, BULK_IDS):
         direct, feast = stats(("read_direct", n)), stats(("read_feast", n))

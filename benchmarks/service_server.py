@@ -168,9 +168,11 @@ def _python_client(url: str, bodies: Path, concurrency: int, seconds: float, war
             "loadgen_command": shlex.join(["python", "benchmarks/loadgen.py", *cmd[3:]])}
 
 
-def load(server: Server, path: str, bodies: Path, concurrency: int, quick: bool) -> dict:
-    """Warm up, then measure one (path, bodies, concurrency) run from a separate process."""
-    seconds = RUN_S["quick" if quick else "full"]
+def load(server: Server, path: str, bodies: Path, concurrency: int, quick: bool,
+         seconds: float | None = None) -> dict:
+    """Warm up, then measure one (path, bodies, concurrency) run from a separate process
+    (`seconds` long, default RUN_S)."""
+    seconds = seconds or RUN_S["quick" if quick else "full"]
     warmup = WARMUP_S["quick" if quick else "full"]
     url = f"{server.base}{path}"
     if WRK:
@@ -191,3 +193,27 @@ def load(server: Server, path: str, bodies: Path, concurrency: int, quick: bool)
     return out
 
 
+
+
+def merged(parts: list[dict]) -> dict:
+    """Runs of one (path, concurrency) taken in turns with another, as one run: counts and
+    windows summed, the rate over the summed window; each turn's rate and latencies kept."""
+    out = dict(parts[0])
+    statuses: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    window = sum(p["window_s"] for p in parts)
+    requests, ok = sum(p["requests"] for p in parts), sum(p["ok"] for p in parts)
+    out.update({"requests": requests, "ok": ok, "statuses": statuses,
+                "window_s": round(window, 3), "rate_per_s": round(requests / window, 2),
+                "ok_rate_per_s": round(ok / window, 2),
+                "turns": [{k: p.get(k) for k in ("ok_rate_per_s", "p50_ms", "p99_ms",
+                                                 "server_cpu_ms_per_request",
+                                                 "load_avg_1m_before")} for p in parts]})
+    for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "client_cpu_ms_per_request",
+              "server_cpu_ms_per_request"):
+        values = [p[k] for p in parts if p.get(k) is not None]
+        out[k] = round(float(sum(values) / len(values)), 3) if values else None
+    out["max_ms"] = max((p.get("max_ms") or 0.0) for p in parts)
+    return out
