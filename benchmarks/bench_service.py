@@ -140,7 +140,7 @@ def run(quick: bool) -> list[dict]:
 
     def summary(name: str) -> dict:
         r = runs[name]
-        keep = ("concurrency", "requests", "statuses", "window_s", "rate_per_s", "p50_ms",
+        keep = ("concurrency", "requests", "statuses", "window_s", "rate_per_s", "p50_ms", "turns",
                 "p90_ms", "p99_ms", "max_ms", "client_cpu_ms_per_request",
                 "server_cpu_ms_per_request", "load_avg_1m_before", "load_avg_1m_after",
                 "client", "loadgen_command")

@@ -343,10 +343,17 @@ def serve_cmd(
 def ask_cmd(
     shipments: Annotated[int, typer.Option(min=1, max=50, help="in-flight shipments to ask "
                                            "about")] = 6,
+    reasons_from: Annotated[float | None, typer.Option(
+        min=0, max=1, help="the service explains shipments with P(late) at least this (0: all); "
+                           "default: SHIPDELAY_SERVE_REASONS_FROM, else the high band")] = None,
 ) -> None:
     """Start the service, ask it about a few in-flight shipments, print the answers, stop it."""
+    import os
+
     from serving.demo import ask
 
+    if reasons_from is not None:
+        os.environ["SHIPDELAY_SERVE_REASONS_FROM"] = str(reasons_from)
     ask(get_settings(), shipments, console)
 
 
