@@ -7,15 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.loader import load_by_alias
+from registry.loader import MODEL_NAME, bundle_folder, client
 from serving.api import predictions
 from serving.scorer import Scorer
+from training.bundle import Bundle
 
 
 @pytest.fixture(scope="module")
 def scorer(trained):
-    settings, _, _ = trained
-    return Scorer(load_by_alias(settings, "challenger"))
+    """The version the training run registered (other tests move its aliases about)."""
+    settings, _, report = trained
+    c = client(settings)
+    mv = c.get_model_version(MODEL_NAME, str(report.version))
+    return Scorer(Bundle.load(bundle_folder(settings, c, mv), version=str(mv.version)))
 
 
 @pytest.fixture(scope="module")
