@@ -6,7 +6,8 @@ champion, all with the CLI, cached under benchmarks/results/worlds/. The service
 (benchmarks/service_server.py) is started exactly as `shipdelay serve` starts it
 (`serving.serve.serve_command`), one worker unless SHIPDELAY_BENCH_WORKERS says otherwise, on
 127.0.0.1, with an API key and its clock at the world's "now"; SHIPDELAY_SERVE_BATCHING and
-SHIPDELAY_ONLINE_READ pass through to it.
+SHIPDELAY_ONLINE_READ pass through to it, and so does SHIPDELAY_SERVE_CPUS (the cores the
+server's threads are pinned to; unset: any).
 
 The load generator is a separate process (wrk when installed, else benchmarks/loadgen.py):
 closed-loop keep-alive connections, each run bounded in time and in request count after an
@@ -136,6 +137,7 @@ def run(quick: bool) -> list[dict]:
              "ready_s": round(ready_s, 1), **checked,
              "batching": os.environ.get("SHIPDELAY_SERVE_BATCHING", "1"),
              "online_read": os.environ.get("SHIPDELAY_ONLINE_READ", "direct"),
+             "server_cpus": os.environ.get("SHIPDELAY_SERVE_CPUS") or "any",
              "load_generator": "wrk" if WRK else "benchmarks/loadgen.py"}
 
     def summary(name: str) -> dict:

@@ -46,6 +46,10 @@ class ServeOptions:
     # SHIPDELAY_SERVE_REASONS_SECONDS: how long /predict remembers a shipment's reasons while
     # its state (every feature but the request-time ones) stays the same; 0: always computed.
     reasons_seconds: float = REASONS_SECONDS
+    # SHIPDELAY_SERVE_CPUS ("1" or "0,1"): the cores each worker's threads may run on (unset:
+    # any). One worker is one interpreter lock; pinned to one core, its event loop and its
+    # batch thread stop handing the lock across cores (see benchmarks/README.md, service).
+    cpus: frozenset[int] | None = None
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -59,7 +63,32 @@ class ServeOptions:
             reasons_from=_probability("SHIPDELAY_SERVE_REASONS_FROM", REASONS_FROM),
             cache_seconds=_seconds("SHIPDELAY_SERVE_CACHE_SECONDS", CACHE_SECONDS),
             reasons_seconds=_seconds("SHIPDELAY_SERVE_REASONS_SECONDS", REASONS_SECONDS),
+            cpus=_cpus("SHIPDELAY_SERVE_CPUS"),
         )
+
+
+def _cpus(name: str) -> frozenset[int] | None:
+    text = (os.environ.get(name) or "").strip()
+    if not text:
+        return None
+    allowed = os.sched_getaffinity(0)
+    try:
+        cpus = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        cpus = frozenset()
+    if not cpus or not cpus <= allowed:
+        raise ValueError(f"{name} must list cores this process may use ({sorted(allowed)}), "
+                         f"comma-separated, not {text!r}")
+    return cpus
+
+
+def pin_threads(cpus: frozenset[int]) -> None:
+    """Keep every thread of this process, and those it starts later, on `cpus` (Linux)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
 
 
 def _seconds(name: str, default: float) -> float:

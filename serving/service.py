@@ -47,7 +47,7 @@ from serving.api import (
 from serving.metrics import metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import ApiKeyMiddleware, RequestLimitsMiddleware
 from serving.model_holder import ModelHolder
-from serving.options import ServeOptions
+from serving.options import ServeOptions, pin_threads
 from serving.reasons_memory import ReasonsMemory
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class ShipDelay:
         quiet_bad_input_logs()
         self.settings = get_settings()
         self.options = ServeOptions.from_env()
+        if self.options.cpus is not None:
+            pin_threads(self.options.cpus)
         self.metrics = metrics()
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker

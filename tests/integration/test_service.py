@@ -19,6 +19,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -668,3 +669,25 @@ def test_served_process_follows_a_new_champion_without_restart(served, world):
     assert seen == new, f"still serving {seen} after {RELOAD_TIMEOUT_S} s\n{served.tail()}"
     metrics = served.http.get("/metrics").text
     assert 'shipdelay_model_reloads_total{outcome="loaded"} 2.0' in metrics
+
+
+def test_cores_to_pin_to_are_checked_and_applied(monkeypatch):
+    from serving.options import ServeOptions
+
+    allowed = sorted(os.sched_getaffinity(0))
+    monkeypatch.setenv("SHIPDELAY_SERVE_CPUS", str(allowed[-1]))
+    assert ServeOptions.from_env().cpus == {allowed[-1]}
+    for bad in ("x", "9999", ","):
+        monkeypatch.setenv("SHIPDELAY_SERVE_CPUS", bad)
+        with pytest.raises(ValueError, match="SHIPDELAY_SERVE_CPUS"):
+            ServeOptions.from_env()
+    # applied in a process of its own: every thread, and one started afterwards, keeps to it
+    code = ("import os, threading; from serving.options import pin_threads; "
+            "t = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True); "
+            f"t.start(); pin_threads(frozenset([{allowed[-1]}])); "
+            "seen = [os.sched_getaffinity(int(x)) for x in os.listdir('/proc/self/task')]; "
+            "later = []; u = threading.Thread(target=lambda: later.append(os.sched_getaffinity(0)));"
+            " u.start(); u.join(); print(sorted(set(map(tuple, seen + later))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], check=True).stdout
+    assert out.strip() == str([(allowed[-1],)])
