@@ -76,7 +76,7 @@ class Scorer:
         """Category codes as the spec makes them (text, missing as "\0", unseen: NaN); text
         columns skip the conversion to pandas strings, which changes nothing for them."""
         levels = self._levels[feature]
-        array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+        array = _array(values)
         if len(array) <= SMALL:
             return self._few_codes(feature, array)
         if array.dtype == object and "\0" not in levels and \
@@ -125,9 +125,9 @@ class Scorer:
         p = self.bundle.p_late(X)
         q = self.bundle.delay_quantiles(X)
         # hours_to_promised is relative to the moment the features describe
-        asked = (np.asarray(vectors["request_time_s"], dtype=float) if "request_time_s" in vectors
-                 else np.full(n, pd.Timestamp.now(tz="UTC").timestamp()))
-        asked = (asked * 1e9).astype("int64").astype("M8[ns]")
+        asked = _instants(np.asarray(vectors["request_time_s"], dtype=float)
+                          if "request_time_s" in vectors
+                          else np.full(n, pd.Timestamp.now(tz="UTC").timestamp()))
         # a what-if row may ask about a promise centuries away: keep times representable
         hours = np.clip(_numeric(vectors["hours_to_promised"]), -1e5, 1e5)
         promised = asked + _hours(hours)
@@ -178,6 +178,15 @@ ETA_COLUMNS = ("eta", "eta_p10", "eta_p90")
 SMALL = 64  # up to this many rows, category codes come from dictionary lookups
 
 
+def _instants(seconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds as datetime64[ns], exactly as `pd.to_datetime(unit="s")` makes them (whole
+    seconds and the fraction rounded to 9 digits apart; seconds * 1e9 in one float drifts by
+    ~100 ns), without building an index."""
+    whole = seconds.astype("int64")
+    fraction = np.round(seconds - whole, 9)
+    return (whole * 1_000_000_000 + (fraction * 1e9).astype("int64")).astype("M8[ns]")
+
+
 def _nan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -186,14 +195,19 @@ def _rows(vectors: Mapping) -> int:
     return len(vectors) if isinstance(vectors, pd.DataFrame) else len(next(iter(vectors.values())))
 
 
+def _array(values) -> np.ndarray:
+    """A column (pandas Series or array-like) as a numpy array."""
+    return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+
+
 def _take(values, at: np.ndarray) -> np.ndarray:
-    return (values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values))[at]
+    return _array(values)[at]
 
 
 def _numeric(values) -> np.ndarray:
     """A column as float64: numpy numbers as they are, anything else as the spec converts it
     (text that is not a number: NaN)."""
-    array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    array = _array(values)
     if array.dtype.kind in "biuf":
         return array.astype(float, copy=False)
     return pd.to_numeric(pd.Series(array), errors="coerce").to_numpy(dtype=float)
