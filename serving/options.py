@@ -91,7 +91,8 @@ def pin_threads(cpus: frozenset[int]) -> None:
             pass
 
 
-def _seconds(name: str, default: float) -> float:
+def _number(name: str, default: float, ok, what: str) -> float:
+    """The number in environment variable `name` (default when unset), refused unless `ok`."""
     text = os.environ.get(name)
     if not text:
         return default
@@ -99,19 +100,15 @@ def _seconds(name: str, default: float) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a number of seconds, 0 or more, not {text!r}")
+    if not ok(value):
+        raise ValueError(f"{name} must be {what}, not {text!r}")
     return value
+
+
+def _seconds(name: str, default: float) -> float:
+    return _number(name, default, lambda v: 0.0 <= v < float("inf"),
+                   "a number of seconds, 0 or more")
 
 
 def _probability(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability between 0 and 1, not {text!r}")
-    return value
+    return _number(name, default, lambda v: 0.0 <= v <= 1.0, "a probability between 0 and 1")
