@@ -63,3 +63,21 @@ def trained(tmp_path_factory):
     split = current_split(settings)
     report = train(settings, split=split)
     return settings, split, report
+
+
+@pytest.fixture
+def reasons_calls(monkeypatch):
+    """`reasons_calls(scorer)` counts the rows each of that scorer's TreeSHAP calls explains
+    (the returned list grows by one entry a call) until the test ends."""
+
+    def watch(scorer) -> list[int]:
+        calls, real = [], scorer._reasons
+
+        def counted(X, some):
+            calls.append(len(X))
+            return real(X, some)
+
+        monkeypatch.setattr(scorer, "_reasons", counted)
+        return calls
+
+    return watch

@@ -144,21 +144,14 @@ def test_reasons_go_to_the_riskiest_from_the_configured_probability(service, wor
         assert item.reasons == (full.reasons if asked else [])
 
 
-def test_repeated_questions_recall_reasons_instead_of_computing_them(service, world):
+def test_repeated_questions_recall_reasons_instead_of_computing_them(service, world,
+                                                                   reasons_calls):
     from serving.reasons_memory import ReasonsMemory
 
-    scorer = service._scorer()
-    calls = []
-    real = scorer._reasons
-
-    def counted(X, some):
-        calls.append(len(X))
-        return real(X, some)
-
+    calls = reasons_calls(service._scorer())
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(service, "options", dataclasses.replace(service.options, reasons_from=0.0))
         mp.setattr(service, "reasons_memory", ReasonsMemory())
-        mp.setattr(scorer, "_reasons", counted)
         first = service.predict(world.live[:20])
         again = service.predict(world.live[:20])
     assert sum(calls) == sum(1 for i in first if i.ok)  # once each, the first time
@@ -175,6 +168,16 @@ def test_reasons_threshold_from_the_environment_is_checked(monkeypatch):
         monkeypatch.setenv("SHIPDELAY_SERVE_REASONS_FROM", bad)
         with pytest.raises(ValueError, match="SHIPDELAY_SERVE_REASONS_FROM"):
             ServeOptions.from_env()
+    monkeypatch.delenv("SHIPDELAY_SERVE_REASONS_FROM")
+    for name, field in (("SHIPDELAY_SERVE_CACHE_SECONDS", "cache_seconds"),
+                        ("SHIPDELAY_SERVE_REASONS_SECONDS", "reasons_seconds")):
+        monkeypatch.setenv(name, "0")
+        assert getattr(ServeOptions.from_env(), field) == 0.0
+        for bad in ("-1", "inf", "soon"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(ValueError, match=name):
+                ServeOptions.from_env()
+        monkeypatch.delenv(name)
 
 
 def test_class_answers_known_unknown_and_delivered_ids(service, world):

@@ -88,7 +88,8 @@ def test_few_rows_get_the_codes_many_rows_get(scorer, vectors):
         np.testing.assert_array_equal(few, bulk)
 
 
-def test_remembered_reasons_are_the_computed_ones_until_the_state_changes(scorer, vectors):
+def test_remembered_reasons_are_the_computed_ones_until_the_state_changes(scorer, vectors,
+                                                                         reasons_calls):
     """A shipment's reasons are recalled while its state (all but the request-time features)
     stands; a new state, a new model version or the end of the period computes them again."""
     from serving.reasons_memory import ReasonsMemory
@@ -97,28 +98,32 @@ def test_remembered_reasons_are_the_computed_ones_until_the_state_changes(scorer
     memory = ReasonsMemory(seconds=300, clock=lambda: now[0])
     rows = _arrays(vectors)
     fresh = scorer.score_columns(rows, reasons_from=0.0)["reasons"]
-    calls = []
-    real = scorer._reasons
+    calls = reasons_calls(scorer)
+    assert scorer.score_columns(rows, 0.0, memory)["reasons"] == fresh
+    assert calls == [len(vectors)]
+    later = dict(rows, request_time_s=rows["request_time_s"] + 60.0,  # the clock moved on
+                 hours_since_last_scan=rows["hours_since_last_scan"] + 1 / 60)
+    assert scorer.score_columns(later, 0.0, memory)["reasons"] == fresh
+    assert calls == [len(vectors)]  # all recalled
+    moved = dict(rows, slip_h=np.where(np.arange(len(vectors)) < 5, 48.0, rows["slip_h"]))
+    again = scorer.score_columns(moved, 0.0, memory)["reasons"]
+    assert calls[-1] == 5  # only the shipments whose state changed
+    assert again == scorer.score_columns(moved, 0.0)["reasons"]
+    now[0] = 301.0
+    scorer.score_columns(rows, 0.0, memory)
+    assert calls[-1] == len(vectors)  # the period ended: computed again
+    # the same shipments in the same state under another model version are not recalled
+    state = scorer.matrix(rows)[:, scorer._lasting]
+    ids = rows["shipment_id"]
+    assert all(w is not None for w in memory.recall(memory.keys(scorer.version, ids, state)))
+    assert all(w is None for w in memory.recall(memory.keys("another-version", ids, state)))
 
-    def counted(X, some):
-        calls.append(len(X))
-        return real(X, some)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(scorer, "_reasons", counted)
-        assert scorer.score_columns(rows, 0.0, memory)["reasons"] == fresh
-        assert calls == [len(vectors)]
-        later = dict(rows, request_time_s=rows["request_time_s"] + 60.0,  # the clock moved on
-                     hours_since_last_scan=rows["hours_since_last_scan"] + 1 / 60)
-        assert scorer.score_columns(later, 0.0, memory)["reasons"] == fresh
-        assert calls == [len(vectors)]  # all recalled
-        moved = dict(rows, slip_h=np.where(np.arange(len(vectors)) < 5, 48.0, rows["slip_h"]))
-        again = scorer.score_columns(moved, 0.0, memory)["reasons"]
-        assert calls[-1] == 5  # only the shipments whose state changed
-        assert again == scorer.score_columns(moved, 0.0)["reasons"]
-        now[0] = 301.0
-        scorer.score_columns(rows, 0.0, memory)
-        assert calls[-1] == len(vectors)  # the period ended: computed again
-    other = ReasonsMemory.keys("other-version", rows["shipment_id"][:1],
-                               np.zeros((1, 3)))[0]
-    assert other not in memory._recent.current()
+def test_request_times_become_the_instants_pandas_makes():
+    """The ETAs' anchor is built without pandas; it must be pandas' nanosecond, not a float's."""
+    from serving.scorer import _instants
+
+    rng = np.random.default_rng(0)
+    seconds = np.concatenate([1.77e9 + rng.random(20_000) * 3e7, [0.5, 1e9, -1.5]])
+    np.testing.assert_array_equal(_instants(seconds).view("i8"),
+                                  pd.to_datetime(seconds, unit="s").asi8)
