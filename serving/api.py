@@ -209,7 +209,7 @@ def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
     return np.nan_to_num(age, nan=-np.inf) > limit
 
 
-_ANSWERS = TypeAdapter(list[Prediction])
+ANSWERS = TypeAdapter(list[Prediction])  # the answers of one request
 
 
 def predictions(scored: Mapping, vectors: Mapping | None = None,
@@ -241,5 +241,5 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
         "model_version": np.asarray(scored["model_version"]).astype(str).tolist(),
     }
     names = list(columns)
-    return _ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}
+    return ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}
                                      for values in zip(*columns.values())])

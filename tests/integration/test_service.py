@@ -396,6 +396,27 @@ def test_http_predict_answers_each_id(asgi, world):
     assert unknown["error"] == "unknown shipment" and delivered["error"] == "already delivered"
 
 
+def test_answers_are_written_as_bentoml_writes_them(asgi, world, service):
+    """The routes' one-pass JSON writer gives the values BentoML's own response path gives."""
+    import asyncio
+
+    from _bentoml_impl.serde import JSONSerde
+    from _bentoml_sdk.io_models import IOMixin
+
+    from serving.service import ShipDelay
+
+    ids = [*world.live[:5], UNKNOWN_ID, world.delivered[0]]
+    items = service.score_ids(ids)
+    spec = ShipDelay.apis["predict"].output_spec
+    theirs = asyncio.run(IOMixin.to_http_response.__func__(spec, items, JSONSerde()))
+    ours = asyncio.run(spec.to_http_response(items, JSONSerde()))
+    theirs_body = b"".join(bytes(chunk) for chunk in theirs.body_iterator)
+    assert ours.media_type == "application/json"
+    assert json.loads(ours.body) == json.loads(theirs_body)
+    served = _post(asgi, "/predict", {"shipment_ids": ids}).json()
+    assert [i["shipment_id"] for i in served] == ids and served[0]["reasons"] is not None
+
+
 def test_what_if_matches_predict_and_slip_never_lowers_risk(asgi, world, service):
     ids = world.live[:20]
     rows = _jsonable(online_vectors(service.store, ids, AS_OF))
