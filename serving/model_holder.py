@@ -27,6 +27,8 @@ import pandas as pd
 from features.online import FeatureServiceMismatch, require_features
 from features.schema import CATEGORICAL, FEATURE_SERVICE, model_feature_names
 from registry.loader import CHAMPION, alias_version, load_by_alias
+from serving import compiled_trees
+from serving.compiled_trees import compile_bundle
 from serving.scorer import Scorer
 from shipdelay.settings import Settings
 from training.bundle import Bundle
@@ -171,6 +173,8 @@ class ModelHolder:
                 bundle = load_by_alias(self.settings, self.alias)
                 check_servable(bundle, self.store)
                 limit_threads(bundle, self.predict_threads)
+                if compiled_trees.enabled():
+                    compile_bundle(bundle, self.settings.data_dir / "compiled")
                 scorer = Scorer(bundle)
                 warm_up(scorer)
             except FeatureServiceMismatch as err:

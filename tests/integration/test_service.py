@@ -327,6 +327,24 @@ def test_holder_keeps_the_last_good_model(world, env, monkeypatch):
         mh.check_servable(foreign, None)
 
 
+def test_the_champion_is_served_from_compiled_trees(service):
+    from serving.compiled_trees import CompiledBooster
+
+    bundle = service.holder.scorer.bundle
+    assert isinstance(bundle.classifier, CompiledBooster)
+    assert all(isinstance(b, CompiledBooster) for b in bundle.quantiles.values())
+    assert list((service.settings.data_dir / "compiled").glob("*.o"))
+
+
+def test_holder_serves_lightgbm_when_compiling_is_off(world, env, monkeypatch):
+    from serving.compiled_trees import CompiledBooster
+    from serving.model_holder import ModelHolder
+
+    monkeypatch.setenv("SHIPDELAY_COMPILED_TREES", "0")
+    holder = ModelHolder(world.settings, background=False)
+    assert holder.ready and not isinstance(holder.scorer.bundle.classifier, CompiledBooster)
+
+
 def test_holder_without_a_champion_is_not_ready(world, env):
     from serving.model_holder import ModelHolder
 
