@@ -9,6 +9,11 @@ champion, all with the CLI, cached under benchmarks/results/worlds/. The service
 SHIPDELAY_ONLINE_READ pass through to it, and so does SHIPDELAY_SERVE_CPUS (the cores the
 server's threads are pinned to; unset: any).
 
+When Redis answers at 127.0.0.1:6379, the same plan runs twice more against the same world
+served from Redis (the `scale` profile's online store; database 13, materialized once per Redis
+lifetime by `features build`, see `service_world.in_redis`): with the same workers, and with one
+worker per core (metric names end in `_redis` and `_redis_<n>w`).
+
 The load generator is a separate process (wrk when installed, else benchmarks/loadgen.py):
 closed-loop keep-alive connections, each run bounded in time and in request count after an
 untimed warm-up. Requests ask about shipments in flight that the online store knows, drawn at
@@ -32,7 +37,15 @@ import time
 import numpy as np
 from harness import row, scratch_dir
 from service_server import RUN_S, WRK, Server, check_answers, load, merged
-from service_world import BULK_IDS, bodies, live_ids, settings_of, world
+from service_world import (
+    BULK_IDS,
+    bodies,
+    in_redis,
+    live_ids,
+    redis_unreachable,
+    settings_of,
+    world,
+)
 
 FULL = {"shipments": 50_000, "days": 120, "seed": 7}
 QUICK = {"shipments": 8_000, "days": 120, "seed": 7}
@@ -94,6 +107,36 @@ def in_process(settings, live: list[str], now, rng: np.random.Generator, quick: 
     return out
 
 
+def served(settings, now, tmp, workers: int, files: dict, live: list[str], quick: bool) -> dict:
+    """Start the service on `settings`' online store, run the plan against it, stop it."""
+    runs: dict[str, dict] = {}
+    server = Server(settings, now, tmp, workers)
+    try:
+        ready_s = server.wait_ready()
+        checked = check_answers(server, live)
+        plan = [("noop_c1", "/noop", "noop", C_LATENCY),
+                ("predict1_c1", "/predict", "single", C_LATENCY),
+                *[(f"{name}#{turn}", path, body, C_THROUGHPUT)
+                  for turn in range(TURNS)
+                  for name, path, body in (("noop_c32", "/noop", "noop"),
+                                           ("predict1_c32", "/predict", "single"))],
+                ("predict100_c8", "/predict", "bulk", C_BULK)]
+        turn_s = RUN_S["quick" if quick else "full"] / TURNS
+        for name, path, body, c in plan:
+            print(f"   {settings.online_store}, {workers} worker(s): {name}: POST {path} "
+                  f"({body}), concurrency {c}", flush=True)
+            runs[name] = load(server, path, files[body], c, quick,
+                              turn_s if "#" in name else None)
+        for name in ("noop_c32", "predict1_c32"):
+            runs[name] = merged([runs.pop(f"{name}#{turn}") for turn in range(TURNS)])
+    finally:
+        server.stop()
+    facts = {"online_store": settings.online_store, "workers": workers,
+             "ready_s": round(ready_s, 1), **checked,
+             "server_command": server.command.replace(str(settings.data_dir), "<world>")}
+    return {"runs": runs, "facts": facts}
+
+
 def run(quick: bool) -> list[dict]:
     from shipdelay.lake import Lake  # noqa: F401 - fail early if the package is not importable
 
@@ -103,53 +146,31 @@ def run(quick: bool) -> list[dict]:
     settings = settings_of(data)
     rng = np.random.default_rng(params["seed"])
     live, now = live_ids(settings, rng)
-    runs: dict[str, dict] = {}
+    # (label, settings, workers): the local profile as `shipdelay serve` starts it, then the
+    # scale profile's Redis online store with one worker and with one worker per core
+    setups = [("", settings, workers)]
+    why_not = redis_unreachable()
+    if why_not is None:
+        on_redis = in_redis(data, built.get("key") or str(data))
+        setups.append(("_redis", on_redis, workers))
+        cores = os.cpu_count() or 1
+        if cores > workers:
+            setups.append((f"_redis_{cores}w", on_redis, cores))
+    else:
+        print(f"   no Redis rows (the scale profile's online store): {why_not}", flush=True)
     with scratch_dir("shipdelay-bench-service-") as tmp:
         files = bodies(tmp, live, rng)
-        server = Server(settings, now, tmp, workers)
-        try:
-            ready_s = server.wait_ready()
-            checked = check_answers(server, live)
-            plan = [("noop_c1", "/noop", "noop", C_LATENCY),
-                    ("predict1_c1", "/predict", "single", C_LATENCY),
-                    *[(f"{name}#{turn}", path, body, C_THROUGHPUT)
-                      for turn in range(TURNS)
-                      for name, path, body in (("noop_c32", "/noop", "noop"),
-                                               ("predict1_c32", "/predict", "single"))],
-                    ("predict100_c8", "/predict", "bulk", C_BULK)]
-            turn_s = RUN_S["quick" if quick else "full"] / TURNS
-            for name, path, body, c in plan:
-                print(f"   {name}: POST {path} ({body}), concurrency {c}", flush=True)
-                runs[name] = load(server, path, files[body], c, quick,
-                                  turn_s if "#" in name else None)
-            for name in ("noop_c32", "predict1_c32"):
-                runs[name] = merged([runs.pop(f"{name}#{turn}") for turn in range(TURNS)])
-        finally:
-            server.stop()
-        server_command = server.command.replace(str(data), "<world>")
+        results = {label: served(s, now, tmp, n, files, live, quick) for label, s, n in setups}
     ref = in_process(settings, live, now, rng, quick)
 
     applies = not quick
     facts = {"world": {k: built.get(k) for k in ("shipments", "days", "seed", "champion",
                                                  "cached", "build_wall_s", "prebuilt")},
-             "online_store": "sqlite", "workers": workers, "live_ids": len(live),
-             "as_of": now.isoformat(), "server_command": server_command,
-             "ready_s": round(ready_s, 1), **checked,
+             "live_ids": len(live), "as_of": now.isoformat(),
              "batching": os.environ.get("SHIPDELAY_SERVE_BATCHING", "1"),
              "online_read": os.environ.get("SHIPDELAY_ONLINE_READ", "direct"),
              "server_cpus": os.environ.get("SHIPDELAY_SERVE_CPUS") or "any",
              "load_generator": "wrk" if WRK else "benchmarks/loadgen.py"}
-
-    def summary(name: str) -> dict:
-        r = runs[name]
-        keep = ("concurrency", "requests", "statuses", "window_s", "rate_per_s", "p50_ms", "turns",
-                "p90_ms", "p99_ms", "max_ms", "client_cpu_ms_per_request",
-                "server_cpu_ms_per_request", "load_avg_1m_before", "load_avg_1m_after",
-                "client", "loadgen_command")
-        return {k: r.get(k) for k in keep}
-
-    n1, n32, n100 = runs["noop_c1"], runs["noop_c32"], runs["predict100_c8"]
-    p1, p32 = runs["predict1_c1"], runs["predict1_c32"]
 
     def rate(key) -> float:  # shipments/s of the median call
         return round(key[1] * 1e3 / float(np.median(ref[key])), 1)
@@ -160,40 +181,11 @@ def run(quick: bool) -> list[dict]:
                 "p99_ms": round(float(np.percentile(t, 99)), 3), "calls": len(t)}
 
     scorer_rate = rate(("score_service", BULK_IDS))
-    bulk_rate = round(n100["ok_rate_per_s"] * BULK_IDS, 1)
-    ratio = p32["ok_rate_per_s"] / n32["ok_rate_per_s"] if n32["ok_rate_per_s"] else 0.0
-    rows = [
-        row("predict_1id_c1_p50", p1.get("p50_ms"), "ms", measured_command="/predict 1 id, c=1",
-            reference={"name": "/noop, concurrency 1, p50 (same server, same run)",
-                       "value": n1.get("p50_ms"), "unit": "ms"},
-            run=summary("predict1_c1"), **facts),
-        row("predict_1id_c1_p99", p1.get("p99_ms"), "ms", target=("<=", 15.0),
-            target_applies=applies, measured_command="/predict 1 id, c=1",
-            reference={"name": "/noop, concurrency 1, p99", "value": n1.get("p99_ms"),
-                       "unit": "ms", "ratio": _ratio(p1.get("p99_ms"), n1.get("p99_ms"))},
-            run=summary("predict1_c1"), **facts),
-        row("predict_1id_c32_throughput", p32["ok_rate_per_s"], "req/s",
-            measured_command="/predict 1 id, c=32",
-            reference={"name": "/noop, concurrency 32 (same server, same run)",
-                       "value": n32["ok_rate_per_s"], "unit": "req/s", "ratio": round(ratio, 3)},
-            run=summary("predict1_c32"), **facts),
-        row("predict_vs_noop_throughput_c32", round(ratio, 3), "x", target=(">=", 0.7),
-            target_applies=applies, measured_command="/predict 1 id vs /noop, c=32",
-            reference={"name": "/noop, concurrency 32", "value": n32["ok_rate_per_s"],
-                       "unit": "req/s"}, run=summary("predict1_c32"), **facts),
-        row("predict_100ids_c8_shipments_per_s", bulk_rate, "shipments/s",
-            target=(">=", 20_000), target_applies=applies,
-            measured_command=f"/predict {BULK_IDS} ids, c={C_BULK}",
-            reference={"name": f"Scorer.score_columns in process as the service calls it, "
-                               f"{BULK_IDS} rows per call (median)",
-                       "value": scorer_rate, "unit": "shipments/s",
-                       "ratio": round(bulk_rate / scorer_rate, 3) if scorer_rate else None},
-            run=summary("predict100_c8"), **facts),
-        row("noop_c1_p50", n1.get("p50_ms"), "ms", measured_command="/noop, c=1",
-            p99_ms=n1.get("p99_ms"), run=summary("noop_c1"), **facts),
-        row("noop_c32_throughput", n32["ok_rate_per_s"], "req/s", measured_command="/noop, c=32",
-            run=summary("noop_c32"), **facts),
-    ]
+    rows = []
+    for label, result in results.items():
+        rows += http_rows(result["runs"], {**facts, **result["facts"]}, scorer_rate, applies,
+                          label)
+    facts["online_store"] = "sqlite"
     for (what, n), label in (((k, n), k) for k in ("score", "score_no_reasons", "score_service")
                              for n in (1, BULK_IDS)):
         rows.append(row(f"{label}_{n}row_inprocess", rate((what, n)), "shipments/s",
@@ -211,6 +203,57 @@ def run(quick: bool) -> list[dict]:
                                    "ratio": _ratio(direct["p50_ms"], feast["p50_ms"])},
                         direct=direct, feast=feast, **facts))
     return rows
+
+
+def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix: str
+              ) -> list[dict]:
+    """The rows of one served run (metric names end in `suffix`: "" for SQLite)."""
+
+    def summary(name: str) -> dict:
+        r = runs[name]
+        keep = ("concurrency", "requests", "statuses", "window_s", "rate_per_s", "p50_ms", "turns",
+                "p90_ms", "p99_ms", "max_ms", "client_cpu_ms_per_request",
+                "server_cpu_ms_per_request", "load_avg_1m_before", "load_avg_1m_after",
+                "client", "loadgen_command")
+        return {k: r.get(k) for k in keep}
+
+    n1, n32, n100 = runs["noop_c1"], runs["noop_c32"], runs["predict100_c8"]
+    p1, p32 = runs["predict1_c1"], runs["predict1_c32"]
+    bulk_rate = round(n100["ok_rate_per_s"] * BULK_IDS, 1)
+    ratio = p32["ok_rate_per_s"] / n32["ok_rate_per_s"] if n32["ok_rate_per_s"] else 0.0
+    return [
+        row(f"predict_1id_c1_p50{suffix}", p1.get("p50_ms"), "ms",
+            measured_command="/predict 1 id, c=1",
+            reference={"name": "/noop, concurrency 1, p50 (same server, same run)",
+                       "value": n1.get("p50_ms"), "unit": "ms"},
+            run=summary("predict1_c1"), **facts),
+        row(f"predict_1id_c1_p99{suffix}", p1.get("p99_ms"), "ms", target=("<=", 15.0),
+            target_applies=applies, measured_command="/predict 1 id, c=1",
+            reference={"name": "/noop, concurrency 1, p99", "value": n1.get("p99_ms"),
+                       "unit": "ms", "ratio": _ratio(p1.get("p99_ms"), n1.get("p99_ms"))},
+            run=summary("predict1_c1"), **facts),
+        row(f"predict_1id_c32_throughput{suffix}", p32["ok_rate_per_s"], "req/s",
+            measured_command="/predict 1 id, c=32",
+            reference={"name": "/noop, concurrency 32 (same server, same run)",
+                       "value": n32["ok_rate_per_s"], "unit": "req/s", "ratio": round(ratio, 3)},
+            run=summary("predict1_c32"), **facts),
+        row(f"predict_vs_noop_throughput_c32{suffix}", round(ratio, 3), "x", target=(">=", 0.7),
+            target_applies=applies, measured_command="/predict 1 id vs /noop, c=32",
+            reference={"name": "/noop, concurrency 32", "value": n32["ok_rate_per_s"],
+                       "unit": "req/s"}, run=summary("predict1_c32"), **facts),
+        row(f"predict_100ids_c8_shipments_per_s{suffix}", bulk_rate, "shipments/s",
+            target=(">=", 20_000), target_applies=applies,
+            measured_command=f"/predict {BULK_IDS} ids, c={C_BULK}",
+            reference={"name": f"Scorer.score_columns in process as the service calls it, "
+                               f"{BULK_IDS} rows per call (median)",
+                       "value": scorer_rate, "unit": "shipments/s",
+                       "ratio": round(bulk_rate / scorer_rate, 3) if scorer_rate else None},
+            run=summary("predict100_c8"), **facts),
+        row(f"noop_c1_p50{suffix}", n1.get("p50_ms"), "ms", measured_command="/noop, c=1",
+            p99_ms=n1.get("p99_ms"), run=summary("noop_c1"), **facts),
+        row(f"noop_c32_throughput{suffix}", n32["ok_rate_per_s"], "req/s",
+            measured_command="/noop, c=32", run=summary("noop_c32"), **facts),
+    ]
 
 
 def _ratio(a, b):

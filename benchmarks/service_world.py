@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 WORLDS = HERE / "results" / "worlds"
 API_KEY = "bench-key-0123456789"
 BULK_IDS = 100
+REDIS_URL = "redis://127.0.0.1:6379/13"  # the service benchmark's own database (flushed)
+REDIS_MARK = "shipdelay-bench:world"
 # the code that builds the world (not the online read path or the service, which are measured)
 SOURCES = ("shipdelay/world", "shipdelay/lake.py", "shipdelay/contract.py", "features/repo",
            "features/schema.py", "features/tables.py", "features/transforms.py",
@@ -81,17 +83,7 @@ def world(params: dict) -> tuple[Path, dict]:
              ["features", "build"], ["train"], ["promote"]]
     walls = {}
     for step in steps:
-        cmd = [str(VENV_BIN / "shipdelay"), *step]
-        print(f"   building the world: {shlex.join(cmd[1:])}", flush=True)
-        t = time.perf_counter()
-        with open(folder / "build.log", "ab") as log:
-            done = subprocess.run(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                                  check=False)
-        if done.returncode != 0:
-            tail = (folder / "build.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{shlex.join(cmd)} exited with {done.returncode}:\n{tail}")
-        walls[step[0] if step[0] != "features" else "features_build"] = round(
-            time.perf_counter() - t, 1)
+        walls[step[0] if step[0] != "features" else "features_build"] = _cli(folder, env, step)
     from registry.loader import CHAMPION, alias_version
 
     champion = alias_version(settings_of(folder / "data"), CHAMPION)
@@ -100,6 +92,52 @@ def world(params: dict) -> tuple[Path, dict]:
     facts = {**params, "build_wall_s": walls, "champion": champion, "key": key}
     marker.write_text(json.dumps(facts))
     return folder / "data", {**facts, "cached": False}
+
+
+def _cli(folder: Path, env: dict, step: list[str]) -> float:
+    """Run one `shipdelay` command for the world in `folder` (logged to build.log); seconds."""
+    cmd = [str(VENV_BIN / "shipdelay"), *step]
+    print(f"   building the world: {shlex.join(cmd[1:])}", flush=True)
+    t = time.perf_counter()
+    with open(folder / "build.log", "ab") as log:
+        done = subprocess.run(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                              check=False)
+    if done.returncode != 0:
+        tail = (folder / "build.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {done.returncode}:\n{tail}")
+    return round(time.perf_counter() - t, 1)
+
+
+def redis_unreachable() -> str | None:
+    """Why the benchmark's Redis database cannot be used, or None."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis rows
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def in_redis(data: Path, key: str):
+    """Settings serving the world from Redis (the `scale` profile's online store): the world's
+    online rows materialized into database REDIS_DB once per Redis lifetime (Redis here keeps
+    nothing on disk) by `features build` on the world's own lake, which writes the same offline
+    tables again (~1 min); a marker key names the world the database holds."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=30)
+    if client.get(REDIS_MARK) != key.encode():
+        client.flushdb()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPDELAY_")}
+        env.update({"SHIPDELAY_DATA_DIR": str(data), "SHIPDELAY_PROFILE": "local",
+                    "SHIPDELAY_ONLINE_STORE": "redis", "SHIPDELAY_REDIS_URL": REDIS_URL,
+                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+        print(f"   materializing the world into {REDIS_URL}", flush=True)
+        _cli(data.parent, env, ["features", "build"])
+        client.set(REDIS_MARK, key)
+    return settings_of(data).model_copy(update={"online_store": "redis",
+                                                "redis_url": REDIS_URL})
 
 
 def live_ids(settings, rng: np.random.Generator, limit: int = 4_000) -> tuple[list[str], object]:
