@@ -254,3 +254,28 @@ def test_reader_refuses_what_it_cannot_reproduce(world):
     store.config.entity_key_serialization_version = 2
     with pytest.raises(DirectReadUnsupported, match="serialization version 2"):
         OnlineReader(store)
+
+
+@pytest.mark.parametrize("world", ["redis"], indirect=True)
+def test_redis_wire_reads_retry_a_dropped_connection_and_drop_a_failed_one(world):
+    """The reader's hand-written HMGETs go out on a pooled connection: one the server dropped
+    is replaced once, and one left with unread replies by an error is never used again."""
+    import redis
+
+    from features.online_fast import _RedisHashes
+
+    settings, store, now, live, _, _ = world
+    hashes = OnlineReader(store).tables.tables
+    assert isinstance(hashes, _RedisHashes)
+    ping, echo = b"*1\r\n$4\r\nPING\r\n", b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\n"
+    assert hashes._send(ping, 1) == [b"PONG"]  # a pooled connection now exists
+    admin = redis.Redis.from_url(settings.redis_url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert hashes._send(ping * 2, 2) == [b"PONG", b"PONG"]
+    admin.set("shipdelay-test:not-a-hash", "x")
+    wrong = b"*3\r\n$5\r\nHMGET\r\n$25\r\nshipdelay-test:not-a-hash\r\n$1\r\na\r\n"
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        hashes._send(wrong + echo % (5, b"stale"), 2)
+    assert hashes._send(echo % (5, b"fresh"), 1) == [b"fresh"]
+    fast = OnlineReader(store).vectors(live[:20], now)  # and reads still agree with Feast
+    _assert_same(fast, online_vectors(store, live[:20], now))
