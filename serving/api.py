@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from features.schema import CATEGORICAL, model_feature_names
+from serving.columns import as_numbers
 
 MAX_IDS = 500
 MAX_ROWS = 200  # a full row is ~2 kB of JSON: 200 rows stay well under the 1 MB limit
@@ -171,7 +172,7 @@ def failed(shipment_id: str, error: str, model_version: str | None = None) -> Pr
 
 def _numbers(*columns) -> list[list[float | None]]:
     """Each column as floats, None where missing or not finite (one conversion for all)."""
-    x = np.column_stack([pd.to_numeric(c, errors="coerce") for c in columns]).astype(float)
+    x = np.column_stack([as_numbers(c) for c in columns])
     ok = np.isfinite(x)
     return [[v if good else None for v, good in zip(col, fine)]
             for col, fine in zip(x.T.tolist(), ok.T.tolist())]
@@ -201,11 +202,12 @@ def _times(*columns) -> list[list[datetime | None]]:
 def stale_mask(age_h: pd.Series, mode: pd.Series | None = None,
                default_h: float = MAX_FEATURE_AGE_H) -> np.ndarray:
     """Rows whose last scan is older than the limit for their current mode (no scan: not stale)."""
-    age = np.asarray(pd.to_numeric(age_h, errors="coerce"), dtype=float)
-    limit = np.full(len(age), float(default_h))
-    if mode is not None:
-        at = pd.Index(list(MAX_SCAN_GAP_H)).get_indexer(np.asarray(mode, dtype=object))
-        limit = np.where(at >= 0, np.array(list(MAX_SCAN_GAP_H.values()))[at], limit)
+    age = as_numbers(age_h)
+    if mode is None:
+        limit = np.full(len(age), float(default_h))
+    else:  # a dictionary lookup a row: a request's rows are few, a batch's modes are four
+        limit = np.array([MAX_SCAN_GAP_H.get(m, default_h) if isinstance(m, str) else default_h
+                          for m in np.asarray(mode, dtype=object).tolist()], dtype=float)
     return np.nan_to_num(age, nan=-np.inf) > limit
 
 

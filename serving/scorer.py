@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import ON_DEMAND
+from serving.columns import as_array, as_numbers
 from serving.reasons import top_reasons
 from serving.reasons_memory import ReasonsMemory
 from training.bundle import Bundle
@@ -69,14 +70,14 @@ class Scorer:
             return spec.matrix(pd.DataFrame(dict(vectors))).to_numpy(dtype=float)  # names them
         X = np.empty((_rows(vectors), len(spec.features)), order="F")
         for i, c in enumerate(spec.features):
-            X[:, i] = self._codes(c, vectors[c]) if c in self._levels else _numeric(vectors[c])
+            X[:, i] = self._codes(c, vectors[c]) if c in self._levels else as_numbers(vectors[c])
         return X
 
     def _codes(self, feature: str, values) -> np.ndarray:
         """Category codes as the spec makes them (text, missing as "\0", unseen: NaN); text
         columns skip the conversion to pandas strings, which changes nothing for them."""
         levels = self._levels[feature]
-        array = _array(values)
+        array = as_array(values)
         if len(array) <= SMALL:
             return self._few_codes(feature, array)
         if array.dtype == object and "\0" not in levels and \
@@ -129,7 +130,7 @@ class Scorer:
                           if "request_time_s" in vectors
                           else np.full(n, pd.Timestamp.now(tz="UTC").timestamp()))
         # a what-if row may ask about a promise centuries away: keep times representable
-        hours = np.clip(_numeric(vectors["hours_to_promised"]), -1e5, 1e5)
+        hours = np.clip(as_numbers(vectors["hours_to_promised"]), -1e5, 1e5)
         promised = asked + _hours(hours)
         # the three delivery times' offsets from the promise (P50, P10, P90) in one conversion
         delays = _hours(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5))
@@ -195,19 +196,5 @@ def _rows(vectors: Mapping) -> int:
     return len(vectors) if isinstance(vectors, pd.DataFrame) else len(next(iter(vectors.values())))
 
 
-def _array(values) -> np.ndarray:
-    """A column (pandas Series or array-like) as a numpy array."""
-    return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
-
-
 def _take(values, at: np.ndarray) -> np.ndarray:
-    return _array(values)[at]
-
-
-def _numeric(values) -> np.ndarray:
-    """A column as float64: numpy numbers as they are, anything else as the spec converts it
-    (text that is not a number: NaN)."""
-    array = _array(values)
-    if array.dtype.kind in "biuf":
-        return array.astype(float, copy=False)
-    return pd.to_numeric(pd.Series(array), errors="coerce").to_numpy(dtype=float)
+    return as_array(values)[at]
