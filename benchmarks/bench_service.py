@@ -80,12 +80,16 @@ def in_process(settings, live: list[str], now, rng: np.random.Generator, quick: 
     from features.online_fast import OnlineReader
     from features.store import get_store
     from registry.loader import load_by_alias
+    from serving import compiled_trees
+    from serving.compiled_trees import compile_bundle
     from serving.model_holder import limit_threads
     from serving.options import ServeOptions
     from serving.scorer import Scorer
 
     bundle = load_by_alias(settings)
     limit_threads(bundle, 1)
+    if compiled_trees.enabled():  # as the service's model holder does
+        compile_bundle(bundle, settings.data_dir / "compiled")
     scorer = Scorer(bundle)
     store = get_store(settings)
     reader = OnlineReader(store)
