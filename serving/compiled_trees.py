@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -77,6 +78,7 @@ def compile_booster(booster: lgb.Booster, cache: Path) -> CompiledBooster:
 def compile_bundle(bundle: Bundle, cache: Path) -> list[str]:
     """Swap each of `bundle`'s boosters for its compiled form in place; returns the names of
     those left to LightGBM (with the reason logged)."""
+    started = time.perf_counter()
     left = []
     boosters = {"classifier": bundle.classifier,
                 **{f"delay_q{int(q * 100):02d}": b for q, b in bundle.quantiles.items()}}
@@ -91,4 +93,6 @@ def compile_bundle(bundle: Bundle, cache: Path) -> list[str]:
     bundle.classifier = compiled.get("classifier", bundle.classifier)
     bundle.quantiles = {q: compiled.get(f"delay_q{int(q * 100):02d}", b)
                         for q, b in bundle.quantiles.items()}
+    log.info("model version %s: %d of %d boosters predict from compiled trees (%.1f s)",
+             bundle.version, len(compiled), len(boosters), time.perf_counter() - started)
     return left
