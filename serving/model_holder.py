@@ -8,6 +8,9 @@ and rollback are therefore deployments without a restart. When the registry cann
 the alias is gone, or the new version fails to load or is refused, the last good model keeps
 serving; each outcome is logged and reported to `on_event` (the service counts them).
 
+A version's boosters are compiled to machine code before it is swapped in
+(`serving.compiled_trees`; SHIPDELAY_COMPILED_TREES=0 keeps LightGBM's own predict).
+
 The swap is one attribute assignment: a request reads `holder.scorer` once and keeps that
 Scorer, so it never mixes two versions.
 """
@@ -28,7 +31,6 @@ from features.online import FeatureServiceMismatch, require_features
 from features.schema import CATEGORICAL, FEATURE_SERVICE, model_feature_names
 from registry.loader import CHAMPION, alias_version, load_by_alias
 from serving import compiled_trees
-from serving.compiled_trees import compile_bundle
 from serving.scorer import Scorer
 from shipdelay.settings import Settings
 from training.bundle import Bundle
@@ -174,7 +176,7 @@ class ModelHolder:
                 check_servable(bundle, self.store)
                 limit_threads(bundle, self.predict_threads)
                 if compiled_trees.enabled():
-                    compile_bundle(bundle, self.settings.data_dir / "compiled")
+                    compiled_trees.compile_bundle(bundle, self.settings.data_dir / "compiled")
                 scorer = Scorer(bundle)
                 warm_up(scorer)
             except FeatureServiceMismatch as err:
