@@ -17,6 +17,7 @@ MAX_BODY_BYTES = 1_000_000
 REASONS_FROM = Thresholds().high
 CACHE_SECONDS = 60.0
 REASONS_SECONDS = reasons_memory.SECONDS
+GC_THRESHOLD = (50_000, 20, 100)
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -50,6 +51,11 @@ class ServeOptions:
     # any). One worker is one interpreter lock; pinned to one core, its event loop and its
     # batch thread stop handing the lock across cores (see benchmarks/README.md, service).
     cpus: frozenset[int] | None = None
+    # SHIPDELAY_SERVE_GC_THRESHOLD ("50000,20,100"; "0": Python's own 700,10,10): the cycle
+    # collector's thresholds. A loaded service allocates fast and keeps what it caches; with
+    # Python's defaults, full passes over the caches came every second or so and took up to
+    # ~130 ms each (a request that meets one waits that long), see benchmarks/README.md.
+    gc_threshold: tuple[int, int, int] | None = GC_THRESHOLD
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -64,7 +70,24 @@ class ServeOptions:
             cache_seconds=_seconds("SHIPDELAY_SERVE_CACHE_SECONDS", CACHE_SECONDS),
             reasons_seconds=_seconds("SHIPDELAY_SERVE_REASONS_SECONDS", REASONS_SECONDS),
             cpus=_cpus("SHIPDELAY_SERVE_CPUS"),
+            gc_threshold=_gc_threshold("SHIPDELAY_SERVE_GC_THRESHOLD"),
         )
+
+
+def _gc_threshold(name: str) -> tuple[int, int, int] | None:
+    text = (os.environ.get(name) or "").strip()
+    if not text:
+        return GC_THRESHOLD
+    if text == "0":
+        return None
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"{name} must be three positive integers (gen0,gen1,gen2) or 0, "
+                         f"not {text!r}")
+    return values
 
 
 def _cpus(name: str) -> frozenset[int] | None:

@@ -180,6 +180,22 @@ def test_reasons_threshold_from_the_environment_is_checked(monkeypatch):
         monkeypatch.delenv(name)
 
 
+def test_collector_thresholds_from_the_environment(monkeypatch, service):
+    import gc
+
+    from serving.options import GC_THRESHOLD, ServeOptions
+
+    assert gc.get_threshold() == GC_THRESHOLD == service.options.gc_threshold  # set at start
+    monkeypatch.setenv("SHIPDELAY_SERVE_GC_THRESHOLD", "10000,10,10")
+    assert ServeOptions.from_env().gc_threshold == (10_000, 10, 10)
+    monkeypatch.setenv("SHIPDELAY_SERVE_GC_THRESHOLD", "0")
+    assert ServeOptions.from_env().gc_threshold is None  # Python's own
+    for bad in ("700,10", "a,b,c", "700,0,10"):
+        monkeypatch.setenv("SHIPDELAY_SERVE_GC_THRESHOLD", bad)
+        with pytest.raises(ValueError, match="SHIPDELAY_SERVE_GC_THRESHOLD"):
+            ServeOptions.from_env()
+
+
 def test_class_answers_known_unknown_and_delivered_ids(service, world):
     ids = [world.live[0], UNKNOWN_ID, world.delivered[0], world.live[1]]
     items = service.predict(ids)
