@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from harness import VENV_BIN, check, measure_command, row, scratch_dir
+from harness import VENV_BIN, check, measure_command, redis_problem, row, scratch_dir
 
 FULL = {"shipments": 50_000, "days": 120, "seed": 7, "workers": 2}
 QUICK = {**FULL, "shipments": 5_000, "days": 60}
@@ -48,14 +48,6 @@ def _redis_client():
     import redis
 
     return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5)
-
-
-def _redis_unreachable() -> str | None:
-    try:
-        _redis_client().ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis rows
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _entity_keys(ids: list[str]) -> list[bytes]:
@@ -193,7 +185,7 @@ def run(quick: bool) -> list[dict]:
     sim_cmd = [str(VENV_BIN / "shipdelay"), "simulate", "--shipments", str(params["shipments"]),
                "--days", str(params["days"]), "--seed", str(params["seed"]),
                "--workers", str(params["workers"]), "--ceiling-shipments", "0"]
-    redis_note = _redis_unreachable()
+    redis_note = redis_problem(REDIS_URL)
     kinds = ["sqlite"] + ([] if redis_note else ["redis"])
     if redis_note:
         print(f"   Redis at {REDIS_URL} unreachable ({redis_note}): Redis rows skipped", flush=True)

@@ -35,14 +35,14 @@ import os
 import time
 
 import numpy as np
-from harness import row, scratch_dir
+from harness import redis_problem, row, scratch_dir
 from service_server import RUN_S, WRK, Server, check_answers, load, merged
 from service_world import (
     BULK_IDS,
+    REDIS_URL,
     bodies,
     in_redis,
     live_ids,
-    redis_unreachable,
     settings_of,
     world,
 )
@@ -153,7 +153,7 @@ def run(quick: bool) -> list[dict]:
     # (label, settings, workers): the local profile as `shipdelay serve` starts it, then the
     # scale profile's Redis online store with one worker and with one worker per core
     setups = [("", settings, workers)]
-    why_not = redis_unreachable()
+    why_not = redis_problem(REDIS_URL)
     if why_not is None:
         on_redis = in_redis(data, built.get("key") or str(data))
         setups.append(("_redis", on_redis, workers))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from harness import VENV_BIN, row, scratch_dir
+from harness import VENV_BIN, redis_problem, row, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # 130 days after the cut hold the three blocks (50,000 + 50,000 + 150,000 events)
@@ -61,16 +61,6 @@ def _world(tmp: Path, params: dict) -> dict:
     for args in (["simulate", *params["world"]], ["features", "build"], ["train"], ["promote"]):
         _sh(args, env, log)
     return env
-
-
-def _redis_problem() -> str | None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=3).flushdb()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis rows
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _store(source, tmp: Path, kind: str, cut: pd.Timestamp):
@@ -213,10 +203,10 @@ def run(quick: bool) -> list[dict]:
         # three blocks of the stream: capacity with one consumer, capacity with the group, then
         # the paced phase with the group
         mid, split = (after.iloc[min(k * params["capacity"], len(after) - 1)] for k in (1, 2))
-        redis_problem = _redis_problem()
+        redis_note = redis_problem(REDIS_URL, flush=True)
         for kind in ("sqlite", "redis"):
-            if kind == "redis" and redis_problem:
-                print(f"redis rows skipped: {redis_problem}")
+            if kind == "redis" and redis_note:
+                print(f"redis rows skipped: {redis_note}")
                 continue
             ws = _store(source, tmp, kind, cut)
             log = tmp / f"{kind}.log"
@@ -257,6 +247,6 @@ def run(quick: bool) -> list[dict]:
                 row(f"{kind}_latency_p99", round(float(p99), 3), "s", target=("<=", 2.0),
                     rate=rate, events=len(lat), **common),
             ]
-        if not redis_problem:
-            _redis_problem()  # flush again
+        if not redis_note:
+            redis_problem(REDIS_URL, flush=True)  # flush again
     return rows

@@ -141,6 +141,19 @@ def check(run: ProcessRun, cmd: Sequence[str]) -> None:
         raise RuntimeError(f"{shlex.join(cmd)} exited with {run.returncode}:\n{run.output_tail}")
 
 
+def redis_problem(url: str, flush: bool = False) -> str | None:
+    """Why the Redis database at `url` cannot be used by a benchmark (None: it can); `flush`
+    empties it on the way (a benchmark's own database only)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        client.flushdb() if flush else client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis rows
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 @contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary directory (under $TMPDIR) that is deleted afterwards, even on error."""

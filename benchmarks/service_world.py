@@ -14,12 +14,10 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
-from harness import ROOT, VENV_BIN
+from harness import ROOT, VENV_BIN, check, measure_command
 
 HERE = Path(__file__).resolve().parent
 WORLDS = HERE / "results" / "worlds"
@@ -94,29 +92,15 @@ def world(params: dict) -> tuple[Path, dict]:
     return folder / "data", {**facts, "cached": False}
 
 
-def _cli(folder: Path, env: dict, step: list[str]) -> float:
-    """Run one `shipdelay` command for the world in `folder` (logged to build.log); seconds."""
+def _cli(folder: Path, env: dict, step: list[str], label: str = "") -> float:
+    """Run one `shipdelay` command for the world in `folder` (its output in
+    build-<command><label>.log there); its wall seconds."""
     cmd = [str(VENV_BIN / "shipdelay"), *step]
     print(f"   building the world: {shlex.join(cmd[1:])}", flush=True)
-    t = time.perf_counter()
-    with open(folder / "build.log", "ab") as log:
-        done = subprocess.run(cmd, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                              check=False)
-    if done.returncode != 0:
-        tail = (folder / "build.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{shlex.join(cmd)} exited with {done.returncode}:\n{tail}")
-    return round(time.perf_counter() - t, 1)
-
-
-def redis_unreachable() -> str | None:
-    """Why the benchmark's Redis database cannot be used, or None."""
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means: no Redis rows
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    run = measure_command(cmd, env=env, cwd=folder,
+                          log=folder / f"build-{'-'.join(step[:2])}{label}.log")
+    check(run, cmd)
+    return round(run.wall_s, 1)
 
 
 def in_redis(data: Path, key: str):
@@ -134,7 +118,7 @@ def in_redis(data: Path, key: str):
                     "SHIPDELAY_ONLINE_STORE": "redis", "SHIPDELAY_REDIS_URL": REDIS_URL,
                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
         print(f"   materializing the world into {REDIS_URL}", flush=True)
-        _cli(data.parent, env, ["features", "build"])
+        _cli(data.parent, env, ["features", "build"], "-redis")
         client.set(REDIS_MARK, key)
     return settings_of(data).model_copy(update={"online_store": "redis",
                                                 "redis_url": REDIS_URL})
