@@ -271,8 +271,6 @@ class _RedisHashes:
     them: packing 100 commands of ~26 arguments each through the client cost more interpreter
     time than the rest of the read. Replies are read with the client's own parser."""
 
-    RETRIES = 1  # a read is idempotent: once more on a fresh connection if the pooled one broke
-
     def __init__(self, store: FeatureStore):
         from feast.infra.online_stores.helpers import _mmh3
         from feast.infra.online_stores.redis import RedisOnlineStore
@@ -293,25 +291,26 @@ class _RedisHashes:
         return parts
 
     def _send(self, payload: bytes, count: int) -> list:
-        """Write `payload` (`count` commands) and read their replies, as a pipeline does."""
+        """Write `payload` (`count` commands) and read their replies, as a pipeline does; a
+        read is idempotent, so once more on a fresh connection if the pooled one was dropped."""
         from redis.exceptions import ConnectionError as RedisConnectionError
 
+        try:
+            return self._exchange(payload, count)
+        except RedisConnectionError:
+            return self._exchange(payload, count)
+
+    def _exchange(self, payload: bytes, count: int) -> list:
         pool = self.client.connection_pool
-        for attempt in range(self.RETRIES + 1):
-            conn = pool.get_connection()
-            try:
-                conn.send_packed_command([payload])
-                return [conn.read_response() for _ in range(count)]
-            except RedisConnectionError:
-                conn.disconnect()
-                if attempt == self.RETRIES:
-                    raise
-            except BaseException:
-                conn.disconnect()  # replies may be left unread: never reuse this connection
-                raise
-            finally:
-                pool.release(conn)
-        raise AssertionError("unreachable")
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([payload])
+            return [conn.read_response() for _ in range(count)]
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.release(conn)
 
     def read(self, wanted: list[tuple[ViewRead, list[str]]]) -> list[list[np.ndarray]]:
         starts, text, commands, offset = [], [], [], 0
