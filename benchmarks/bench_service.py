@@ -217,8 +217,8 @@ def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix
         r = runs[name]
         keep = ("concurrency", "requests", "statuses", "window_s", "rate_per_s", "p50_ms", "turns",
                 "p90_ms", "p99_ms", "max_ms", "client_cpu_ms_per_request",
-                "server_cpu_ms_per_request", "load_avg_1m_before", "load_avg_1m_after",
-                "client", "loadgen_command")
+                "server_cpu_ms_per_request", "server_cpu_s_by_process", "connections_opened",
+                "load_avg_1m_before", "load_avg_1m_after", "client", "loadgen_command")
         return {k: r.get(k) for k in keep}
 
     n1, n32, n100 = runs["noop_c1"], runs["noop_c32"], runs["predict100_c8"]

@@ -6,7 +6,9 @@ bounded time (and at most a bounded number of requests), then it prints one JSON
 
 Each of the `--concurrency` workers is one keep-alive HTTP/1.1 connection that sends a request,
 waits for the whole answer, and sends the next one: a closed loop, so the concurrency is exactly
-the number of requests in flight. Bodies are taken in turn from `--bodies` (one JSON document
+the number of requests in flight. When an answer says `Connection: close` (the service closes a
+connection after its share of answers, `SHIPDELAY_SERVE_KEEPALIVE_REQUESTS`) the worker opens a
+new connection for its next request, as any HTTP/1.1 client does; the summary counts them. Bodies are taken in turn from `--bodies` (one JSON document
 per line), so successive requests ask about different shipments. Requests in the warm-up window
 are sent but not counted.
 
@@ -51,8 +53,9 @@ def encode_requests(url: str, bodies: list[bytes], api_key: str | None) -> list[
     return [(head + f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
 
 
-async def read_answer(reader: asyncio.StreamReader) -> int:
-    """Read one whole answer; its status code."""
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one whole answer; its status code, and whether the connection stays open (the
+    server may close it after an answer with `Connection: close`, as HTTP/1.1 allows)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
@@ -70,14 +73,13 @@ async def read_answer(reader: asyncio.StreamReader) -> int:
             await reader.readexactly(size + 2)
             if size == 0:
                 break
-    if headers.get("connection", "").lower() == "close":
-        raise ConnectionClosed("the server closed the connection")
-    return int(status_line[1])
+    return int(status_line[1]), headers.get("connection", "").lower() != "close"
 
 
 async def _worker(host: str, port: int, requests: list[bytes], start: int, step: int,
                   t_measure: float, t_end: float, timeout: float, budget: list[int],
-                  latencies: list[float], statuses: dict[int, int], errors: list[str]) -> None:
+                  latencies: list[float], statuses: dict[int, int], errors: list[str],
+                  opened: list[int]) -> None:
     i = start
     reader = writer = None
     while True:
@@ -90,8 +92,12 @@ async def _worker(host: str, port: int, requests: list[bytes], start: int, step:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
+                opened[0] += 1
             writer.write(request)
-            status = await asyncio.wait_for(read_answer(reader), timeout)
+            status, keep_alive = await asyncio.wait_for(read_answer(reader), timeout)
+            if not keep_alive:
+                writer.close()
+                reader = writer = None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 TimeoutError, ConnectionClosed, ValueError) as exc:
             status = 0
@@ -121,6 +127,7 @@ async def _run(args: argparse.Namespace) -> dict:
     statuses: dict[int, int] = {}
     errors: list[str] = []
     budget = [args.max_requests]
+    opened = [0]
     t_start = time.perf_counter()
     t_measure = t_start + args.warmup_seconds
     t_end = t_measure + args.seconds
@@ -134,7 +141,7 @@ async def _run(args: argparse.Namespace) -> dict:
     clock = asyncio.create_task(start_cpu_clock())
     await asyncio.gather(*(
         _worker(parts.hostname, parts.port or 80, requests, k, args.concurrency, t_measure,
-                t_end, args.timeout, budget, latencies, statuses, errors)
+                t_end, args.timeout, budget, latencies, statuses, errors, opened)
         for k in range(args.concurrency)))
     await clock
     t_stop = time.perf_counter()
@@ -144,7 +151,7 @@ async def _run(args: argparse.Namespace) -> dict:
     ok = statuses.get(200, 0)
     out = {"url": args.url, "concurrency": args.concurrency, "requests": len(lat),
            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "ok": ok,
-           "errors": errors, "window_s": round(window, 3),
+           "errors": errors, "connections_opened": opened[0], "window_s": round(window, 3),
            "rate_per_s": round(len(lat) / window, 2),
            "ok_rate_per_s": round(ok / window, 2),
            "client_cpu_ms_per_request": round(cpu * 1e3 / max(1, len(lat)), 4)}

@@ -74,7 +74,8 @@ class Server:
                 pass
             time.sleep(0.5)
 
-    def cpu_seconds(self) -> float | None:
+    def cpu_by_process(self) -> dict[int, float] | None:
+        """CPU seconds so far of each process of the server (arbiter and workers)."""
         try:
             import psutil
         except ImportError:
@@ -84,14 +85,14 @@ class Server:
             procs += procs[0].children(recursive=True)
         except psutil.NoSuchProcess:
             return None
-        total = 0.0
+        out = {}
         for p in procs:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                out[p.pid] = t.user + t.system
             except psutil.NoSuchProcess:
                 pass
-        return total
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -178,15 +179,20 @@ def load(server: Server, path: str, bodies: Path, concurrency: int, quick: bool,
     if WRK:
         _wrk(url, bodies, concurrency, warmup, MAX_REQUESTS)  # warm-up, not counted
     load_before = os.getloadavg()[0]
-    cpu0 = server.cpu_seconds()
+    cpu0 = server.cpu_by_process()
     out = (_wrk(url, bodies, concurrency, seconds, MAX_REQUESTS) if WRK else
            _python_client(url, bodies, concurrency, seconds, warmup, MAX_REQUESTS))
-    cpu1 = server.cpu_seconds()
+    cpu1 = server.cpu_by_process()
     out.update({"load_avg_1m_before": round(load_before, 2),
                 "load_avg_1m_after": round(os.getloadavg()[0], 2)})
     if cpu0 is not None and cpu1 is not None and out["requests"]:
         # wrk: the measured window only; the Python client: its warm-up requests too
-        out["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / out["requests"], 3)
+        used = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1}
+        out["server_cpu_ms_per_request"] = round(sum(used.values()) * 1e3 / out["requests"], 3)
+        # how the work spread over the server's processes (busiest first): with several
+        # workers, an even spread is what the extra cores buy
+        out["server_cpu_s_by_process"] = sorted((round(v, 2) for v in used.values()),
+                                                reverse=True)
     if out["ok"] < 0.99 * max(1, out["requests"]):
         print(f"   warning: {path} c={concurrency}: statuses {out['statuses']} {out['errors']}",
               flush=True)
@@ -210,7 +216,10 @@ def merged(parts: list[dict]) -> dict:
                 "ok_rate_per_s": round(ok / window, 2),
                 "turns": [{k: p.get(k) for k in ("ok_rate_per_s", "p50_ms", "p99_ms",
                                                  "server_cpu_ms_per_request",
+                                                 "server_cpu_s_by_process",
                                                  "load_avg_1m_before")} for p in parts]})
+    if all("connections_opened" in p for p in parts):
+        out["connections_opened"] = sum(p["connections_opened"] for p in parts)
     for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "client_cpu_ms_per_request",
               "server_cpu_ms_per_request"):
         values = [p[k] for p in parts if p.get(k) is not None]

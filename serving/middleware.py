@@ -104,3 +104,45 @@ class RequestLimitsMiddleware:
             await send(message)
 
         return await self.app(scope, replay, counting_send)
+
+
+class KeepAliveLimitMiddleware:
+    """Closes a keep-alive connection after `max_requests` answers on it (`Connection: close` on
+    the last one; the client opens a new one), as nginx's `keepalive_requests` does.
+
+    Why: BentoML's workers share one listening socket, and whichever worker wakes first accepts
+    every connection waiting: a burst of new connections (a dashboard, a load balancer or a
+    batch client opening its pool) often lands wholly on one worker and stays there while the
+    others idle. A reconnecting client is mostly taken by a worker with time to spare, so the
+    connections spread again within a few hundred answers. A connection is known by the client's
+    address and port; the counts are dropped now and then (a reused port starts afresh)."""
+
+    FORGET_AFTER = 10_000  # connections remembered before the counts start over
+
+    def __init__(self, app, max_requests: int | None = None):
+        self.app = app
+        if max_requests is None:
+            max_requests = ServeOptions.from_env().keepalive_requests
+        self.max_requests = max_requests
+        self.answered: dict[tuple, int] = {}
+
+    async def __call__(self, scope, receive, send):
+        client = scope.get("client")
+        if not self.max_requests or scope["type"] != "http" or client is None:
+            return await self.app(scope, receive, send)
+        key = tuple(client)
+        count = self.answered.get(key, 0) + 1
+        if count < self.max_requests:
+            if len(self.answered) >= self.FORGET_AFTER:
+                self.answered.clear()
+            self.answered[key] = count
+            return await self.app(scope, receive, send)
+        self.answered.pop(key, None)
+
+        async def closing_send(message):
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return await self.app(scope, receive, closing_send)

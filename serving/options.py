@@ -18,6 +18,7 @@ REASONS_FROM = Thresholds().high
 CACHE_SECONDS = 60.0
 REASONS_SECONDS = reasons_memory.SECONDS
 GC_THRESHOLD = (50_000, 20, 100)
+KEEPALIVE_REQUESTS = 100
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -56,6 +57,10 @@ class ServeOptions:
     # Python's defaults, full passes over the caches came every second or so and took up to
     # ~130 ms each (a request that meets one waits that long), see benchmarks/README.md.
     gc_threshold: tuple[int, int, int] | None = GC_THRESHOLD
+    # SHIPDELAY_SERVE_KEEPALIVE_REQUESTS: answers on one keep-alive connection before the
+    # service closes it (0: never), so that connections spread over the workers again
+    # (`serving.middleware.KeepAliveLimitMiddleware`).
+    keepalive_requests: int = KEEPALIVE_REQUESTS
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -71,6 +76,10 @@ class ServeOptions:
             reasons_seconds=_seconds("SHIPDELAY_SERVE_REASONS_SECONDS", REASONS_SECONDS),
             cpus=_cpus("SHIPDELAY_SERVE_CPUS"),
             gc_threshold=_gc_threshold("SHIPDELAY_SERVE_GC_THRESHOLD"),
+            keepalive_requests=int(_number("SHIPDELAY_SERVE_KEEPALIVE_REQUESTS",
+                                           KEEPALIVE_REQUESTS,
+                                           lambda v: v >= 0 and float(v).is_integer(),
+                                           "a whole number, 0 or more")),
         )
 
 

@@ -46,7 +46,11 @@ from serving.api import (
     predictions,
 )
 from serving.metrics import metrics, observe_many, quiet_bad_input_logs
-from serving.middleware import ApiKeyMiddleware, RequestLimitsMiddleware
+from serving.middleware import (
+    ApiKeyMiddleware,
+    KeepAliveLimitMiddleware,
+    RequestLimitsMiddleware,
+)
 from serving.model_holder import ModelHolder
 from serving.options import ServeOptions, pin_threads
 from serving.reasons_memory import ReasonsMemory
@@ -288,3 +292,4 @@ for _name, _method in ShipDelay.apis.items():
         _answers_in_one_pass(_method.output_spec)
 ShipDelay.add_asgi_middleware(ApiKeyMiddleware)
 ShipDelay.add_asgi_middleware(RequestLimitsMiddleware)
+ShipDelay.add_asgi_middleware(KeepAliveLimitMiddleware)

@@ -48,6 +48,7 @@ CUSTOM_METRICS = ["shipdelay_predictions_total", "shipdelay_predict_latency_seco
                   "shipdelay_rejected_requests_total", "shipdelay_batch_size"]
 READY_TIMEOUT_S = 240  # BentoML's arbiter and worker import mlflow, feast and lightgbm: slow
 RELOAD_TIMEOUT_S = 90
+KEEPALIVE_REQUESTS = 3  # the served process closes a connection after this many answers
 
 
 @dataclass
@@ -660,6 +661,7 @@ def served(world, env, tmp_path_factory):
     argv, proc_env = serve_command(get_settings(), "127.0.0.1", port, ssl_certfile=cert,
                                    ssl_keyfile=key, refresh_seconds=1, as_of=AS_OF.isoformat())
     proc_env["BENTOML_HOME"] = str(folder / "bentoml")
+    proc_env["SHIPDELAY_SERVE_KEEPALIVE_REQUESTS"] = str(KEEPALIVE_REQUESTS)
     log = folder / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
@@ -704,6 +706,41 @@ def test_served_process_over_tls(served, world):
         httpx.get(f"https://127.0.0.1:{served.port}/livez", timeout=5)
     metrics = served.http.get("/metrics").text  # collected across processes by BentoML
     assert 'shipdelay_predictions_total{outcome="ok",route="predict"}' in metrics
+
+
+@pytest.mark.slow
+def test_served_process_closes_a_connection_after_its_share_of_answers(served):
+    """The N-th answer on one keep-alive connection says `Connection: close` and the server
+    really closes it (read on the raw TLS socket); the client's next connection is served."""
+    context = ssl.create_default_context(cafile=str(served.cert))
+
+    def answers_until_closed(limit: int) -> list[str]:
+        seen = []
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            for _ in range(limit):
+                head = b""
+                try:
+                    tls.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    while b"\r\n\r\n" not in head:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            return seen + ["closed"]
+                        head += chunk
+                except OSError:  # reset or TLS end of stream: closed as well
+                    return seen + ["closed"]
+                head, _, body = head.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").lower().split("\r\n")
+                length = next(int(x.split(":")[1]) for x in lines if x.startswith("content-length"))
+                while len(body) < length:
+                    body += tls.recv(4096)
+                seen.append(next((x.split(":")[1].strip() for x in lines
+                                  if x.startswith("connection:")), "keep-alive"))
+        return seen
+
+    for _ in range(2):  # and again on a new connection
+        assert answers_until_closed(KEEPALIVE_REQUESTS + 2) == \
+            ["keep-alive"] * (KEEPALIVE_REQUESTS - 1) + ["close", "closed"]
 
 
 @pytest.mark.slow
