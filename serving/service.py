@@ -14,8 +14,9 @@ Online features come through the FeatureService `delay_model_v1`: by default rea
 the online store's tables (`features.online_fast.OnlineReader`, the same values as Feast's
 `get_online_features`, ~20 ms faster per call); `settings.online_read = "feast"` reads through
 Feast itself (`features.online.online_vectors`), the reference. The guards (API key, JSON only,
-body size) are ASGI middleware (`serving.middleware`). Settings come from the environment
-(`SHIPDELAY_*`) when the service starts, never at import; other knobs: `serving.options`.
+body size) and the keep-alive limit are ASGI middleware (`serving.middleware`). Settings come
+from the environment (`SHIPDELAY_*`) when the service starts, never at import; other knobs:
+`serving.options`.
 """
 
 from __future__ import annotations
