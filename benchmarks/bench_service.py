@@ -24,9 +24,11 @@ random (seeded). Runs:
   and API key, no work) at concurrency 1 and 32;
 - references without HTTP, in this process after the server stops: `Scorer.score` on the same
   kind of vectors (with and without reasons), and the online read, direct and through Feast.
-Each row's details hold the server's CPU time per request (psutil, process tree), the client's,
-the status counts and the 1-minute load average before and after the run: other work on the
-same two cores shows up there.
+Each row's details hold the server's CPU time per request (psutil, process tree) and each of its
+processes' CPU seconds in the run (how evenly the workers shared it), the client's CPU time and
+the connections it opened (the service closes a keep-alive connection after 100 answers), the
+status counts and the 1-minute load average before and after the run: other work on the same
+two cores shows up there.
 """
 
 from __future__ import annotations
