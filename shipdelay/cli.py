@@ -324,7 +324,8 @@ def serve_cmd(
                                                          help="TLS certificate (PEM)")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                                         help="TLS private key (PEM)")] = None,
-    workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes: one "
+                                         "per core in production")] = 1,
     refresh_seconds: Annotated[int | None, typer.Option(min=1, help="how often to look for a "
                                                            "newly promoted champion")] = None,
     as_of: Annotated[str | None, typer.Option(help="answer as if it were this UTC time "
