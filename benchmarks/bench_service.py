@@ -20,6 +20,8 @@ untimed warm-up. Requests ask about shipments in flight that the online store kn
 random (seeded). Runs:
 - `/predict` with 1 id: concurrency 1 (latency p50/p99) and concurrency 32 (throughput);
 - `/predict` with 100 distinct ids: concurrency 8, in shipments/s;
+- `/predict` with 1 id at concurrency 1 again, right after that load (5 s): a lone question
+  must not wait for what the batcher learned under load;
 - references from the same server in the same run: `/noop` (same framework path, middleware
   and API key, no work) at concurrency 1 and 32;
 - references without HTTP, in this process after the server stops: `Scorer.score` on the same
@@ -126,13 +128,16 @@ def served(settings, now, tmp, workers: int, files: dict, live: list[str], quick
                   for turn in range(TURNS)
                   for name, path, body in (("noop_c32", "/noop", "noop"),
                                            ("predict1_c32", "/predict", "single"))],
-                ("predict100_c8", "/predict", "bulk", C_BULK)]
+                ("predict100_c8", "/predict", "bulk", C_BULK),
+                # a dashboard's lone question right after the load (BentoML's batcher, left
+                # alone, held such requests back for what it learned under load)
+                ("predict1_c1_after", "/predict", "single", C_LATENCY)]
         turn_s = RUN_S["quick" if quick else "full"] / TURNS
         for name, path, body, c in plan:
             print(f"   {settings.online_store}, {workers} worker(s): {name}: POST {path} "
                   f"({body}), concurrency {c}", flush=True)
             runs[name] = load(server, path, files[body], c, quick,
-                              turn_s if "#" in name else None)
+                              turn_s if "#" in name or name.endswith("_after") else None)
         for name in ("noop_c32", "predict1_c32"):
             runs[name] = merged([runs.pop(f"{name}#{turn}") for turn in range(TURNS)])
     finally:
@@ -224,7 +229,7 @@ def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix
         return {k: r.get(k) for k in keep}
 
     n1, n32, n100 = runs["noop_c1"], runs["noop_c32"], runs["predict100_c8"]
-    p1, p32 = runs["predict1_c1"], runs["predict1_c32"]
+    p1, p32, after = runs["predict1_c1"], runs["predict1_c32"], runs["predict1_c1_after"]
     bulk_rate = round(n100["ok_rate_per_s"] * BULK_IDS, 1)
     ratio = p32["ok_rate_per_s"] / n32["ok_rate_per_s"] if n32["ok_rate_per_s"] else 0.0
     return [
@@ -238,6 +243,13 @@ def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix
             reference={"name": "/noop, concurrency 1, p99", "value": n1.get("p99_ms"),
                        "unit": "ms", "ratio": _ratio(p1.get("p99_ms"), n1.get("p99_ms"))},
             run=summary("predict1_c1"), **facts),
+        row(f"predict_1id_c1_p99_after_load{suffix}", after.get("p99_ms"), "ms",
+            target=("<=", 15.0), target_applies=applies,
+            measured_command=f"/predict 1 id, c=1, right after the {BULK_IDS}-id run",
+            reference={"name": "/predict 1 id, c=1, before any load (same server), p99",
+                       "value": p1.get("p99_ms"), "unit": "ms",
+                       "ratio": _ratio(after.get("p99_ms"), p1.get("p99_ms"))},
+            p50_ms=after.get("p50_ms"), run=summary("predict1_c1_after"), **facts),
         row(f"predict_1id_c32_throughput{suffix}", p32["ok_rate_per_s"], "req/s",
             measured_command="/predict 1 id, c=32",
             reference={"name": "/noop, concurrency 32 (same server, same run)",

@@ -46,6 +46,7 @@ from serving.api import (
     failed,
     predictions,
 )
+from serving.batching import dispatch_without_corking
 from serving.metrics import metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import (
     ApiKeyMiddleware,
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 BATCHING = os.environ.get("SHIPDELAY_SERVE_BATCHING", "1").strip().lower() not in ("0", "false",
                                                                                    "no", "")
 BATCH_MAX_LATENCY_MS = 5_000
+if BATCHING:  # a request that finds the batcher idle goes at once (`serving.batching`)
+    dispatch_without_corking()
 _OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
              FEATURES_UNAVAILABLE: "features_unavailable"}
 
