@@ -6,7 +6,8 @@ rows here, four boosters per request. lleaves compiles each booster's trees into
 function that gives the same numbers (within ~1e-14: only the order of the float sums differs)
 in ~0.01-0.04 ms for 100 rows. Compiling takes ~1-5 s a booster on this machine, so it is done
 once per model text and kept on disk (`<data_dir>/compiled/<sha256 of the model>.o`): a restart,
-a second worker or a reload of the same version loads it in milliseconds.
+a second worker or a reload of the same version loads it in milliseconds. The cache keeps the
+newest `KEEP_OBJECTS` files.
 
 Explanations (`pred_contrib`, LightGBM's TreeSHAP) and raw scores stay LightGBM's own: the
 wrapper hands every other call to the booster. When lleaves cannot compile a booster (not
@@ -31,6 +32,10 @@ from training.bundle import Bundle
 log = logging.getLogger(__name__)
 
 ENV = "SHIPDELAY_COMPILED_TREES"  # "0" keeps LightGBM's own predict everywhere
+# object files kept in the cache: the four boosters of the last four versions compiled; older
+# ones are removed when a new one is written (a version promoted again compiles again, ~15 s;
+# a process that already loaded an object keeps it in memory)
+KEEP_OBJECTS = 16
 
 
 def enabled() -> bool:
@@ -72,7 +77,27 @@ def compile_booster(booster: lgb.Booster, cache: Path) -> CompiledBooster:
             partial = Path(tmp) / "model.o"
             model.compile(cache=str(partial))
             os.replace(partial, target)
+            prune(cache)
     return CompiledBooster(booster, model)
+
+
+def prune(cache: Path, keep: int = KEEP_OBJECTS) -> list[Path]:
+    """Remove all but the `keep` newest object files from `cache`; returns those removed."""
+    def written(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except FileNotFoundError:  # removed meanwhile by another worker
+            return float("inf")
+
+    objects = sorted(cache.glob("*.o"), key=written, reverse=True)
+    removed = []
+    for old in objects[keep:]:
+        try:
+            old.unlink()
+            removed.append(old)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def compile_bundle(bundle: Bundle, cache: Path) -> list[str]:

@@ -113,3 +113,23 @@ def test_the_switch(monkeypatch, value, on):
     else:
         monkeypatch.setenv(compiled_trees.ENV, value)
     assert compiled_trees.enabled() is on
+
+
+def test_the_cache_keeps_the_newest_objects(trained, tmp_path):
+    import os
+
+    old = []
+    for k in range(compiled_trees.KEEP_OBJECTS + 3):  # older versions' objects
+        path = tmp_path / f"old{k:02d}.o"
+        path.write_bytes(b"\0")
+        os.utime(path, (1_000_000 + k, 1_000_000 + k))
+        old.append(path)
+    bundle = _bundle(trained)
+    assert compile_bundle(bundle, tmp_path) == []
+    kept = set(tmp_path.glob("*.o"))
+    assert len(kept) == compiled_trees.KEEP_OBJECTS
+    new = kept - set(old)
+    assert len(new) == 4  # this version's four boosters, all kept
+    assert kept - new == set(old[-(compiled_trees.KEEP_OBJECTS - 4):])  # the newest old ones
+    X = np.zeros((2, bundle.classifier.num_feature()))
+    assert np.isfinite(bundle.classifier.predict(X)).all()
