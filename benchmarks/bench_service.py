@@ -2,8 +2,8 @@
 
 The world (benchmarks/service_world.py): 50,000 shipments over 120 days (quick: 8,000), its
 feature store built (SQLite online store, the local profile) and a trained model promoted to
-champion, all with the CLI, cached under benchmarks/results/worlds/. The service
-(benchmarks/service_server.py) is started exactly as `shipdelay serve` starts it
+champion, all with the CLI, kept with the other benchmark worlds (`harness.cached_world`). The
+service (benchmarks/service_server.py) is started exactly as `shipdelay serve` starts it
 (`serving.serve.serve_command`), one worker unless SHIPDELAY_BENCH_WORKERS says otherwise, on
 127.0.0.1, with an API key and its clock at the world's "now"; SHIPDELAY_SERVE_BATCHING and
 SHIPDELAY_ONLINE_READ pass through to it, and so does SHIPDELAY_SERVE_CPUS (the cores the

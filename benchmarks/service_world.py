@@ -2,25 +2,20 @@
 
 `world(params)` simulates a world, builds its feature store (SQLite online store, the local
 profile), trains a model and promotes it (`shipdelay simulate`, `features build`, `train`,
-`promote`), under benchmarks/results/worlds/ (git-ignored), keyed by its size and a hash of the
-code that builds it, so later runs reuse it. SHIPDELAY_BENCH_WORLD=<data dir> serves a world
-built elsewhere instead.
+`promote`) with `harness.cached_world`, which keeps it under the benchmarks' world cache keyed by
+its size and a hash of the code that builds it, so later runs reuse it.
+SHIPDELAY_BENCH_WORLD=<data dir> serves a world built elsewhere instead.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
-import shutil
 from pathlib import Path
 
 import numpy as np
-from harness import ROOT, VENV_BIN, check, measure_command
+from harness import ROOT, SHIPDELAY, cached_world, check, measure_command
 
-HERE = Path(__file__).resolve().parent
-WORLDS = HERE / "results" / "worlds"
 API_KEY = "bench-key-0123456789"
 BULK_IDS = 100
 REDIS_URL = "redis://127.0.0.1:6379/13"  # the service benchmark's own database (flushed)
@@ -30,16 +25,17 @@ SOURCES = ("shipdelay/world", "shipdelay/lake.py", "shipdelay/contract.py", "fea
            "features/schema.py", "features/tables.py", "features/transforms.py",
            "features/build.py", "features/offline.py", "features/store.py",
            "features/request_time.py", "training", "registry")
+PROFILE_ENV = {"SHIPDELAY_PROFILE": "local", "SHIPDELAY_ONLINE_STORE": "sqlite",
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
-def _source_hash() -> str:
-    h = hashlib.sha256()
+def _sources() -> list[Path]:
+    """The files of SOURCES, in a fixed order."""
+    files = []
     for name in SOURCES:
         top = ROOT / name
-        for path in sorted(top.rglob("*.py") if top.is_dir() else [top]):
-            h.update(path.relative_to(ROOT).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:10]
+        files += sorted(top.rglob("*.py")) if top.is_dir() else [top]
+    return files
 
 
 def settings_of(data: Path):
@@ -49,58 +45,30 @@ def settings_of(data: Path):
 
 
 def world(params: dict) -> tuple[Path, dict]:
-    """The cached world's data directory (built on first use) and how it was built.
+    """The cached world's data directory (built on first use) and how it was built (its
+    champion and `key`, which names it in Redis).
 
     SHIPDELAY_BENCH_WORLD=<data dir> serves a world built elsewhere instead (it must hold the
     lake, the SQLite feature store and a champion); its size is then whatever it is."""
-    prebuilt = os.environ.get("SHIPDELAY_BENCH_WORLD")
-    if prebuilt:
-        from registry.loader import CHAMPION, alias_version
-
-        data = Path(prebuilt).resolve()
-        champion = alias_version(settings_of(data), CHAMPION)
-        if champion is None:
-            raise RuntimeError(f"SHIPDELAY_BENCH_WORLD={data} has no champion")
-        return data, {"shipments": None, "days": None, "seed": params["seed"],
-                      "champion": champion, "cached": True, "build_wall_s": None,
-                      "prebuilt": str(data)}
-    key = f"service-{params['shipments']}-{params['days']}-{params['seed']}-{_source_hash()}"
-    folder = WORLDS / key
-    marker = folder / "built.json"
-    if marker.exists():
-        return folder / "data", {**json.loads(marker.read_text()), "cached": True}
-    if folder.exists():  # an interrupted build: start again
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPDELAY_")}
-    env.update({"SHIPDELAY_DATA_DIR": str(folder / "data"), "SHIPDELAY_PROFILE": "local",
-                "SHIPDELAY_ONLINE_STORE": "sqlite", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-    steps = [["simulate", "--shipments", str(params["shipments"]), "--days", str(params["days"]),
-              "--seed", str(params["seed"]), "--workers", "2", "--ceiling-shipments", "300",
-              "--ceiling-draws", "40"],
-             ["features", "build"], ["train"], ["promote"]]
-    walls = {}
-    for step in steps:
-        walls[step[0] if step[0] != "features" else "features_build"] = _cli(folder, env, step)
     from registry.loader import CHAMPION, alias_version
 
-    champion = alias_version(settings_of(folder / "data"), CHAMPION)
+    prebuilt = os.environ.get("SHIPDELAY_BENCH_WORLD")
+    if prebuilt:
+        data = Path(prebuilt).resolve()
+        built = {"shipments": None, "days": None, "seed": params["seed"], "cached": True,
+                 "build_wall_s": None, "prebuilt": str(data)}
+    else:
+        steps = [[SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
+                  str(params["days"]), "--seed", str(params["seed"]), "--workers", "2",
+                  "--ceiling-shipments", "300", "--ceiling-draws", "40"],
+                 [SHIPDELAY, "features", "build"], [SHIPDELAY, "train"], [SHIPDELAY, "promote"]]
+        data, facts = cached_world("service", params, steps, _sources(), PROFILE_ENV)
+        built = {**params, "cached": facts["cached"],
+                 "build_wall_s": {name: step["wall_s"] for name, step in facts["steps"].items()}}
+    champion = alias_version(settings_of(data), CHAMPION)
     if champion is None:
-        raise RuntimeError("`shipdelay promote` left no champion in the benchmark world")
-    facts = {**params, "build_wall_s": walls, "champion": champion, "key": key}
-    marker.write_text(json.dumps(facts))
-    return folder / "data", {**facts, "cached": False}
-
-
-def _cli(folder: Path, env: dict, step: list[str], label: str = "") -> float:
-    """Run one `shipdelay` command for the world in `folder` (its output in
-    build-<command><label>.log there); its wall seconds."""
-    cmd = [str(VENV_BIN / "shipdelay"), *step]
-    print(f"   building the world: {shlex.join(cmd[1:])}", flush=True)
-    run = measure_command(cmd, env=env, cwd=folder,
-                          log=folder / f"build-{'-'.join(step[:2])}{label}.log")
-    check(run, cmd)
-    return round(run.wall_s, 1)
+        raise RuntimeError(f"the benchmark world {data} has no champion")
+    return data, {**built, "champion": champion, "key": data.parent.name}
 
 
 def in_redis(data: Path, key: str):
@@ -118,7 +86,9 @@ def in_redis(data: Path, key: str):
                     "SHIPDELAY_ONLINE_STORE": "redis", "SHIPDELAY_REDIS_URL": REDIS_URL,
                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
         print(f"   materializing the world into {REDIS_URL}", flush=True)
-        _cli(data.parent, env, ["features", "build"], "-redis")
+        cmd = [SHIPDELAY, "features", "build"]
+        check(measure_command(cmd, env=env, cwd=data.parent,
+                              log=data.parent / "build-features-redis.log"), cmd)
         client.set(REDIS_MARK, key)
     return settings_of(data).model_copy(update={"online_store": "redis",
                                                 "redis_url": REDIS_URL})
