@@ -122,22 +122,22 @@ def served(settings, now, tmp, workers: int, files: dict, live: list[str], quick
     try:
         ready_s = server.wait_ready()
         checked = check_answers(server, live)
-        plan = [("noop_c1", "/noop", "noop", C_LATENCY),
-                ("predict1_c1", "/predict", "single", C_LATENCY),
-                *[(f"{name}#{turn}", path, body, C_THROUGHPUT)
+        turn_s = RUN_S["quick" if quick else "full"] / TURNS
+        # (name, path, bodies, concurrency, seconds: None for the full run length)
+        plan = [("noop_c1", "/noop", "noop", C_LATENCY, None),
+                ("predict1_c1", "/predict", "single", C_LATENCY, None),
+                *[(f"{name}#{turn}", path, body, C_THROUGHPUT, turn_s)
                   for turn in range(TURNS)
                   for name, path, body in (("noop_c32", "/noop", "noop"),
                                            ("predict1_c32", "/predict", "single"))],
-                ("predict100_c8", "/predict", "bulk", C_BULK),
+                ("predict100_c8", "/predict", "bulk", C_BULK, None),
                 # a dashboard's lone question right after the load (BentoML's batcher, left
                 # alone, held such requests back for what it learned under load)
-                ("predict1_c1_after", "/predict", "single", C_LATENCY)]
-        turn_s = RUN_S["quick" if quick else "full"] / TURNS
-        for name, path, body, c in plan:
+                ("predict1_c1_after", "/predict", "single", C_LATENCY, turn_s)]
+        for name, path, body, c, seconds in plan:
             print(f"   {settings.online_store}, {workers} worker(s): {name}: POST {path} "
                   f"({body}), concurrency {c}", flush=True)
-            runs[name] = load(server, path, files[body], c, quick,
-                              turn_s if "#" in name or name.endswith("_after") else None)
+            runs[name] = load(server, path, files[body], c, quick, seconds)
         for name in ("noop_c32", "predict1_c32"):
             runs[name] = merged([runs.pop(f"{name}#{turn}") for turn in range(TURNS)])
     finally:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from harness import ROOT, SHIPDELAY, cached_world, check, measure_command
+from harness import ROOT, SHIPDELAY, cached_world, check, measure_command, simulate_command
 
 API_KEY = "bench-key-0123456789"
 BULK_IDS = 100
@@ -25,6 +25,7 @@ SOURCES = ("shipdelay/world", "shipdelay/lake.py", "shipdelay/contract.py", "fea
            "features/schema.py", "features/tables.py", "features/transforms.py",
            "features/build.py", "features/offline.py", "features/store.py",
            "features/request_time.py", "training", "registry")
+SIMULATE = {"workers": 2, "ceiling_shipments": 300, "ceiling_draws": 40}
 PROFILE_ENV = {"SHIPDELAY_PROFILE": "local", "SHIPDELAY_ONLINE_STORE": "sqlite",
                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
@@ -58,9 +59,7 @@ def world(params: dict) -> tuple[Path, dict]:
         built = {"shipments": None, "days": None, "seed": params["seed"], "cached": True,
                  "build_wall_s": None, "prebuilt": str(data)}
     else:
-        steps = [[SHIPDELAY, "simulate", "--shipments", str(params["shipments"]), "--days",
-                  str(params["days"]), "--seed", str(params["seed"]), "--workers", "2",
-                  "--ceiling-shipments", "300", "--ceiling-draws", "40"],
+        steps = [simulate_command({**params, **SIMULATE}),
                  [SHIPDELAY, "features", "build"], [SHIPDELAY, "train"], [SHIPDELAY, "promote"]]
         data, facts = cached_world("service", params, steps, _sources(), PROFILE_ENV)
         built = {**params, "cached": facts["cached"],

@@ -81,23 +81,16 @@ def compile_booster(booster: lgb.Booster, cache: Path) -> CompiledBooster:
     return CompiledBooster(booster, model)
 
 
-def prune(cache: Path, keep: int = KEEP_OBJECTS) -> list[Path]:
-    """Remove all but the `keep` newest object files from `cache`; returns those removed."""
+def prune(cache: Path, keep: int = KEEP_OBJECTS) -> None:
+    """Remove all but the `keep` newest object files from `cache`."""
     def written(path: Path) -> float:
         try:
             return path.stat().st_mtime
         except FileNotFoundError:  # removed meanwhile by another worker
             return float("inf")
 
-    objects = sorted(cache.glob("*.o"), key=written, reverse=True)
-    removed = []
-    for old in objects[keep:]:
-        try:
-            old.unlink()
-            removed.append(old)
-        except FileNotFoundError:
-            pass
-    return removed
+    for old in sorted(cache.glob("*.o"), key=written, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def compile_bundle(bundle: Bundle, cache: Path) -> list[str]:

@@ -69,8 +69,6 @@ log = logging.getLogger(__name__)
 BATCHING = os.environ.get("SHIPDELAY_SERVE_BATCHING", "1").strip().lower() not in ("0", "false",
                                                                                    "no", "")
 BATCH_MAX_LATENCY_MS = 5_000
-if BATCHING:  # a request that finds the batcher idle goes at once (`serving.batching`)
-    dispatch_without_corking()
 _OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
              FEATURES_UNAVAILABLE: "features_unavailable"}
 
@@ -84,6 +82,8 @@ class ShipDelay:
         from shipdelay.settings import get_settings
 
         quiet_bad_input_logs()
+        if BATCHING:  # a request that finds the batcher idle goes at once (`serving.batching`)
+            dispatch_without_corking()
         self.settings = get_settings()
         self.options = ServeOptions.from_env()
         if self.options.cpus is not None:

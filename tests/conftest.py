@@ -16,6 +16,17 @@ MEDIUM = SimConfig(shipments=20_000, start="2025-10-01", days=180, seed=7, ceili
                    ceiling_draws=100)
 
 
+def assert_serve_option_refused(monkeypatch, name: str, values) -> None:
+    """`ServeOptions.from_env` refuses each of `values` in environment variable `name`, with a
+    message that names it."""
+    from serving.options import ServeOptions
+
+    for bad in values:
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            ServeOptions.from_env()
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory) -> tuple[Lake, SimSummary]:
     link = tmp_path_factory.mktemp("small") / "lake"

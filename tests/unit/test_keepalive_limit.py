@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from serving.middleware import KeepAliveLimitMiddleware
+from tests.conftest import assert_serve_option_refused
 
 
 async def _app(scope, receive, send):
@@ -65,7 +64,5 @@ def test_limit_from_the_environment(monkeypatch):
     assert KeepAliveLimitMiddleware(_app).max_requests == KEEPALIVE_REQUESTS
     monkeypatch.setenv("SHIPDELAY_SERVE_KEEPALIVE_REQUESTS", "0")
     assert ServeOptions.from_env().keepalive_requests == 0
-    for bad in ("-1", "2.5", "many"):
-        monkeypatch.setenv("SHIPDELAY_SERVE_KEEPALIVE_REQUESTS", bad)
-        with pytest.raises(ValueError, match="SHIPDELAY_SERVE_KEEPALIVE_REQUESTS"):
-            ServeOptions.from_env()
+    assert_serve_option_refused(monkeypatch, "SHIPDELAY_SERVE_KEEPALIVE_REQUESTS",
+                                ("-1", "2.5", "many"))
