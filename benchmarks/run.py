@@ -6,7 +6,7 @@
 
 A benchmark is a module `bench_<name>.py` beside this file with `run(quick: bool) -> list[dict]`
 (rows made with `harness.row`); add its name to BENCHMARKS. This runner adds what makes a row
-a claim (DESIGN principle 9): the machine, the date, the exact command and pass/fail.
+a claim (docs/design.md, principle 9): the machine, the date, the exact command and pass/fail.
 """
 
 from __future__ import annotations

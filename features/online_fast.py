@@ -5,7 +5,7 @@
 `FeatureStore.get_online_features`, which costs ~20 ms per call whatever the number of ids,
 and ~1 ms more per id, mostly in decoding protobuf values one at a time into Python objects.
 
-The contract stays the FeatureService (DESIGN principle 2): the reader reads exactly the features
+The contract stays the FeatureService (docs/design.md, principle 2): the reader reads exactly the features
 the registry's FeatureService lists, from the views and entities the registry names, in two
 steps like `online_vectors` (the shipment's own views give its lane, carrier, customer and hub
 keys; then the views keyed by those). The request-time features are computed with

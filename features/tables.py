@@ -5,7 +5,7 @@ Pure functions, frames in and frames out (pandas frames, Arrow tables or Arrow d
 frames out), plus `build_tables`, which reads a Lake. Every output has the entity key, the
 availability time `event_timestamp` and exactly the columns of its `features.schema` dict.
 
-Point in time (DESIGN principle 3). A value counts from the moment it could have been known: an
+Point in time (docs/design.md, principle 3). A value counts from the moment it could have been known: an
 outcome from `delivered_at`, a tracking scan from its `ingested_at`. A window value stamped `t`
 uses only what became known in `[t - window, t)`. A milestone (one shipment's departure from a
 leg, say) is scanned once per parcel and scans arrive out of order, so its time is "the earliest

@@ -2,7 +2,7 @@
 functions that turn scorer output into per-shipment answers.
 
 Requests are validated here, before anything is read or scored, so a bad request is a 4xx whose
-message names the field (DESIGN principle 7). A request that is valid as a whole but names a
+message names the field (docs/design.md, principle 7). A request that is valid as a whole but names a
 shipment that cannot be scored gets an answer for that item (`ok: false` and an `error`); the
 other items are scored as usual.
 

@@ -1,7 +1,7 @@
 """The champion model of a long-running scorer, swapped in place when the registry moves the alias.
 
 `ModelHolder` loads the version the "champion" alias points at, refuses it when the
-FeatureService the online path reads lacks a feature it needs (DESIGN principle 2), and
+FeatureService the online path reads lacks a feature it needs (docs/design.md, principle 2), and
 `maybe_reload()` (cheap; call it on every request or probe) checks the alias again at most every
 `refresh_seconds`, in a background thread so that no request waits for a download. Promotion
 and rollback are therefore deployments without a restart. When the registry cannot be reached,

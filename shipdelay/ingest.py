@@ -1,6 +1,6 @@
 """Import real hubs, shipments, legs, tracking events and outcomes into the lake, row by row.
 
-Bad input is answered, never dropped and never fatal (DESIGN.md, principle 7): each row lands
+Bad input is answered, never dropped and never fatal (docs/design.md, principle 7): each row lands
 in its lake table or in `rejects` with its 1-based data row number, the raw row as JSON and
 all its reasons, each naming the field. A missing required column rejects every row ("missing
 column X"): nothing is lost and the fix is plain. Steps, vectorized: rename (`mapping`); coerce
