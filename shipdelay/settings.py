@@ -88,23 +88,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     def masked(self) -> dict[str, object]:
-        """Settings as plain values with secrets and URL passwords hidden, for printing."""
+        """Settings as plain values with everything secret-shaped hidden, for printing: secret
+        fields, URL passwords, secret URL query parameters, secret-named keys of mappings
+        (Kafka's `sasl.password`, `ssl.key.pem`, ...), `password=...` in text, private keys
+        (`shipdelay.masking`)."""
+        from shipdelay.masking import MASK, mask_value
+
         out: dict[str, object] = {}
         values = {**self.model_dump(), "lake_dir": str(self.lake_dir),
                   "tracking_uri": self.tracking_uri}
         for name, value in values.items():
-            if isinstance(value, SecretStr) or name == "api_key":
-                out[name] = "********" if value else None
-            elif isinstance(value, str) and "://" in value and "@" in value:
-                scheme, rest = value.split("://", 1)
-                creds, host = rest.rsplit("@", 1)
-                user = creds.split(":", 1)[0]
-                out[name] = f"{scheme}://{user}:********@{host}" if ":" in creds else value
-            elif isinstance(value, dict):
-                out[name] = {k: ("********" if "password" in k or "secret" in k else v)
-                             for k, v in value.items()}
+            if isinstance(value, SecretStr):
+                out[name] = MASK if value.get_secret_value() else None
             else:
-                out[name] = str(value) if isinstance(value, Path) else value
+                out[name] = mask_value(name, str(value) if isinstance(value, Path) else value)
         return out
 
 

@@ -88,3 +88,93 @@ def test_simulate_and_ingest_from_the_cli(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     assert "1 accepted" in result.output and "1 rejected" in result.output
     assert "kind" in result.output  # the reason names the field
+
+
+# (setting, value as an operator would write it, the secret in it, text that must stay visible)
+SECRET_SHAPES = [
+    ("postgres_url", "postgresql://app:S3cr3t-Pa55@db.internal:5432/shipdelay?sslmode=require",
+     "S3cr3t-Pa55", "sslmode=require"),
+    ("postgres_url", "postgresql://app@db.internal/shipdelay?password=qp-secret-1",
+     "qp-secret-1", "app@db.internal"),
+    ("redis_url", "rediss://default:r3d1s-pw@cache.internal:6380/0", "r3d1s-pw",
+     "default:********@cache.internal"),
+    ("redis_url", "redis://:only-pw-2@cache.internal:6379/0", "only-pw-2", "cache.internal"),
+    ("mlflow_tracking_uri", "https://mlflow.example.com/?token=mlf_tok_9f8e7d&workspace=ops",
+     "mlf_tok_9f8e7d", "workspace=ops"),
+    ("mlflow_tracking_uri", "http://mlflow.internal:5000/?access_token=at-123456",
+     "at-123456", "mlflow.internal:5000"),
+    ("mlflow_tracking_uri", "https://acct.blob.core.windows.net/k?sv=2022-11-02&sp=r&sig=AbC%2Bsig%3D",
+     "AbC%2Bsig%3D", "sv=2022-11-02"),
+    ("mlflow_tracking_uri", "https://s3.amazonaws.com/b/k?X-Amz-Signature=deadbeefcafe&X-Amz-Date=1",
+     "deadbeefcafe", "X-Amz-Date=1"),
+    ("redis_url", "https://s3.amazonaws.com/b/k?X-Amz-Security-Token=FQoGZXIvYXdz",
+     "FQoGZXIvYXdz", "X-Amz-Security-Token="),
+    ("mlflow_tracking_uri", "https://vault.example.com/v1/transit?X-Vault-Token=hvs.CAESIabc",
+     "hvs.CAESIabc", "vault.example.com"),
+    ("postgres_url", "https://maps.example.com/geo?key=AIzaSyA-api-key&lang=en",
+     "AIzaSyA-api-key", "lang=en"),
+]
+KAFKA_SECURITY = {
+    "security.protocol": "SASL_SSL",
+    "sasl.mechanism": "PLAIN",
+    "sasl.username": "svc-shipdelay",
+    "sasl.password": "kafka-pw-1",
+    "ssl.key.password": "keypass-2",
+    "ssl.key.pem": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----",
+    "ssl.keystore.password": "ks-pw-4",
+    "ssl.key.location": "/etc/kafka/client.key",
+    "sasl.oauthbearer.client.id": "shipdelay-client",
+    "sasl.oauthbearer.client.secret": "oauth-cs-3",
+    "sasl.oauthbearer.config": "principal=svc clientSecret=oauth-cfg-5",
+    "sasl.jaas.config": 'PlainLoginModule required username="svc" password="jaas-pw-6";',
+}
+KAFKA_SECRETS = ["kafka-pw-1", "keypass-2", "MIIEvQIBADANBgkq", "ks-pw-4", "oauth-cs-3",
+                 "oauth-cfg-5", "jaas-pw-6"]
+KAFKA_VISIBLE = ["SASL_SSL", "PLAIN", "svc-shipdelay", "/etc/kafka/client.key",
+                 "shipdelay-client", "principal=svc"]
+
+
+def test_every_secret_shape_is_masked():
+    for field, value, secret, visible in SECRET_SHAPES:
+        shown = str(Settings(**{field: value}).masked())
+        assert secret not in shown, (field, value, shown)
+        assert visible in shown, (field, value, shown)
+    shown = str(Settings(kafka_security=KAFKA_SECURITY, api_key=SecretStr("hvs.kms-tok-7")).masked())
+    for secret in [*KAFKA_SECRETS, "hvs.kms-tok-7"]:
+        assert secret not in shown, (secret, shown)
+    for visible in KAFKA_VISIBLE:
+        assert visible in shown, (visible, shown)
+    plain = Settings(data_dir="/srv/data", redis_url="redis://cache:6379/0?ssl_cert_reqs=none")
+    shown = plain.masked()  # values without secrets are printed exactly as they are
+    assert shown["tracking_uri"] == plain.tracking_uri == "sqlite:////srv/data/mlflow.db"
+    assert shown["redis_url"] == plain.redis_url
+
+
+def test_names_are_judged_word_by_word():
+    from shipdelay.masking import is_secret_name
+
+    secret = ["sasl.password", "ssl.key.password", "ssl.key.pem", "ssl.keystore.key",
+              "sasl.oauthbearer.client.secret", "api_key", "apiKey", "X-Api-Key", "AccountKey",
+              "access_key", "aws_secret_access_key", "SharedAccessSignature", "sig", "token",
+              "X-Amz-Security-Token", "private_key_pem", "privateKey", "credentials"]
+    plain = ["security.protocol", "ssl.key.location", "ssl.keystore.location", "sasl.username",
+             "sasl.oauthbearer.client.id", "key.serializer", "encryption_key_id",
+             "encryption_key_file", "sslmode", "workspace", "bootstrap.servers", "sv", "monkey"]
+    assert [n for n in secret if not is_secret_name(n)] == []
+    assert [n for n in plain if is_secret_name(n)] == []
+
+
+def test_config_command_never_prints_a_secret(monkeypatch, data_dir):
+    import json
+
+    secrets = ["abc123secret", *KAFKA_SECRETS]
+    monkeypatch.setenv("SHIPDELAY_API_KEY", "abc123secret")
+    monkeypatch.setenv("SHIPDELAY_KAFKA_SECURITY", json.dumps(KAFKA_SECURITY))
+    for field, value, secret, _visible in SECRET_SHAPES:
+        monkeypatch.setenv(f"SHIPDELAY_{field.upper()}", value)
+        result = runner.invoke(app, ["config"])
+        assert result.exit_code == 0, result.output
+        flat = re.sub(r"[\s│]", "", result.output)  # long values fold across table rows
+        for hidden in (secret, *secrets):
+            assert hidden not in flat, (field, hidden)
+    assert "SASL_SSL" in flat and "********" in flat
