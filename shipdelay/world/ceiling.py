@@ -1,10 +1,13 @@
 """The ceiling: P(late) given the full hidden world state at a snapshot, by re-simulation.
 
-For a snapshot (shipment, as_of) the oracle knows every milestone that has physically happened by
-`as_of` (scanned and ingested or not), the shipment's plan, its carriers' true reliability, its
-customs regime, and the world's state at `as_of`: current congestion and the weather events in
-progress. It re-simulates the rest of the journey `draws` times with fresh futures and counts how
-often delivery lands after the promise. No model that sees only the lake can do better.
+For a snapshot (shipment, as_of) the oracle knows everything that has physically happened to the
+shipment by `as_of`, scanned and ingested or not: every milestone, whether it was ready in time
+for its scheduled service (a missed service is kept), an equipment failure met on the way, a
+customs hold begun, a failed delivery attempt; and the shipment's plan, its carriers' true
+reliability, its customs regime, and the world's state at `as_of`: current congestion and the
+weather events in progress. It re-simulates the rest of the journey `draws` times with fresh
+futures conditioned on that history (`simulate_journeys` with `given`) and counts how often
+delivery lands after the promise. No model that sees only the lake can do better.
 """
 
 from __future__ import annotations
@@ -12,13 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shipdelay.world.journeys import Journey, Plan, known_at, simulate_journeys
+from shipdelay.world.journeys import Journey, Plan, simulate_journeys
 
 BATCH_ROWS = 200_000  # re-simulated journeys held in memory at once
-
-
-def _take(j: Journey, rows: np.ndarray) -> Journey:
-    return Journey(**{k: (v[rows] if isinstance(v, np.ndarray) else v) for k, v in j.__dict__.items()})
 
 
 def estimate_ceiling(plan: Plan, truth: Journey, promised: np.ndarray, rows: np.ndarray,
@@ -36,8 +35,7 @@ def estimate_ceiling(plan: Plan, truth: Journey, promised: np.ndarray, rows: np.
 def _estimate(plan, truth, promised, rows, as_of, world, carriers, draws, rng) -> np.ndarray:
     rep_rows = np.repeat(rows, draws)
     rep_as_of = np.repeat(as_of, draws)
-    known = known_at(_take(truth, rep_rows), rep_as_of)
     sim = simulate_journeys(plan.take(rep_rows), world.conditional(rep_as_of, rng), carriers, rng,
-                            known=known, as_of=rep_as_of)
+                            given=truth.take(rep_rows), as_of=rep_as_of)
     late = sim.delivered > promised[rep_rows]
     return late.reshape(len(rows), draws).mean(axis=1)

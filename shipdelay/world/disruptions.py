@@ -13,6 +13,7 @@ ceiling: the true state up to `as_of`, and freshly drawn futures after it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -78,8 +79,40 @@ class World:
         """Weather severity in the hub's region at the given times (0 = clear)."""
         return self.weather_daily[self._day(t_hours), self.hub_region[hub]]
 
+    @cached_property
+    def weather_index(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+        """Per region: its events' start and end as the daily series counts them (whole days),
+        sorted by start, their severities, and how many of the latest events begun by any
+        moment can still be active then (1 + the most events that begin during one event)."""
+        ev = self.weather_events
+        out = []
+        for r in range(len(self.regions)):
+            mine = ev[ev["region"].to_numpy() == r]
+            starts = np.floor(mine["start_h"].to_numpy() / 24) * 24
+            order = np.argsort(starts, kind="stable")
+            starts = starts[order]
+            ends = (np.ceil(mine["end_h"].to_numpy() / 24) * 24)[order]
+            during = np.searchsorted(starts, ends, side="left") - np.arange(len(starts)) - 1
+            depth = int(during.max()) + 1 if len(starts) else 0
+            out.append((starts, ends, mine["severity"].to_numpy()[order], depth))
+        return out
+
+    @cached_property
+    def weather_rate(self) -> np.ndarray:
+        """New weather events per day, regions x months (0..11)."""
+        return np.array([WEATHER_RATE.get(r, DEFAULT_WEATHER_RATE) for r in self.regions])
+
+    @cached_property
+    def day_month(self) -> np.ndarray:
+        """Month (0..11) of each day of the world."""
+        return (self.start + pd.to_timedelta(np.arange(self.days), unit="D")).month.to_numpy() - 1
+
     def conditional(self, as_of: np.ndarray, rng: np.random.Generator) -> ConditionalWorld:
         return ConditionalWorld(self, np.asarray(as_of, dtype=float), rng)
+
+    def take(self, rows: np.ndarray) -> World:
+        """The world seen by some rows of a batch: the same for all of them."""
+        return self
 
 
 class ConditionalWorld:
@@ -92,6 +125,10 @@ class ConditionalWorld:
 
     def __init__(self, world: World, as_of: np.ndarray, rng: np.random.Generator):
         self.w, self.as_of, self.rng = world, as_of, rng
+
+    def take(self, rows: np.ndarray) -> ConditionalWorld:
+        """The view of some rows of the batch (each row has its own `as_of`)."""
+        return ConditionalWorld(self.w, self.as_of[rows], self.rng)
 
     def congestion(self, hub: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         w, t = self.w, np.asarray(t_hours, dtype=float)
@@ -111,22 +148,21 @@ class ConditionalWorld:
         w, t = self.w, np.asarray(t_hours, dtype=float)
         future = t > self.as_of
         known = w.weather(hub, np.where(future, self.as_of, t))
-        # events active at as_of that will still be active at t
-        ev = w.weather_events
         region = w.hub_region[hub]
         still = np.zeros(len(t))
-        if future.any() and len(ev):
-            # the daily series counts an event on every day it touches
-            starts = np.floor(ev["start_h"].to_numpy() / 24) * 24
-            ends = np.ceil(ev["end_h"].to_numpy() / 24) * 24
-            sev, reg = ev["severity"].to_numpy(), ev["region"].to_numpy()
-            idx = np.flatnonzero(future)
-            for k in range(len(ev)):  # few events per region: loop over events, not rows
-                hit = (reg[k] == region[idx]) & (starts[k] <= self.as_of[idx]) & \
-                      (ends[k] > self.as_of[idx]) & (ends[k] > t[idx])
-                still[idx[hit]] += sev[k]
-        month = (w.start + pd.to_timedelta(w._day(t), unit="D")).month.to_numpy() - 1
-        rate = np.array([WEATHER_RATE.get(r, DEFAULT_WEATHER_RATE) for r in w.regions])[region, month]
+        idx = np.flatnonzero(future)
+        for r, (starts, ends, sev, depth) in enumerate(w.weather_index if len(idx) else ()):
+            rows = idx[region[idx] == r]
+            if not len(rows) or not depth:
+                continue
+            # events active at as_of that will still be active at t (> as_of): among the
+            # region's events begun by as_of, only the `depth` latest can still be active
+            last = np.searchsorted(starts, self.as_of[rows], side="right") - 1
+            for back in range(depth):
+                k = last - back
+                hit = (k >= 0) & (ends[np.maximum(k, 0)] > t[rows])
+                still[rows] += np.where(hit, sev[np.maximum(k, 0)], 0.0)
+        rate = w.weather_rate[region, w.day_month[w._day(t)]]
         horizon = np.minimum((t - self.as_of) / 24, WEATHER_MEAN_DAYS + 1)
         new = self.rng.random(len(t)) < 1 - np.exp(-rate * np.maximum(horizon, 0))
         fresh = np.where(new, self.rng.uniform(0.4, 1.6, len(t)), 0.0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shipdelay.world.journeys import Journey, Plan
+from shipdelay.world.journeys import ATTEMPT_HOURS, Journey, Plan
 from shipdelay.world.network import Network
 from shipdelay.world.notes import draw_notes
 
@@ -57,12 +57,17 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
         wx_cause = np.where(region == "east_asia", "weather_east_asia",
                             np.where(np.isin(region, ["europe", "north_america"]), "weather_cold",
                                      "weather_other"))
+        # a departure's note tells what was known when it left: the weather at the arrival
+        # hub is still ahead then
         dep_cause = np.where(j.missed[:, i], "missed",
-                             np.where(j.weather_hit[:, i] > 0.6, wx_cause,
+                             np.where(j.weather_dep[:, i] > 0.6, wx_cause,
                                       np.where(j.congestion[:, i] > 1.4, "congestion", "")))
         add(has, j.dep[:, i], "departed", frm, leg, dep_cause.astype(object))
         fail_cause = np.array(["failure_truck", "failure_rail", "failure_air", "failure_ocean"])[mode]
-        share = np.clip((j.failure_at[:, i] - j.dep[:, i]) / (j.arr[:, i] - j.dep[:, i]), 0, 1)
+        # where along the leg it struck: a share of the planned leg, not of the actual one,
+        # whose length (the repair included) is still ahead when the failure is reported
+        share = np.clip((j.failure_at[:, i] - j.dep[:, i])
+                        / (plan.planned_arr[:, i] - plan.planned_dep[:, i]), 0, 1)
         share = np.nan_to_num(share)
         add(j.failure[:, i], j.failure_at[:, i], "exception", frm, leg, fail_cause.astype(object),
             lat[frm] + share * (lat[to] - lat[frm]), lon[frm] + share * (lon[to] - lon[frm]))
@@ -71,7 +76,7 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
             np.full(n, "customs", dtype=object))
         add(has & j.hold & (plan.customs_leg == i), j.hold_end, "customs_released", to, leg, none)
     add(np.ones(n, bool), j.ofd, "out_for_delivery", dest, last, none)
-    add(j.delivery_failed, j.ofd + 3.0, "exception", dest, last,
+    add(j.delivery_failed, j.ofd + ATTEMPT_HOURS, "exception", dest, last,
         np.full(n, "delivery_fail", dtype=object))
     add(np.ones(n, bool), j.delivered, "delivered", dest, last, none)
 
