@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -11,27 +12,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from shipdelay.cli_guard import GuardedGroup, route_library_output
 from shipdelay.settings import get_settings
 
+# GuardedGroup: a failing command ends with one sentence, its traceback goes to the log.
 app = typer.Typer(help="Delay risk for in-flight multimodal shipments.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False, cls=GuardedGroup)
 console = Console()
 
 
 @app.callback()
-def _quiet_libraries() -> None:
-    """Keep the terminal for shipdelay's own output: libraries' notices go to the log only."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic", "feast", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", module="mlflow")
-    warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
+def _quiet_libraries(ctx: typer.Context) -> None:
+    """Keep the terminal for shipdelay's own output: whatever libraries print, log or warn goes
+    to the command log under the data folder (`shipdelay.cli_guard`)."""
+    route_library_output(ctx, console)
 
 
 def progress() -> Progress:
@@ -236,8 +230,10 @@ def train_cmd(
 ) -> None:
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
+    from shipdelay.preflight import need_features
     from training.train import train
 
+    need_features(get_settings())
     with console.status("training") as status:
         report = train(get_settings(), register_model=not no_register,
                        on_step=lambda s: status.update(s))
@@ -270,10 +266,12 @@ def tune_cmd(
                                                    "seconds")] = None,
 ) -> None:
     """Tune the classifier with Optuna (TPE, pruning); each trial is a nested MLflow run."""
+    from shipdelay.preflight import need_features
     from training.train import current_split
     from training.tune import tune
 
     settings = get_settings()
+    need_features(settings)
     with console.status("building the training set"):
         split = current_split(settings)
     study_obj = tune(split, trials, study_name=study, storage=storage or None, timeout=timeout)
@@ -293,9 +291,12 @@ def promote_cmd(
 ) -> None:
     """Make the challenger the champion if it beats it on the newest holdout; else say why not."""
     from registry.promote import promote
+    from shipdelay.preflight import need_challenger, need_features
     from training.train import holdout_evaluator
 
     settings = get_settings()
+    need_features(settings)
+    need_challenger(settings)
     with console.status("scoring challenger and champion on the newest holdout"):
         result = promote(settings, holdout_evaluator(settings), stage_margin=stage_margin)
     if len(result.table):
@@ -314,6 +315,28 @@ def rollback_cmd() -> None:
 
     old, new = rollback(get_settings())
     console.print(f"champion rolled back from version {old} to version {new}")
+
+
+def check_serving(settings, as_of: str | None) -> None:
+    """What the service needs before it starts: a valid --as-of and SHIPDELAY_SERVE_* options,
+    the feature store and a champion (`shipdelay.preflight`); else one sentence, exit 2 or 1."""
+    import pandas as pd
+
+    from serving.options import ServeOptions
+    from shipdelay.cli_guard import Failure
+    from shipdelay.preflight import need_servable
+
+    if as_of:
+        try:
+            pd.Timestamp(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time like 2026-03-01T02:00",
+                                     param_hint="--as-of") from None
+    try:
+        ServeOptions.from_env()
+    except ValueError as err:
+        raise Failure(str(err), exit_code=2) from None
+    need_servable(settings)
 
 
 @app.command("serve")
@@ -335,6 +358,8 @@ def serve_cmd(
     /metrics. The API key (SHIPDELAY_API_KEY), when set, guards the prediction routes."""
     from serving.serve import serve
 
+    check_serving(get_settings(), as_of)  # before BentoML, which would restart a failing worker
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # the server's log
     raise typer.Exit(serve(get_settings(), host=host, port=port, ssl_certfile=ssl_certfile,
                            ssl_keyfile=ssl_keyfile, workers=workers,
                            refresh_seconds=refresh_seconds, as_of=as_of))
@@ -349,8 +374,6 @@ def ask_cmd(
                            "default: SHIPDELAY_SERVE_REASONS_FROM, else the high band")] = None,
 ) -> None:
     """Start the service, ask it about a few in-flight shipments, print the answers, stop it."""
-    import os
-
     from serving.demo import ask
 
     if reasons_from is not None:
@@ -472,9 +495,17 @@ def stream_cmd(
 
     from serving.kafka import NoKafka
     from serving.stream import StreamOptions, run_stream
+    from shipdelay.cli_guard import terminal
+    from shipdelay.preflight import need_servable
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The stream's own log is its terminal output (libraries' stays in the command log).
+    handler = logging.StreamHandler(terminal(stderr=True))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    for name in ("shipdelay.stream", "serving"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
     settings = get_settings()
+    need_servable(settings)
     options = StreamOptions(max_batch=max_batch or settings.stream_batch_max,
                             batch_ms=batch_ms or settings.stream_batch_ms, idle_exit_s=idle_exit,
                             max_events=max_events, metrics_port=metrics_port,
@@ -486,7 +517,8 @@ def stream_cmd(
         raise typer.Exit(1) from None
     import json
 
-    print("stream totals:", json.dumps(totals))
+    console.print("stream totals:", json.dumps(totals), markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @app.command("replay")
@@ -506,6 +538,7 @@ def replay_cmd(
 
     from serving.kafka import NoKafka
     from serving.replay import replay
+    from shipdelay.preflight import need_lake
 
     if sum(x is not None and x is not False for x in (speedup, rate, as_fast_as_possible or None)) != 1:
         raise typer.BadParameter("give exactly one of --speedup, --rate, --as-fast-as-possible",
@@ -514,6 +547,7 @@ def replay_cmd(
         start = pd.Timestamp(since, tz="UTC") if since else None
     except ValueError as exc:
         raise typer.BadParameter(f"'{since}' is not a time", param_hint="--since") from exc
+    need_lake(get_settings(), "tracking_events")
     try:
         with progress() as bar:
             task = bar.add_task("replaying", total=max_events)
@@ -536,8 +570,12 @@ def stream_demo_cmd(
     """Host the embedded Kafka cluster, run the stream scorer, replay the newest events of the
     lake through it and show risk changing as they arrive; everything stops at the end."""
     from serving.stream_demo import stream_demo
+    from shipdelay.preflight import need_lake, need_servable
 
-    stream_demo(get_settings(), events, shipments, console)
+    settings = get_settings()
+    need_lake(settings, "tracking_events")
+    need_servable(settings)
+    stream_demo(settings, events, shipments, console)
 
 
 def main() -> None:  # pragma: no cover - console entry point
