@@ -7,8 +7,8 @@ Each baseline turns a test frame into P(late) per row, fitted on the train frame
 - logistic: a standardized logistic regression on a handful of numeric signals.
 The ceiling is the simulator's P(late | full hidden world state), joined from the lake.
 
-Scores are clipped to [1e-4, 1 - 1e-4] like the model's calibrator, so one confident miss does not
-make a baseline's log loss infinite.
+Scores are clipped to [PROB_CLIP, 1 - PROB_CLIP], the bound every score is evaluated with
+(`training.evaluate`), so one confident miss does not make a baseline's log loss infinite.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from training.evaluate import clip_scores
+
 LOGISTIC_FEATURES = ["slip_h", "slip_trend_h", "promised_slack_h", "planned_transit_h",
                      "hours_to_promised", "transit_elapsed_frac", "customs_holds", "exceptions",
                      "lane_late_rate_28d", "hub_dep_slip_24h"]
-CLIP = 1e-4
-
-
-def _clip(p) -> np.ndarray:
-    return np.clip(np.asarray(p, dtype=float), CLIP, 1 - CLIP)
+_clip = clip_scores
 
 
 def _label(train: pd.DataFrame) -> np.ndarray:

@@ -3,7 +3,14 @@ and by journey stage (a shipment at booking is a different question from one nea
 
 Everything returns plain dicts or a tidy table `[slice, group, metric, value]`, so a report, an
 MLflow run and a plot read the same numbers. Rows whose score is NaN (e.g. no ceiling estimate)
-are left out of that score's metrics, and `n` says how many rows each number rests on.
+are left out of that score's metrics, and `n` says how many rows each number rests on. Every
+score is clipped to [PROB_CLIP, 1 - PROB_CLIP] before any metric, whoever made it (the model,
+a baseline, the ceiling's share of re-simulations), so one confident miss costs every scorer the
+same.
+
+Two scorers are compared on the same rows by `paired_bootstrap`: the difference of their AUC
+and log loss with a bootstrap confidence interval, resampling whole shipments (the snapshots of
+one shipment share its label, so they are not independent evidence).
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 STAGES = ("booked", "early", "mid", "late", "overdue")
 STAGE_EDGES = (0.33, 0.66, 1.0)  # upper edges of early, mid, late (right-closed)
 SLICES = ("overall", "main_mode", "stage")
-_EPS = 1e-15
+PROB_CLIP = 1e-4  # the calibrator's and the baselines' bound too
+BOOTSTRAP_DRAWS = 1000
+BOOTSTRAP_LEVEL = 0.9
+PAIRED_METRICS = ("roc_auc", "log_loss")
 
 
 def journey_stage(frame: pd.DataFrame) -> pd.Series:
@@ -38,11 +48,16 @@ def journey_stage(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(cat, index=frame.index, name="stage")
 
 
+def clip_scores(p) -> np.ndarray:
+    """Scores bounded to [PROB_CLIP, 1 - PROB_CLIP] (NaN stays NaN)."""
+    return np.clip(np.asarray(p, dtype=float), PROB_CLIP, 1 - PROB_CLIP)
+
+
 def _clean(y, p) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
     keep = np.isfinite(y) & np.isfinite(p)
-    return y[keep], p[keep]
+    return y[keep], clip_scores(p[keep])
 
 
 def expected_calibration_error(y, p, bins: int = 15) -> float:
@@ -57,7 +72,8 @@ def expected_calibration_error(y, p, bins: int = 15) -> float:
 
 
 def classification_metrics(y, p) -> dict[str, float]:
-    """roc_auc, pr_auc (average precision), log_loss, brier, ece, n, late_rate, mean_p.
+    """roc_auc, pr_auc (average precision), log_loss, brier, ece, n, late_rate, mean_p, on
+    scores clipped to [PROB_CLIP, 1 - PROB_CLIP].
 
     A slice with a single class gets NaN AUCs rather than an exception; an empty one all NaN.
     """
@@ -71,7 +87,7 @@ def classification_metrics(y, p) -> dict[str, float]:
     both = 0 < y.sum() < n
     out["roc_auc"] = float(roc_auc_score(y, p)) if both else float("nan")
     out["pr_auc"] = float(average_precision_score(y, p)) if both else float("nan")
-    out["log_loss"] = float(log_loss(y, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1]))
+    out["log_loss"] = float(log_loss(y, p, labels=[0, 1]))
     out["brier"] = float(np.mean((p - y) ** 2))
     out["ece"] = expected_calibration_error(y, p)
     out["late_rate"] = float(y.mean())
@@ -145,6 +161,94 @@ def evaluate_many(frame: pd.DataFrame, scores: Mapping[str, np.ndarray],
     return pd.concat(parts, ignore_index=True)[["model", "slice", "group", "metric", "value"]]
 
 
+def _weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of `weights` (resamples x rows), ties counted half: the
+    Mann-Whitney statistic with weighted rows, in one pass over the sorted scores."""
+    order = np.argsort(p, kind="stable")
+    p, y, w = p[order], y[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])  # groups of tied scores
+    pos = np.add.reduceat(w * y, starts, axis=1)
+    neg = np.add.reduceat(w * (1 - y), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / den, np.nan)
+
+
+def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def paired_bootstrap(y, p_a, p_b, clusters=None, draws: int = BOOTSTRAP_DRAWS,
+                     level: float = BOOTSTRAP_LEVEL, seed: int = 0) -> dict[str, dict[str, float]]:
+    """AUC and log loss of scorer a minus scorer b on the same rows, with a percentile bootstrap
+    interval at `level`: per metric {a, b, diff, lo, hi}, plus n (rows) and clusters.
+
+    Rows where y or either score is missing are left out of both. `clusters` (e.g. shipment ids)
+    are resampled whole; without them, rows are. Scores are clipped as everywhere here.
+    """
+    y, p_a, p_b = (np.asarray(v, dtype=float) for v in (y, p_a, p_b))
+    keep = np.isfinite(y) & np.isfinite(p_a) & np.isfinite(p_b)
+    y, p_a, p_b = y[keep], clip_scores(p_a[keep]), clip_scores(p_b[keep])
+    codes = (pd.factorize(np.asarray(clusters)[keep])[0] if clusters is not None
+             else np.arange(len(y)))
+    n_clusters = int(codes.max()) + 1 if len(codes) else 0
+    nan = dict.fromkeys(["a", "b", "diff", "lo", "hi"], float("nan"))
+    out = {m: dict(nan) for m in PAIRED_METRICS} | {"n": float(len(y)),
+                                                   "clusters": float(n_clusters)}
+    if n_clusters < 2:
+        return out
+    full = np.ones((1, len(y)))
+    loss_a, loss_b = _log_losses(y, p_a), _log_losses(y, p_b)
+    rng = np.random.default_rng(seed)
+    diffs = {m: [] for m in PAIRED_METRICS}
+    for lo in range(0, draws, 200):  # resamples in blocks: memory stays bounded at any size
+        counts = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters),
+                                 size=min(200, draws - lo))
+        w = counts[:, codes].astype(float)
+        diffs["roc_auc"].append(_weighted_auc(y, p_a, w) - _weighted_auc(y, p_b, w))
+        diffs["log_loss"].append(w @ (loss_a - loss_b) / w.sum(axis=1))
+    point = {"roc_auc": (_weighted_auc(y, p_a, full)[0], _weighted_auc(y, p_b, full)[0]),
+             "log_loss": (loss_a.mean(), loss_b.mean())}
+    tail = (1 - level) / 2
+    for m in PAIRED_METRICS:
+        spread = np.concatenate(diffs[m])
+        spread = spread[np.isfinite(spread)]
+        a, b = point[m]
+        lo, hi = np.quantile(spread, [tail, 1 - tail]) if len(spread) else (np.nan, np.nan)
+        out[m] = {"a": float(a), "b": float(b), "diff": float(a - b), "lo": float(lo),
+                  "hi": float(hi)}
+    return out
+
+
+def compare_paired(frame: pd.DataFrame, p_a, p_b, draws: int = BOOTSTRAP_DRAWS,
+                   level: float = BOOTSTRAP_LEVEL, seed: int = 0) -> pd.DataFrame:
+    """`paired_bootstrap` of a minus b overall and per journey stage, shipments resampled whole:
+    a table [slice, group, metric, a, b, diff, lo, hi, n]. For AUC a positive interval means a
+    ranks better beyond bootstrap noise, for log loss a negative one."""
+    p_a, p_b = np.asarray(p_a, dtype=float), np.asarray(p_b, dtype=float)
+    y = frame["is_late"].to_numpy(float)
+    ids = frame["shipment_id"].to_numpy() if "shipment_id" in frame else None
+    rows = []
+    for slice_, group, mask in _groups(frame):
+        if slice_ == "main_mode":
+            continue
+        res = paired_bootstrap(y[mask], p_a[mask], p_b[mask],
+                               None if ids is None else ids[mask], draws, level, seed)
+        rows += [(slice_, group, m, *(res[m][k] for k in ("a", "b", "diff", "lo", "hi")),
+                  res["n"]) for m in PAIRED_METRICS]
+    return pd.DataFrame(rows, columns=["slice", "group", "metric", "a", "b", "diff", "lo", "hi",
+                                       "n"])
+
+
+def beats(paired: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a `compare_paired` table where a is better than b beyond bootstrap noise: a
+    higher AUC or a lower log loss with the whole interval on that side of zero."""
+    auc = (paired["metric"] == "roc_auc") & (paired["lo"] > 0)
+    loss = (paired["metric"] == "log_loss") & (paired["hi"] < 0)
+    return paired[auc | loss]
+
+
 def gap_closed(model: float, baseline: float, ceiling: float,
                higher_is_better: bool = True) -> float:
     """Share of the baseline-to-ceiling gap the model closes: (model - baseline) /
@@ -157,13 +261,18 @@ def gap_closed(model: float, baseline: float, ceiling: float,
 
 
 __all__ = [
+    "PROB_CLIP",
     "STAGES",
     "STAGE_EDGES",
+    "beats",
     "classification_metrics",
+    "clip_scores",
+    "compare_paired",
     "evaluate",
     "evaluate_many",
     "expected_calibration_error",
     "gap_closed",
     "interval_metrics",
     "journey_stage",
+    "paired_bootstrap",
 ]

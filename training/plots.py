@@ -1,6 +1,9 @@
 """Evaluation figures as PNG files: calibration, ROC/PR, a metric by journey stage, gain
 importance and a SHAP summary from LightGBM's own TreeSHAP (`pred_contrib=True`).
 
+With a ceiling, `model_minus_ceiling` shows the model's AUC and log loss minus the ceiling's per
+journey stage, with the paired bootstrap interval.
+
 Every function takes the data and a path, writes one PNG with the Agg backend (no display
 needed) and returns the path, so a report or an MLflow run can log it as an artifact.
 """
@@ -157,6 +160,36 @@ def metric_by_stage(table: pd.DataFrame, metric: str, path) -> Path:
     return _save(fig, path)
 
 
+def model_minus_ceiling(paired: pd.DataFrame, path, level: float = 0.9) -> Path:
+    """The model's AUC and log loss minus the ceiling's per journey stage (overall first), on the
+    same rows, with the paired bootstrap interval as error bars (`compare_paired`'s table, its
+    scorers named model and ceiling). Above zero for AUC or below it for log loss, with the whole
+    bar, would mean the model beats what the hidden state allows: the ceiling would be wrong."""
+    from training.evaluate import STAGES
+
+    metrics = [m for m in ("roc_auc", "log_loss") if m in set(paired["metric"])]
+    if not metrics:
+        raise ValueError("no roc_auc or log_loss rows to plot")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        rows = paired[paired["metric"] == metric].copy()
+        order = {("overall", "all"): -1} | {("stage", s): i for i, s in enumerate(STAGES)}
+        rows["at"] = [order.get((a, b), 99) for a, b in zip(rows["slice"], rows["group"])]
+        rows = rows.sort_values("at")
+        x = np.arange(len(rows))
+        diff = rows["diff"].to_numpy(float)
+        err = np.vstack([diff - rows["lo"].to_numpy(float), rows["hi"].to_numpy(float) - diff])
+        ax.errorbar(x, diff, yerr=err, fmt="o", color="tab:blue", ecolor="0.4", capsize=4)
+        ax.axhline(0, color=_CEILING_COLOR, lw=1, ls="--")
+        ax.set_xticks(x, [f"{g}\n(n={int(n):,})" for g, n in zip(rows["group"], rows["n"])])
+        better = "above zero: model better" if metric == "roc_auc" else \
+            "below zero: model better"
+        ax.set(ylabel=f"{metric}: model - ceiling", xlabel="journey stage",
+               title=f"{metric}, model minus ceiling ({level:.0%} interval; {better})")
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
 def feature_importance(booster, path, top: int = 25) -> Path:
     """Horizontal bars of the `top` features by total split gain, as a share of all gain."""
     gain = pd.Series(booster.feature_importance(importance_type="gain"),
@@ -234,6 +267,7 @@ __all__ = [
     "calibration_curve",
     "feature_importance",
     "metric_by_stage",
+    "model_minus_ceiling",
     "roc_pr_curves",
     "shap_summary",
 ]

@@ -2,9 +2,11 @@
 ceiling -> log everything to MLflow -> register the model as the challenger.
 
 Everything a data scientist compares lives in one MLflow run: parameters, the split, the
-training set as an input, metrics overall / by mode / by journey stage for the model, each
-baseline and the ceiling on the same test snapshots, the share of the baseline-to-ceiling gap the
-model closes per stage, the plots, and the model with its signature and FeatureService.
+training set as an input, metrics overall / by mode / by journey stage for the model and each
+baseline on every test snapshot; on the snapshots the ceiling covers (and only there) the same
+for the ceiling next to them, the model-minus-ceiling AUC and log loss per stage with a paired
+bootstrap interval, and the share of the baseline-to-ceiling gap the model closes; the plots;
+and the model with its signature and FeatureService.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from training import baselines, plots
 from training.bundle import Bundle
 from training.dataset import build_training_set
 from training.evaluate import (
+    BOOTSTRAP_LEVEL,
     classification_metrics,
+    compare_paired,
     evaluate_many,
     gap_closed,
     journey_stage,
@@ -45,21 +49,46 @@ HEADLINE = ["roc_auc", "log_loss", "ece", "brier", "pr_auc"]
 class TrainReport:
     run_id: str
     version: str | None
-    metrics: pd.DataFrame  # model, slice, group, metric, value
+    metrics: pd.DataFrame  # model, slice, group, metric, value: model and baselines, all rows
     gap: pd.DataFrame  # stage x baseline: share of the gap to the ceiling closed (AUC)
     sizes: dict[str, int] = field(default_factory=dict)
     on_ceiling: pd.DataFrame = field(default_factory=pd.DataFrame)  # AUC per scorer, covered rows
     fit_seconds: float = 0.0
+    # every scorer, the ceiling included, on the rows the ceiling covers (as `metrics`)
+    ceiling_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # model minus ceiling on those rows: [slice, group, metric, model, ceiling, diff, lo, hi, n]
+    versus_ceiling: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def has_ceiling(self) -> bool:
         """Whether the lake had a ceiling for the test snapshots (simulated worlds only)."""
         return not self.gap.empty
 
+    @property
+    def ceiling_rows(self) -> int:
+        """How many test snapshots the ceiling covers (0 without a ceiling)."""
+        m = self.ceiling_metrics
+        if m.empty:
+            return 0
+        return int(m[(m["slice"] == "overall") & (m["metric"] == "n")
+                     & (m["model"] == "ceiling")]["value"].iloc[0])
+
     def headline(self) -> pd.DataFrame:
-        overall = self.metrics[self.metrics["slice"] == "overall"]
-        return overall.pivot_table(index="model", columns="metric", values="value")[
-            [m for m in HEADLINE if m in set(overall["metric"])]]
+        """Overall metrics of the model and each baseline on every test snapshot; with a
+        ceiling, then the model and the ceiling on the snapshots the ceiling covers, labelled
+        "<scorer>, <n> ceiling rows": the ceiling only ever next to the model on the same rows."""
+        frames = [(self.metrics, None)]
+        if self.has_ceiling:
+            frames.append((self.ceiling_metrics[self.ceiling_metrics["model"].isin(
+                ["model", "ceiling"])], f"{self.ceiling_rows:,} ceiling rows"))
+        parts = []
+        for table, label in frames:
+            overall = table[table["slice"] == "overall"]
+            wide = overall.pivot_table(index="model", columns="metric", values="value", sort=False)
+            if label:
+                wide.index = [f"{m}, {label}" for m in wide.index]
+            parts.append(wide[[m for m in HEADLINE if m in wide.columns]])
+        return pd.concat(parts).rename_axis("scorer")
 
 
 def current_split(settings: Settings) -> Split:
@@ -75,39 +104,55 @@ def score_frame(bundle: Bundle, frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
 
 
 def compare(split: Split, bundle: Bundle, ceiling: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Model, baselines and the ceiling on the same test snapshots; and, on the snapshots the
-    ceiling covers, the share of each baseline's AUC gap to the ceiling the model closes.
+    """Model and baselines on every test snapshot; and on the snapshots the ceiling covers, every
+    scorer with the ceiling, the model minus the ceiling per stage with a paired bootstrap
+    interval, and the share of each baseline's AUC gap to the ceiling the model closes.
 
-    Real data has no ceiling: then there is no ceiling row and the gap table is empty."""
+    Real data has no ceiling: then the ceiling tables and the gap table are empty."""
     test = split.test
     p, q = score_frame(bundle, test)
     scores = {"model": p, **{k: np.asarray(v, dtype=float) for k, v in
                              baselines.all_baselines(split.train, test, ceiling).items()}}
-    covered = ~np.isnan(scores["ceiling"])
-    if not covered.any():
-        del scores["ceiling"]
-        return evaluate_many(test, scores, {"model": q}), pd.DataFrame(), {
-            "p": p, "q": q, "scores": scores, "on_ceiling": pd.DataFrame()}
+    ceiling_p = scores.pop("ceiling")
+    covered = ~np.isnan(ceiling_p)
     table = evaluate_many(test, scores, {"model": q})
-    auc = evaluate_many(test[covered], {k: v[covered] for k, v in scores.items()})
-    auc = auc[auc["metric"] == "roc_auc"].pivot_table(index=["slice", "group"], columns="model",
-                                                       values="value")
+    scored = {"p": p, "q": q, "scores": scores, "covered": covered, "on_ceiling": pd.DataFrame(),
+              "ceiling_metrics": pd.DataFrame(), "versus_ceiling": pd.DataFrame()}
+    if not covered.any():
+        return table, pd.DataFrame(), scored
+    rows = test[covered]
+    on_rows = {**{k: v[covered] for k, v in scores.items()}, "ceiling": ceiling_p[covered]}
+    metrics = evaluate_many(rows, on_rows, {"model": {k: v[covered] for k, v in q.items()}})
+    auc = metrics[metrics["metric"] == "roc_auc"].pivot_table(
+        index=["slice", "group"], columns="model", values="value")
     gap = pd.DataFrame({b: [gap_closed(m, bl, c) for m, bl, c in
                             zip(auc["model"], auc[b], auc["ceiling"])]
-                        for b in scores if b not in ("model", "ceiling")}, index=auc.index)
-    return table, gap, {"p": p, "q": q, "scores": scores, "on_ceiling": auc}
+                        for b in scores if b != "model"}, index=auc.index)
+    versus = compare_paired(rows, on_rows["model"], on_rows["ceiling"]).rename(
+        columns={"a": "model", "b": "ceiling"})
+    scored |= {"on_ceiling": auc, "ceiling_metrics": metrics, "versus_ceiling": versus,
+               "ceiling": ceiling_p}
+    return table, gap, scored
 
 
-def _log_metrics(table: pd.DataFrame, gap: pd.DataFrame) -> None:
+def _log_metrics(table: pd.DataFrame, gap: pd.DataFrame, scored: dict) -> None:
     out = {}
-    for r in table.itertuples():
-        if pd.notna(r.value):
-            group = "" if r.slice == "overall" else f"{r.slice}.{r.group}."
-            out[f"{r.model}.{group}{r.metric}".replace(" ", "_")] = float(r.value)
+    for prefix, frame in (("", table), ("on_ceiling_rows.", scored["ceiling_metrics"])):
+        for r in frame.itertuples():
+            if pd.notna(r.value):
+                group = "" if r.slice == "overall" else f"{r.slice}.{r.group}."
+                out[f"{prefix}{r.model}.{group}{r.metric}".replace(" ", "_")] = float(r.value)
     for (slc, group), row in gap.iterrows():
         for baseline, value in row.items():
             if pd.notna(value):
                 out[f"gap_closed.{slc}.{group}.vs_{baseline}"] = float(value)
+    # model minus ceiling on the ceiling's rows, with the bootstrap interval's ends
+    for r in scored["versus_ceiling"].itertuples():
+        group = "" if r.slice == "overall" else f"{r.slice}.{r.group}."
+        for part in ("diff", "lo", "hi"):
+            value = getattr(r, part)
+            if pd.notna(value):
+                out[f"model_minus_ceiling.{group}{r.metric}.{part}"] = float(value)
     mlflow.log_metrics(out)
 
 
@@ -116,15 +161,27 @@ def _log_plots(split: Split, bundle: Bundle, table: pd.DataFrame, scored: dict) 
     scores = {k: np.asarray(v, float) for k, v in scored["scores"].items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        finite = {k: v for k, v in scores.items() if not np.isnan(v).any()}
-        plots.calibration_curve(y, finite, tmp / "calibration.png")
-        plots.roc_pr_curves(y, finite, tmp / "roc_pr.png")
+        plots.calibration_curve(y, scores, tmp / "calibration.png")
+        plots.roc_pr_curves(y, scores, tmp / "roc_pr.png")
         plots.metric_by_stage(table, "roc_auc", tmp / "auc_by_stage.png")
         plots.metric_by_stage(table, "log_loss", tmp / "log_loss_by_stage.png")
+        table.to_csv(tmp / "metrics.csv", index=False)
+        if scored["covered"].any():  # the ceiling only ever next to others on its own rows
+            covered = scored["covered"]
+            on_rows = {**{k: v[covered] for k, v in scores.items()},
+                       "ceiling": scored["ceiling"][covered]}
+            metrics, versus = scored["ceiling_metrics"], scored["versus_ceiling"]
+            plots.calibration_curve(y[covered], on_rows, tmp / "calibration_on_ceiling_rows.png")
+            plots.roc_pr_curves(y[covered], on_rows, tmp / "roc_pr_on_ceiling_rows.png")
+            plots.metric_by_stage(metrics, "roc_auc", tmp / "auc_by_stage_on_ceiling_rows.png")
+            plots.metric_by_stage(metrics, "log_loss",
+                                  tmp / "log_loss_by_stage_on_ceiling_rows.png")
+            plots.model_minus_ceiling(versus, tmp / "model_minus_ceiling.png", BOOTSTRAP_LEVEL)
+            metrics.to_csv(tmp / "metrics_on_ceiling_rows.csv", index=False)
+            versus.to_csv(tmp / "model_minus_ceiling.csv", index=False)
         plots.feature_importance(bundle.classifier, tmp / "feature_importance.png")
         X = bundle.spec.matrix(split.test.sample(min(3000, len(split.test)), random_state=0))
         plots.shap_summary(bundle.classifier, X, tmp / "shap_summary.png")
-        table.to_csv(tmp / "metrics.csv", index=False)
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
 
 
@@ -154,13 +211,13 @@ def train(settings: Settings | None = None, params: dict | None = None,
         mlflow.log_metric("fit_seconds", fit_seconds)
         step("evaluating against baselines (and the ceiling, if the lake has one)")
         table, gap, scored = compare(split, bundle, ceiling)
-        _log_metrics(table, gap)
+        _log_metrics(table, gap, scored)
         _log_plots(split, bundle, table, scored)
         step("registering the model")
         model_uri = log_bundle(bundle, input_example=bundle.spec.matrix(split.test.head(5)))
         version = register(settings, model_uri) if register_model else None
     return TrainReport(run.info.run_id, version, table, gap, sizes, scored["on_ceiling"],
-                       fit_seconds)
+                       fit_seconds, scored["ceiling_metrics"], scored["versus_ceiling"])
 
 
 def holdout_evaluator(settings: Settings | None = None) -> Callable[[Bundle], dict]:

@@ -11,14 +11,19 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 from training import baselines, plots
 from training.baselines import LOGISTIC_FEATURES
 from training.evaluate import (
+    PROB_CLIP,
     STAGES,
+    _weighted_auc,
+    beats,
     classification_metrics,
+    compare_paired,
     evaluate,
     evaluate_many,
     expected_calibration_error,
     gap_closed,
     interval_metrics,
     journey_stage,
+    paired_bootstrap,
 )
 
 MODES = ["truck", "rail", "air", "ocean"]
@@ -112,6 +117,85 @@ def test_interval_metrics_by_hand():
     # pinball p10: y - q10 = 1, 5, 10, -4 -> 0.1, 0.5, 1.0, 3.6
     assert m["pinball_p10"] == pytest.approx((0.1 + 0.5 + 1.0 + 3.6) / 4)
     assert m["pinball_p50"] == pytest.approx(m["mae_p50"] / 2)
+
+
+def test_every_score_is_clipped_by_the_same_bound():
+    # a confident miss costs every scorer the same, whoever made the score: a ceiling's 0 of
+    # 100 re-simulations late and a baseline's clipped rate are judged alike
+    y = np.array([1.0, 0.0, 1.0])
+    p = np.array([0.0, 0.0, 1.0])
+    expected = -(np.log(PROB_CLIP) + np.log(1 - PROB_CLIP) + np.log(1 - PROB_CLIP)) / 3
+    assert classification_metrics(y, p)["log_loss"] == pytest.approx(expected)
+    train = pd.DataFrame({"shipment_id": ["a", "b"], "lane_id": ["X", "X"],
+                          "is_late": [True, True]})
+    test = pd.DataFrame({"lane_id": ["X"], "lane_late_rate_28d": [np.nan]})
+    assert baselines.lane_history(train, test, prior_rows=0)[0] == 1 - PROB_CLIP
+
+
+# --- model against ceiling: paired bootstrap ---------------------------------------------
+
+def _two_scorers(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p_true = rng.beta(1.2, 3.0, n)
+    y = (rng.random(n) < p_true).astype(float)
+    noisy = np.clip(p_true + rng.normal(0, 0.15, n), 0.001, 0.999)
+    return y, p_true, noisy
+
+
+def test_weighted_auc_matches_sklearn_with_weights_and_ties():
+    rng = np.random.default_rng(4)
+    y = (rng.random(2_000) < 0.3).astype(float)
+    p = np.round(rng.random(2_000) * 0.6 + 0.3 * y, 2)  # many ties
+    w = rng.poisson(1.0, (4, len(y))).astype(float)
+    expected = [roc_auc_score(y, p, sample_weight=row) for row in w]
+    assert _weighted_auc(y, p, w) == pytest.approx(expected)
+
+
+def test_paired_bootstrap_sees_a_better_scorer_and_no_difference_with_itself():
+    y, good, noisy = _two_scorers(4_000, 5)
+    res = paired_bootstrap(y, good, noisy)
+    auc, loss = res["roc_auc"], res["log_loss"]
+    assert auc["diff"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, noisy))
+    assert loss["a"] == pytest.approx(log_loss(y, good)) and loss["b"] == pytest.approx(
+        log_loss(y, noisy))
+    assert auc["lo"] > 0 and loss["hi"] < 0  # beyond noise at this size
+    assert auc["lo"] < auc["diff"] < auc["hi"] and loss["lo"] < loss["diff"] < loss["hi"]
+    same = paired_bootstrap(y, good, good)
+    assert all(same[m][k] == 0 for m in ("roc_auc", "log_loss") for k in ("diff", "lo", "hi"))
+    # missing scores on either side leave the row out of both
+    holes = good.copy()
+    holes[:100] = np.nan
+    assert paired_bootstrap(y, holes, noisy)["n"] == len(y) - 100
+
+
+def test_paired_bootstrap_resamples_whole_shipments():
+    y, good, noisy = _two_scorers(1_500, 6)
+    width = lambda res: res["log_loss"]["hi"] - res["log_loss"]["lo"]  # noqa: E731
+    base = width(paired_bootstrap(y, good, noisy))
+    # every shipment seen five times (five snapshots, one label): no more evidence than once
+    rep = [np.repeat(a, 5) for a in (y, good, noisy)]
+    ids = np.repeat(np.arange(len(y)), 5)
+    by_shipment = width(paired_bootstrap(*rep, clusters=ids))
+    by_row = width(paired_bootstrap(*rep))
+    assert by_shipment == pytest.approx(base, rel=0.2)
+    assert by_row < 0.6 * by_shipment  # resampling rows would claim sqrt(5) times the evidence
+
+
+def test_compare_paired_by_stage_and_beats():
+    frame = synthetic(3_000, 12)
+    y = frame["is_late"].to_numpy(float)
+    good = frame["p_true"].to_numpy()
+    flat = np.full(len(frame), y.mean())
+    table = compare_paired(frame, good, flat, draws=300)
+    assert list(table.columns) == ["slice", "group", "metric", "a", "b", "diff", "lo", "hi", "n"]
+    assert table[table["slice"] == "stage"]["group"].unique().tolist() == list(STAGES)
+    overall = table[table["slice"] == "overall"].set_index("metric")
+    direct = paired_bootstrap(y, good, flat, frame["shipment_id"], draws=300)
+    assert overall.loc["roc_auc", "lo"] == pytest.approx(direct["roc_auc"]["lo"])
+    assert overall.loc["log_loss", "n"] == len(frame)
+    won = beats(table)
+    assert ("overall", "roc_auc") in set(zip(won["slice"], won["metric"]))
+    assert beats(compare_paired(frame, flat, good, draws=300)).empty  # the other way round
 
 
 # --- stages and the tidy table --------------------------------------------------------------
@@ -278,6 +362,14 @@ def booster():
     X = frame[LOGISTIC_FEATURES].astype(float)
     params = {"objective": "binary", "num_leaves": 7, "verbose": -1, "num_threads": 1, "seed": 1}
     return lgb.train(params, lgb.Dataset(X, frame["is_late"].astype(float)), 20), X
+
+
+def test_model_minus_ceiling_plot(tmp_path, scored):
+    test, scores = scored
+    covered = ~np.isnan(scores["ceiling"])
+    paired = compare_paired(test[covered], scores["model"][covered], scores["ceiling"][covered],
+                            draws=100)
+    assert _png(plots.model_minus_ceiling(paired, tmp_path / "versus.png"))
 
 
 def test_importance_and_shap_plots(tmp_path, booster):

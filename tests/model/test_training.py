@@ -7,8 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn.metrics import log_loss, roc_auc_score
+
 from registry.loader import alias_version, load_by_alias
 from registry.promote import promote, rollback
+from registry.store import client
+from shipdelay.lake import Lake
+from training import baselines
+from training.evaluate import PROB_CLIP, STAGES
+from training.split import label_horizon, time_split
 from training.train import holdout_evaluator, train
 
 
@@ -25,10 +32,72 @@ def _p(bundle, frame):
 def test_training_run_is_complete(trained):
     _, split, report = trained
     head = report.headline()
-    assert {"model", "ceiling", "behind_schedule", "lane_history", "logistic"} <= set(head.index)
+    on_rows = [f"{m}, {report.ceiling_rows:,} ceiling rows" for m in ("model", "ceiling")]
+    assert list(head.index) == ["model", "behind_schedule", "lane_history", "logistic", *on_rows]
     assert head.loc["model", "roc_auc"] > head.loc["behind_schedule", "roc_auc"]
-    assert head.loc["ceiling", "roc_auc"] > head.loc["model", "roc_auc"] - 0.1
+    assert head.loc[on_rows[1], "roc_auc"] > head.loc[on_rows[0], "roc_auc"] - 0.1
     assert report.version is not None and len(split.test) > 500
+
+
+def test_model_and_ceiling_are_compared_on_the_same_rows(trained):
+    settings, split, report = trained
+    # the rows the lake's ceiling covers, found here from the lake itself
+    ceiling = Lake(settings.lake_dir).read("ceiling")
+    p_ceiling = baselines.ceiling(split.test, ceiling).to_numpy(float)
+    covered = ~np.isnan(p_ceiling)
+    assert 0 < covered.sum() < len(split.test)
+    assert report.ceiling_rows == covered.sum()
+    # every scorer on those rows, clipped alike: the ceiling's AUC and log loss recomputed
+    y = split.test["is_late"].to_numpy(float)[covered]
+    m = report.ceiling_metrics
+    overall = m[(m["slice"] == "overall")].pivot_table(index="model", columns="metric",
+                                                       values="value")
+    assert (overall["n"] == covered.sum()).all()
+    clipped = np.clip(p_ceiling[covered], PROB_CLIP, 1 - PROB_CLIP)
+    assert overall.loc["ceiling", "log_loss"] == pytest.approx(log_loss(y, clipped))
+    assert overall.loc["ceiling", "roc_auc"] == pytest.approx(roc_auc_score(y, clipped))
+    # the paired differences per stage, with their intervals, in the report and in MLflow
+    versus = report.versus_ceiling
+    model_auc = overall.loc["model", "roc_auc"]
+    first = versus[(versus["slice"] == "overall") & (versus["metric"] == "roc_auc")].iloc[0]
+    assert first["model"] == pytest.approx(model_auc) and first["n"] == covered.sum()
+    stages = versus[versus["slice"] == "stage"]
+    assert set(stages["group"]) <= set(STAGES) and len(set(stages["group"])) >= 4
+    assert np.allclose(versus["diff"], versus["model"] - versus["ceiling"])
+    assert ((versus["lo"] <= versus["diff"]) & (versus["diff"] <= versus["hi"])).all()
+    logged = client(settings).get_run(report.run_id).data.metrics
+    for r in stages.itertuples():
+        key = f"model_minus_ceiling.stage.{r.group}.{r.metric}"
+        assert logged[f"{key}.lo"] == pytest.approx(r.lo)
+        assert logged[f"{key}.hi"] == pytest.approx(r.hi)
+    assert logged["on_ceiling_rows.ceiling.roc_auc"] == pytest.approx(
+        overall.loc["ceiling", "roc_auc"])
+    assert "ceiling.roc_auc" not in logged  # never next to the model's all-rows figures
+
+
+def test_no_label_window_of_a_training_row_reaches_the_next_window():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    booked = start + pd.to_timedelta(np.sort(rng.uniform(0, 400, n)), unit="D")
+    delivered = booked + pd.to_timedelta(rng.gamma(3.0, 3.0, n), unit="D")
+    frame = pd.DataFrame({"shipment_id": [f"SH{i:08d}" for i in range(n)],
+                          "booked_at_s": booked.astype("int64") / 1e9,
+                          "delivered_at": delivered})
+    split = time_split(frame)
+    b, horizon = split.bounds, split.horizon
+    assert horizon == label_horizon(frame) and horizon.days >= 10
+    for window, opens in (("train", "valid_start"), ("valid", "test_start")):
+        rows = getattr(split, window)
+        start_w = pd.to_datetime(rows["booked_at_s"], unit="s", utc=True)
+        # a row's label window: from its booking to its label, within the horizon for most
+        # and at its delivery for the slow rest
+        ends = np.maximum(start_w + horizon, rows["delivered_at"])
+        assert len(rows) and (ends < b[opens]).all()
+    # the latest booking each window may hold, too: the gaps are longer than the horizon
+    assert b["train_end"] + horizon < b["valid_start"]
+    assert b["valid_end"] + horizon < b["test_start"]
+    assert all(gap > horizon for gap in split.gaps)
 
 
 def test_split_never_leaks(trained):
@@ -36,9 +105,9 @@ def test_split_never_leaks(trained):
     b = split.bounds
     booked = {k: pd.to_datetime(getattr(split, k)["booked_at_s"], unit="s", utc=True)
               for k in ("train", "valid", "test")}
-    assert booked["train"].max() < b["train_end"] <= b["valid_start"] - split.horizon
+    assert booked["train"].max() < b["train_end"] < b["valid_start"] - split.horizon
     assert booked["valid"].min() >= b["valid_start"] and booked["valid"].max() < b["valid_end"]
-    assert booked["test"].min() >= b["test_start"] >= b["valid_end"] + split.horizon
+    assert booked["test"].min() >= b["test_start"] > b["valid_end"] + split.horizon
     # every label used in training was known before the next window opened
     assert split.train["delivered_at"].max() < b["valid_start"]
     assert split.valid["delivered_at"].max() < b["test_start"]
