@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-
 GAP_BEYOND_HORIZON = pd.Timedelta(days=1)  # the unit the horizon is rounded up to
 
 

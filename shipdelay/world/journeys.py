@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -99,24 +100,33 @@ class Journey:
         return Journey(**{k: (v[rows] if isinstance(v, np.ndarray) else v)
                           for k, v in self.__dict__.items()})
 
+    @property
+    def left_customs(self) -> np.ndarray:
+        """When customs let the shipment go: cleared, or released from a hold."""
+        return np.where(self.hold, self.hold_end, self.customs_at)
+
+    @property
+    def attempt_reported(self) -> np.ndarray:
+        """From when the outcome of the delivery attempt is known (failed or not)."""
+        return self.ofd + ATTEMPT_HOURS
+
 
 def _later(t: np.ndarray, as_of: np.ndarray) -> np.ndarray:
     """True where `t` is after `as_of` or missing (no such milestone)."""
     return ~(t <= as_of)
 
 
-def _stage(name: str, n: int, draw: Callable, given: Callable | None, keep: np.ndarray,
+def _stage(name: str, n: int, draw: Callable, truth: tuple | None, keep: np.ndarray,
            agrees: Callable, kept_true: dict) -> list[np.ndarray]:
     """One stage's outcomes for n rows; `draw(rows)` returns a tuple of arrays for those rows.
 
-    Without a history (`given` None) that is one draw. With one, rows whose stage had ended take
-    the true outcomes `given()`, and the others are drawn again until `agrees(rows, values)`, i.e.
-    until nothing drawn contradicts what had happened by the snapshot."""
+    Without a history (`truth` None) that is one draw. With one, rows whose stage had ended take
+    the true outcomes, and the others are drawn again until `agrees(rows, values)`, i.e. until
+    nothing drawn contradicts what had happened by the snapshot."""
     rows = np.arange(n)
     out = [np.array(v) for v in draw(rows)]
-    if given is None:
+    if truth is None:
         return out
-    truth = given()
     todo = ~keep & ~agrees(rows, out)
     for o, t in zip(out, truth):
         o[keep] = t[keep]
@@ -135,112 +145,195 @@ def _stage(name: str, n: int, draw: Callable, given: Callable | None, keep: np.n
     return out
 
 
+@dataclass
+class _Leg:
+    """Leg position `i` of every shipment of a batch; rows without that leg have `has` False
+    and harmless stand-ins elsewhere."""
+
+    i: int
+    has: np.ndarray
+    mode: np.ndarray
+    car: np.ndarray
+    frm: np.ndarray
+    to: np.ndarray
+
+    @classmethod
+    def of(cls, plan: Plan, i: int) -> _Leg:
+        has = i < plan.n_legs
+        return cls(i, has, np.where(has, plan.mode[:, i], TRUCK),
+                   np.where(has, plan.carrier[:, i], 0), np.where(has, plan.from_hub[:, i], 0),
+                   np.where(has, plan.to_hub[:, i], 0))
+
+
+class _Batch:
+    """One run of `simulate_journeys`: the batch, its world, and for a re-simulation the true
+    journeys and each row's snapshot moment. Each stage's draw takes the rows to draw for, so
+    that rows contradicting their history can be drawn again alone."""
+
+    def __init__(self, plan: Plan, world, carriers, rng: np.random.Generator,
+                 given: Journey | None, as_of: np.ndarray | None):
+        self.plan, self.world, self.rng, self.given = plan, world, rng, given
+        self.n = len(plan.booked)
+        self.now = np.asarray(as_of, dtype=float) if given is not None else \
+            np.full(self.n, -np.inf)
+        self.kept: dict[str, int] = {}
+        self.slip_h = carriers["slip_hours"].to_numpy()
+        self.speed = carriers["speed_factor"].to_numpy()
+        self.fail_rate = carriers["failure_rate"].to_numpy()
+
+    # --- the history ---------------------------------------------------------------------
+
+    def true(self, *names: str, leg: int | None = None) -> tuple | None:
+        """The true journeys' arrays (column `leg` of per-leg ones); None without history."""
+        if self.given is None:
+            return None
+        return tuple(getattr(self.given, k) if leg is None or getattr(self.given, k).ndim == 1
+                     else getattr(self.given, k)[:, leg] for k in names)
+
+    def happened(self, name: str, leg: int | None = None) -> np.ndarray:
+        """Rows where the true time `name` had come by the snapshot (none without history)."""
+        truth = self.true(name, leg=leg)
+        return np.zeros(self.n, bool) if truth is None else truth[0] <= self.now
+
+    def before_now(self, name: str, leg: int | None, where: np.ndarray) -> np.ndarray:
+        """The true time `name` where `where` holds and it had come by the snapshot, else NaN."""
+        truth = self.true(name, leg=leg)
+        if truth is None:
+            return np.full(self.n, np.nan)
+        return np.where(where & (truth[0] <= self.now), truth[0], np.nan)
+
+    def stage(self, name: str, draw: Callable, keep: np.ndarray, truth: tuple | None,
+              agrees: Callable) -> list[np.ndarray]:
+        return _stage(name, self.n, draw, truth, keep, agrees, self.kept)
+
+    def after(self, k: int, r: np.ndarray, values) -> np.ndarray:
+        """A draw agrees when its k-th value, a time, is after the snapshot (or missing)."""
+        return _later(values[k], self.now[r])
+
+    # --- the stages' draws, for rows r ----------------------------------------------------
+
+    def pickup(self, r):
+        p = self.plan.planned_dep[r, 0] - self.rng.uniform(1.0, 4.0, len(r))
+        return (np.maximum(p, self.plan.booked[r] + 0.25),)
+
+    def ready(self, leg: _Leg, prev: np.ndarray, r):
+        """Handling and dwell at the hub before the leg can leave."""
+        c_prev = self.world.take(r).congestion(leg.frm[r], prev[r])
+        handling = HANDLING_HOURS[leg.mode[r]] * (1 + 1.6 * c_prev) * \
+            self.rng.lognormal(0, 0.25, len(r))
+        return (np.where(leg.has[r], prev[r] + handling, prev[r]),)
+
+    def ready_agrees(self, leg: _Leg, r, values):
+        return ~leg.has[r] | _later(values[0], self.now[r])
+
+    def departure(self, leg: _Leg, ready: np.ndarray, r):
+        """The first scheduled service the shipment is ready for, its slip and weather delay."""
+        w, sched = self.world.take(r), self.plan.planned_dep[r, leg.i]
+        iv = SERVICE_INTERVAL_HOURS[leg.mode[r]]
+        late_by = ready[r] - sched
+        slots = np.where((iv > 0) & (late_by > 0), np.ceil(late_by / np.maximum(iv, 1)), 0)
+        base = np.where(iv > 0, sched + slots * iv, np.maximum(sched, ready[r]))
+        c, w_dep = w.congestion(leg.frm[r], base), w.weather(leg.frm[r], base)
+        slip = self.rng.exponential(1.0, len(r)) * self.slip_h[leg.car[r]] * (1 + 0.6 * c)
+        d = base + slip + w_dep * WX_DEPARTURE_HOURS[leg.mode[r]] * \
+            self.rng.uniform(0.3, 1.7, len(r))
+        return d, c, w_dep, leg.has[r] & (slots > 0)
+
+    def travel(self, leg: _Leg, d: np.ndarray, w_dep: np.ndarray, met: np.ndarray, r):
+        """The leg under way: duration, weather at arrival, an equipment failure and its repair.
+        `met` is the time of a failure already met (NaN if none): it stays, where it struck."""
+        k, w, rng, car, mode = len(r), self.world.take(r), self.rng, leg.car[r], leg.mode[r]
+        d, w_dep = d[r], w_dep[r]
+        duration = (self.plan.planned_arr[r, leg.i] - self.plan.planned_dep[r, leg.i]) * \
+            self.speed[car] * rng.lognormal(0, 0.06, k)
+        w_arr = w.weather(leg.to[r], d + duration)
+        seen = ~np.isnan(met[r])
+        fails = leg.has[r] & ((rng.random(k) < self.fail_rate[car] * (1 + w_dep + w_arr)) | seen)
+        fix = rng.gamma(2.0, FAILURE_HOURS[mode] / 2, k)
+        a = d + duration + w_arr * WX_ARRIVAL_HOURS[mode] * rng.uniform(0.3, 1.7, k) + fails * fix
+        at = np.where(seen, met[r], d + rng.uniform(*FAILURE_SHARE, k) * duration)
+        fits = np.ones(k, bool)
+        if seen.any():
+            # a failure met x hours after departure: each draw is kept with its likelihood,
+            # P(failure | weather at arrival) times the density of striking at x / duration
+            x, (lo, hi) = met[r] - d, FAILURE_SHARE
+            weight = (x / hi / duration) * (1 + w_dep + np.minimum(w_arr, _WX_CAP)) / \
+                (1 + w_dep + _WX_CAP)
+            fits = ~seen | ((x >= lo * duration) & (x <= hi * duration)
+                            & (rng.random(k) < weight))
+        return (np.where(leg.has[r], a, np.nan), fails, np.where(fails, at, np.nan),
+                np.where(leg.has[r], np.maximum(w_dep, w_arr), 0.0), fits)
+
+    def travel_agrees(self, met: np.ndarray, r, values):
+        """Arrives after the snapshot, meets no failure before it but the one met, if any."""
+        a, _fails, at, _hit, fits = values
+        now = self.now[r]
+        return fits & _later(a, now) & (~np.isnan(met[r]) | _later(at, now))
+
+    def customs(self, at_customs: np.ndarray, arrived: np.ndarray, begun: np.ndarray, r):
+        """Clearance at the entry hub, or a hold (`begun`: the start of a hold already under
+        way, NaN if none). Returns the decision time, hold, its end, and when it can leave."""
+        k, rng, here = len(r), self.rng, at_customs[r]
+        started = ~np.isnan(begun[r])
+        t_c = np.where(started, begun[r], arrived[r] + rng.uniform(*CUSTOMS_CLEARANCE_HOURS, k))
+        held = here & (started | (rng.random(k) < self.plan.hold_rate[r]))
+        end = np.where(held, t_c + rng.gamma(2.0, HOLD_MEAN_HOURS / 2, k), np.nan)
+        leave = np.where(held, end, np.where(here, t_c, arrived[r]))
+        return np.where(here, t_c, np.nan), held, end, leave
+
+    def customs_agrees(self, at_customs: np.ndarray, begun: np.ndarray, r, values):
+        """No decision before the snapshot unless a hold had begun; then no release before it."""
+        t_c, _held, _end, leave = values
+        return ~at_customs[r] | _later(np.where(np.isnan(begun[r]), t_c, leave), self.now[r])
+
+    def out_for_delivery(self, last_hub: np.ndarray, ready: np.ndarray, r):
+        c_last = self.world.take(r).congestion(last_hub[r], ready[r])
+        return (ready[r] + FINAL_MILE_HOURS * (0.5 + c_last) *
+                self.rng.lognormal(0, 0.3, len(r)),)
+
+    def attempt(self, ofd: np.ndarray, tried: np.ndarray, failed_before: np.ndarray, r):
+        """The delivery attempt; where its outcome had been reported, that outcome."""
+        k = len(r)
+        failed = np.where(tried[r], failed_before[r], self.rng.random(k) < DELIVERY_FAIL_RATE)
+        return failed, ofd[r] + self.rng.uniform(0.5, 6.0, k) + failed * 24.0
+
+
 def simulate_journeys(plan: Plan, world, carriers, rng: np.random.Generator,
                       given: Journey | None = None, as_of: np.ndarray | None = None) -> Journey:
     """Move every shipment of `plan` through `world`; with `given` and `as_of`, the rest of each
     true journey from its snapshot on (see the module docstring)."""
+    b = _Batch(plan, world, carriers, rng, given, as_of)
     n, L = plan.mode.shape
-    g = given
-    now = np.asarray(as_of, dtype=float) if g is not None else np.full(n, -np.inf)
-    kept: dict[str, int] = {}
-
-    def happened(truth: Callable[[], np.ndarray]) -> np.ndarray:
-        """Rows where the true time `truth()` had come by the snapshot (none without history)."""
-        return np.zeros(n, bool) if g is None else truth() <= now
-
-    def stage(name, draw, keep, truth, agrees):
-        return _stage(name, n, draw, None if g is None else truth, keep, agrees, kept)
-
-    slip_h = carriers["slip_hours"].to_numpy()
-    speed = carriers["speed_factor"].to_numpy()
-    fail_rate = carriers["failure_rate"].to_numpy()
     nan = np.full((n, L), np.nan)
     dep, arr, fail_at, ready_at = nan.copy(), nan.copy(), nan.copy(), nan.copy()
     wx, wx_dep, cong = np.zeros((n, L)), np.zeros((n, L)), np.zeros((n, L))
     failure, missed = np.zeros((n, L), bool), np.zeros((n, L), bool)
-
-    def draw_pickup(r):
-        p = plan.planned_dep[r, 0] - rng.uniform(1.0, 4.0, len(r))
-        return (np.maximum(p, plan.booked[r] + 0.25),)
-
-    (pickup,) = stage("pickup", draw_pickup, happened(lambda: g.pickup), lambda: (g.pickup,),
-                      lambda r, v: _later(v[0], now[r]))
     hold = np.zeros(n, bool)
     hold_start, hold_end, customs_at = (np.full(n, np.nan) for _ in range(3))
+
+    (pickup,) = b.stage("pickup", b.pickup, b.happened("pickup"), b.true("pickup"),
+                        partial(b.after, 0))
     ready = pickup.copy()
     for i in range(L):
-        has = i < plan.n_legs
-        mode = np.where(has, plan.mode[:, i], TRUCK)
-        car = np.where(has, plan.carrier[:, i], 0)
-        frm = np.where(has, plan.from_hub[:, i], 0)
-        to = np.where(has, plan.to_hub[:, i], 0)
-        if i > 0:  # handling and dwell at the hub before this leg can leave
-            prev = ready
-
-            def draw_ready(r):
-                c_prev = world.take(r).congestion(frm[r], prev[r])
-                handling = HANDLING_HOURS[mode[r]] * (1 + 1.6 * c_prev) * \
-                    rng.lognormal(0, 0.25, len(r))
-                return (np.where(has[r], prev[r] + handling, prev[r]),)
-
-            (ready,) = stage("ready", draw_ready, has & happened(lambda: g.ready[:, i]),
-                             lambda: (np.where(has, g.ready[:, i], prev),),
-                             lambda r, v: ~has[r] | _later(v[0], now[r]))
+        leg = _Leg.of(plan, i)
+        has = leg.has
+        if i > 0:
+            (ready,) = b.stage("ready", partial(b.ready, leg, ready),
+                               has & b.happened("ready", i), b.true("ready", leg=i),
+                               partial(b.ready_agrees, leg))
         ready_at[:, i] = np.where(has, ready, np.nan)
 
-        sched = plan.planned_dep[:, i]
-        interval = SERVICE_INTERVAL_HOURS[mode]
-
-        def draw_departure(r):
-            w, iv = world.take(r), interval[r]
-            late_by = ready[r] - sched[r]
-            slots = np.where((iv > 0) & (late_by > 0), np.ceil(late_by / np.maximum(iv, 1)), 0)
-            base = np.where(iv > 0, sched[r] + slots * iv, np.maximum(sched[r], ready[r]))
-            c, w_dep = w.congestion(frm[r], base), w.weather(frm[r], base)
-            slip = rng.exponential(1.0, len(r)) * slip_h[car[r]] * (1 + 0.6 * c)
-            d = base + slip + w_dep * WX_DEPARTURE_HOURS[mode[r]] * rng.uniform(0.3, 1.7, len(r))
-            return d, c, w_dep, has[r] & (slots > 0)
-
-        d, c, w_dep, miss = stage(
-            "departure", draw_departure, has & happened(lambda: g.dep[:, i]),
-            lambda: (g.dep[:, i], g.congestion[:, i], g.weather_dep[:, i], g.missed[:, i]),
-            lambda r, v: _later(v[0], now[r]))
+        d, c, w_dep, miss = b.stage(
+            "departure", partial(b.departure, leg, ready), has & b.happened("dep", i),
+            b.true("dep", "congestion", "weather_dep", "missed", leg=i), partial(b.after, 0))
         d = np.where(has, d, np.nan)
 
-        # a failure already met on the leg stays, where and when it struck
-        met = np.full(n, np.nan) if g is None else \
-            np.where(has & g.failure[:, i] & (g.failure_at[:, i] <= now), g.failure_at[:, i], np.nan)
-        planned = plan.planned_arr[:, i] - plan.planned_dep[:, i]
-
-        def draw_leg(r):
-            k, w = len(r), world.take(r)
-            duration = planned[r] * speed[car[r]] * rng.lognormal(0, 0.06, k)
-            w_arr = w.weather(to[r], d[r] + duration)
-            seen = ~np.isnan(met[r])
-            fails = has[r] & ((rng.random(k) < fail_rate[car[r]] * (1 + w_dep[r] + w_arr)) | seen)
-            fix = rng.gamma(2.0, FAILURE_HOURS[mode[r]] / 2, k)
-            a = d[r] + duration + w_arr * WX_ARRIVAL_HOURS[mode[r]] * rng.uniform(0.3, 1.7, k) \
-                + fails * fix
-            at = np.where(seen, met[r], d[r] + rng.uniform(*FAILURE_SHARE, k) * duration)
-            fits = np.ones(k, bool)
-            if seen.any():
-                # a failure met x hours after departure: each draw is kept with its likelihood,
-                # P(failure | weather at arrival) times the density of striking at x / duration
-                x, (lo, hi) = met[r] - d[r], FAILURE_SHARE
-                weight = (x / hi / duration) * (1 + w_dep[r] + np.minimum(w_arr, _WX_CAP)) / \
-                    (1 + w_dep[r] + _WX_CAP)
-                fits = ~seen | ((x >= lo * duration) & (x <= hi * duration)
-                                & (rng.random(k) < weight))
-            return (np.where(has[r], a, np.nan), fails, np.where(fails, at, np.nan),
-                    np.where(has[r], np.maximum(w_dep[r], w_arr), 0.0), fits)
-
-        # a drawn leg agrees when it arrives after the snapshot and meets no failure before it
-        # but the one met, if any
-        a, fails, at, hit, _fits = stage(
-            "leg", draw_leg, has & happened(lambda: g.arr[:, i]),
-            lambda: (g.arr[:, i], g.failure[:, i], g.failure_at[:, i], g.weather_hit[:, i],
-                     np.ones(n, bool)),
-            lambda r, v: v[4] & _later(v[0], now[r]) & (~np.isnan(met[r]) | _later(v[2], now[r])))
+        met = b.before_now("failure_at", i, has & (given is not None and given.failure[:, i]))
+        a, fails, at, hit, _fits = b.stage(
+            "leg", partial(b.travel, leg, d, w_dep, met), has & b.happened("arr", i),
+            None if given is None else (*b.true("arr", "failure", "failure_at", "weather_hit",
+                                                leg=i), np.ones(n, bool)),
+            partial(b.travel_agrees, met))
         dep[:, i], arr[:, i], failure[:, i], fail_at[:, i] = d, a, fails, at
         cong[:, i], wx[:, i], wx_dep[:, i] = np.where(has, c, 0.0), hit, np.where(has, w_dep, 0.0)
         missed[:, i] = miss
@@ -248,56 +341,29 @@ def simulate_journeys(plan: Plan, world, carriers, rng: np.random.Generator,
 
         # customs at the entry hub, after the arrival of the leg that crosses the border
         at_customs = has & (plan.customs_leg == i)
-        begun = np.full(n, np.nan) if g is None else \
-            np.where(at_customs & g.hold & (g.hold_start <= now), g.hold_start, np.nan)
-        arrived = ready
-
-        def draw_customs(r):
-            k = len(r)
-            started = ~np.isnan(begun[r])
-            t_c = np.where(started, begun[r],
-                           arrived[r] + rng.uniform(*CUSTOMS_CLEARANCE_HOURS, k))
-            held = at_customs[r] & (started | (rng.random(k) < plan.hold_rate[r]))
-            end = np.where(held, t_c + rng.gamma(2.0, HOLD_MEAN_HOURS / 2, k), np.nan)
-            leave = np.where(held, end, np.where(at_customs[r], t_c, arrived[r]))
-            return np.where(at_customs[r], t_c, np.nan), held, end, leave
-
-        def true_customs():
-            done = np.where(g.hold, g.hold_end, g.customs_at)
-            return g.customs_at, g.hold & at_customs, g.hold_end, np.where(at_customs, done, arrived)
-
-        t_c, held, end, ready = stage(
-            "customs", draw_customs,
-            at_customs & happened(lambda: np.where(g.hold, g.hold_end, g.customs_at)),
-            true_customs,
-            lambda r, v: ~at_customs[r] | _later(np.where(~np.isnan(begun[r]), v[3], v[0]), now[r]))
+        begun = b.before_now("hold_start", None, at_customs & (given is not None and given.hold))
+        t_c, held, end, ready = b.stage(
+            "customs", partial(b.customs, at_customs, ready, begun),
+            at_customs & b.happened("left_customs"),
+            b.true("customs_at", "hold", "hold_end", "left_customs"),
+            partial(b.customs_agrees, at_customs, begun))
         hold |= held
         hold_start = np.where(held, t_c, hold_start)
         hold_end = np.where(held, end, hold_end)
         customs_at = np.where(at_customs, t_c, customs_at)
 
     last_hub = plan.to_hub[np.arange(n), plan.n_legs - 1]
-
-    def draw_ofd(r):
-        c_last = world.take(r).congestion(last_hub[r], ready[r])
-        return (ready[r] + FINAL_MILE_HOURS * (0.5 + c_last) * rng.lognormal(0, 0.3, len(r)),)
-
-    (ofd,) = stage("out_for_delivery", draw_ofd, happened(lambda: g.ofd), lambda: (g.ofd,),
-                   lambda r, v: _later(v[0], now[r]))
+    (ofd,) = b.stage("out_for_delivery", partial(b.out_for_delivery, last_hub, ready),
+                     b.happened("ofd"), b.true("ofd"), partial(b.after, 0))
     # the outcome of a delivery attempt is known from its report on
-    tried = happened(lambda: g.ofd + ATTEMPT_HOURS)
-    failed_before = np.zeros(n, bool) if g is None else tried & g.delivery_failed
-
-    def draw_attempt(r):
-        k = len(r)
-        failed = np.where(tried[r], failed_before[r], rng.random(k) < DELIVERY_FAIL_RATE)
-        return failed, ofd[r] + rng.uniform(0.5, 6.0, k) + failed * 24.0
-
-    delivery_failed, delivered = stage(
-        "delivery", draw_attempt, happened(lambda: g.delivered),
-        lambda: (g.delivery_failed, g.delivered), lambda r, v: _later(v[1], now[r]))
+    tried = b.happened("attempt_reported")
+    failed_before = tried & (given is not None and given.delivery_failed)
+    delivery_failed, delivered = b.stage(
+        "delivery", partial(b.attempt, ofd, tried, failed_before), b.happened("delivered"),
+        b.true("delivery_failed", "delivered"), partial(b.after, 1))
     return Journey(pickup, dep, arr, hold, hold_start, hold_end, ofd, delivered, failure,
-                   fail_at, wx, cong, missed, delivery_failed, ready_at, wx_dep, customs_at, kept)
+                   fail_at, wx, cong, missed, delivery_failed, ready_at, wx_dep, customs_at,
+                   b.kept)
 
 
 __all__ = ["AIR", "ATTEMPT_HOURS", "MAX_LEGS", "OCEAN", "RAIL", "Journey", "Plan",

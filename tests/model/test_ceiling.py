@@ -100,6 +100,7 @@ def test_resimulation_keeps_what_had_happened(world):
     assert sum(sim.kept_true.values()) < 0.01 * len(rep)
 
 
+@pytest.mark.slow
 def test_ceiling_is_calibrated_on_every_slice_of_history(world):
     st, plan, book, truth = world
     rng = np.random.default_rng(3)

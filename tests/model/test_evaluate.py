@@ -170,7 +170,7 @@ def test_paired_bootstrap_sees_a_better_scorer_and_no_difference_with_itself():
 
 def test_paired_bootstrap_resamples_whole_shipments():
     y, good, noisy = _two_scorers(1_500, 6)
-    width = lambda res: res["log_loss"]["hi"] - res["log_loss"]["lo"]  # noqa: E731
+    width = lambda res: res["log_loss"]["hi"] - res["log_loss"]["lo"]
     base = width(paired_bootstrap(y, good, noisy))
     # every shipment seen five times (five snapshots, one label): no more evidence than once
     rep = [np.repeat(a, 5) for a in (y, good, noisy)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from sklearn.metrics import log_loss, roc_auc_score
 
 from registry.loader import alias_version, load_by_alias
