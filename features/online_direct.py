@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from features.online_decode import columns, decode_cells
 from features.request_time import REQUEST_TIME, request_features
 from features.schema import ENTITY_KEYS, MODEL_FEATURES, ON_DEMAND, VIEW_ENTITY, VIEWS
-from features.store import PROJECT, repo_config
+from features.store import PROJECT, redis_client, repo_config
 from shipdelay.settings import Settings
 
 _DOUBLE_TAG = 0x29  # ValueProto field 5 (double_val), wire type 1
@@ -258,9 +258,7 @@ def open_direct(settings: Settings) -> DirectOnline:
     """The direct reader/writer of the online store `settings` configure for Feast."""
     config = repo_config(settings)
     if settings.online_store == "redis":
-        from feast.infra.online_stores.redis import RedisOnlineStore
-
-        return RedisOnline(RedisOnlineStore()._get_client(config.online_store))
+        return RedisOnline(redis_client(config.online_store))
     return SqliteOnline(config.online_store.path)
 
 

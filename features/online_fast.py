@@ -273,9 +273,10 @@ class _RedisHashes:
 
     def __init__(self, store: FeatureStore):
         from feast.infra.online_stores.helpers import _mmh3
-        from feast.infra.online_stores.redis import RedisOnlineStore
 
-        self.client = RedisOnlineStore()._get_client(store.config.online_store)
+        from features.store import redis_client
+
+        self.client = redis_client(store.config.online_store)
         self.project = store.config.project.encode()
         self.field = _mmh3
         self._fields: dict[tuple[str, tuple[str, ...]], tuple[bytes, bytes]] = {}

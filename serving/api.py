@@ -101,9 +101,18 @@ def row_problems(row: dict[str, object], features: Iterable[str] | None = None) 
                 problems.append(f"{name} must be a string or null")
         elif isinstance(value, str):
             problems.append(f"{name} must be a number or null")
-        elif not math.isfinite(value):
-            problems.append(f"{name} must be a finite number or null")
+        elif not _finite(value):
+            problems.append(f"{name} must be a finite number (at most ~1.8e308) or null")
     return problems
+
+
+def _finite(value: float) -> bool:
+    """A float's finiteness; JSON integers have no bound, and one past a float's range (about
+    1.8e308) is infinite as a float: `math.isfinite` raises OverflowError on it."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def row_schema() -> dict:
@@ -142,6 +151,38 @@ class PredictFeaturesRequest(BaseModel):
         if errors:
             raise ValueError("; ".join(errors[:10]))
         return rows
+
+
+class FieldError(BaseModel):
+    """One thing wrong with a request, as pydantic reports it: `loc` is the path to the field."""
+
+    type: str = Field(description="kind of problem, e.g. 'missing', 'too_short', 'value_error'")
+    loc: list[str | int] = Field(description="where: field names and list positions")
+    msg: str = Field(description="what is wrong, naming the field or feature")
+    url: str = Field("", description="pydantic's page about this kind of problem")
+
+
+class InvalidRequest(BaseModel):
+    """The 400 answer: the request breaks this contract; `detail` has one entry per problem."""
+
+    error: str = Field(description="how many problems, e.g. '1 validation error for ...'")
+    detail: list[FieldError]
+
+
+class RequestRefused(BaseModel):
+    """The answer to a request refused before it is read (401, 408, 413, 415, 429) or that
+    could not be answered in time (504)."""
+
+    error: str = Field(description="what went wrong and what to do")
+
+
+# What the service really answers besides 200 and 400 (`serving.middleware`, BentoML's limits).
+REFUSALS = {401: "missing or invalid X-API-Key header",
+            408: "request body not received in time (SHIPDELAY_SERVE_BODY_TIMEOUT_S)",
+            413: "request body too large (SHIPDELAY_MAX_BODY_BYTES)",
+            415: "Content-Type is not application/json",
+            429: "too many requests in flight, from this client or in all",
+            504: "not answered within the service's timeout"}
 
 
 class Prediction(BaseModel):

@@ -1,14 +1,21 @@
 """ASGI guards of the prediction service, in front of every route (including any added later).
 
+- `ClientLimitMiddleware`: at most `settings.serve_client_concurrency` requests in flight per
+  client address (429 beyond), so that one client cannot take every slot of the service's
+  concurrency limit (64), e.g. with requests whose bodies never finish.
 - `ApiKeyMiddleware`: `X-API-Key` must equal `settings.api_key` when one is set (constant-time
   comparison); every route but the probes and /metrics; 401 JSON otherwise.
-- `RequestLimitsMiddleware`: JSON bodies only (415; pickle in particular is never parsed) and at
-  most `max_body_bytes` of them (413), checked before any parsing; it also counts the 4xx answers
-  the API itself gives to invalid input.
+- `RequestLimitsMiddleware`: JSON bodies only (415; pickle in particular is never parsed), at
+  most `max_body_bytes` of them (413), received within `settings.serve_body_timeout_s` (408),
+  checked before any parsing; it also counts the 4xx answers the API itself gives to invalid
+  input.
+Every refusal is a JSON `{"error": ...}` (the `RequestRefused` schema of `serving.api`) and is
+counted in `shipdelay_rejected_requests_total` by reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -31,6 +38,46 @@ def _header(scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+class ClientLimitMiddleware:
+    """At most `max_in_flight` requests from one client address at a time; more are answered
+    429 at once (the probes and /metrics are exempt). 0: no limit.
+
+    Why: BentoML refuses (429) every request beyond 64 in flight in a worker, and a request
+    counts from its headers on: one client holding 64 requests open (slow or never-finished
+    bodies) locked every other client out until they timed out. Behind a proxy every client
+    has the proxy's address: raise the limit there, or set 0."""
+
+    def __init__(self, app, max_in_flight: int | None = None):
+        from shipdelay.settings import get_settings
+
+        self.app = app
+        if max_in_flight is None:
+            max_in_flight = get_settings().serve_client_concurrency
+        self.max_in_flight = max_in_flight
+        self.in_flight: dict[str, int] = {}  # only clients with a request open: bounded
+
+    async def __call__(self, scope, receive, send):
+        client = scope.get("client")
+        if (not self.max_in_flight or scope["type"] != "http" or not client
+                or scope["path"] in OPEN_PATHS):
+            return await self.app(scope, receive, send)
+        host = client[0]
+        count = self.in_flight.get(host, 0)
+        if count >= self.max_in_flight:
+            metrics().rejected.labels("client_limit").inc()
+            return await _reply(send, 429, f"more than {self.max_in_flight} requests in flight "
+                                           "from this client: wait for earlier answers")
+        self.in_flight[host] = count + 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            left = self.in_flight[host] - 1
+            if left:
+                self.in_flight[host] = left
+            else:
+                del self.in_flight[host]
 
 
 class ApiKeyMiddleware:
@@ -58,12 +105,16 @@ class ApiKeyMiddleware:
 
 
 class RequestLimitsMiddleware:
-    """JSON bodies only (415) and at most `max_bytes` of them (413), checked before any parsing;
-    also counts the 4xx answers the API itself gives to invalid input."""
+    """JSON bodies only (415), at most `max_bytes` of them (413), the whole body received within
+    `body_timeout_s` of the request's start (408), checked before any parsing; also counts the
+    4xx answers the API itself gives to invalid input."""
 
-    def __init__(self, app, max_bytes: int | None = None):
+    def __init__(self, app, max_bytes: int | None = None, body_timeout_s: float | None = None):
+        from shipdelay.settings import get_settings
+
         self.app = app
         self.max_bytes = max_bytes or ServeOptions.from_env().max_body_bytes
+        self.body_timeout_s = body_timeout_s or get_settings().serve_body_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -77,18 +128,24 @@ class RequestLimitsMiddleware:
             metrics().rejected.labels("too_large").inc()
             return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
         chunks, size = [], 0
-        while True:  # read the whole (bounded) body here, then hand it on
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                metrics().rejected.labels("too_large").inc()
-                return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while size <= self.max_bytes:  # read the whole (bounded) body, then hand it on
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            metrics().rejected.labels("body_timeout").inc()
+            return await _reply(send, 408, "request body not received within "
+                                           f"{self.body_timeout_s:g} s")
+        if size > self.max_bytes:
+            metrics().rejected.labels("too_large").inc()
+            return await _reply(send, 413, f"request body over {self.max_bytes} bytes")
         body, replayed = b"".join(chunks), False
 
         async def replay():

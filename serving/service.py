@@ -3,8 +3,9 @@
 Routes: `POST /predict` {"shipment_ids": [...]} reads each shipment's features from the online
 store and scores them; `POST /predict_features` {"rows": [...]} scores given feature vectors
 ("what if"); `POST /noop` is the benchmark's reference (same framework path, no work);
-`/livez`, `/readyz` (a champion is loaded and the online store answers) and `/metrics`
-(BentoML's own metrics plus `shipdelay_*`, see `serving.metrics`) are BentoML's.
+`/livez`, `/readyz` (a champion is loaded, the online store answers and holds this project's
+rows) and `/metrics` (BentoML's own metrics, labelled by route with every other path as
+"other", plus `shipdelay_*`, see `serving.metrics`) are BentoML's.
 
 Both prediction routes answer one item per shipment, in request order, through the one scorer
 (`serving/scorer.py`). A shipment that cannot be scored gets `ok: false` and an `error`
@@ -13,9 +14,12 @@ Both prediction routes answer one item per shipment, in request order, through t
 Online features come through the FeatureService `delay_model_v1`: by default read directly from
 the online store's tables (`features.online_fast.OnlineReader`, the same values as Feast's
 `get_online_features`, ~20 ms faster per call); `settings.online_read = "feast"` reads through
-Feast itself (`features.online.online_vectors`), the reference. The guards (API key, JSON only,
-body size) and the keep-alive limit are ASGI middleware (`serving.middleware`). Settings come
-from the environment (`SHIPDELAY_*`) when the service starts, never at import; other knobs:
+Feast itself (`features.online.online_vectors`), the reference. An online store that does not
+answer within its timeouts (`settings.redis_*`) makes each item "feature store unavailable" and
+/readyz "not ready" at once, not a timeout. The guards (requests per client, API key, JSON only,
+body size and time) and the keep-alive limit are ASGI middleware (`serving.middleware`); the
+OpenAPI document (/docs.json) states their answers (`serving.openapi_doc`). Settings come from
+the environment (`SHIPDELAY_*`) when the service starts, never at import; other knobs:
 `serving.options`.
 """
 
@@ -47,13 +51,16 @@ from serving.api import (
     predictions,
 )
 from serving.batching import dispatch_without_corking
-from serving.metrics import metrics, observe_many, quiet_bad_input_logs
+from serving.metrics import bound_endpoint_labels, metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import (
+    OPEN_PATHS,
     ApiKeyMiddleware,
+    ClientLimitMiddleware,
     KeepAliveLimitMiddleware,
     RequestLimitsMiddleware,
 )
 from serving.model_holder import ModelHolder
+from serving.openapi_doc import document_errors
 from serving.options import ServeOptions, pin_threads
 from serving.reasons_memory import ReasonsMemory
 
@@ -92,6 +99,8 @@ class ShipDelay:
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker
         self.reader = self._direct_reader()
+        self.rows_probe = None  # built by the first readiness probe (it reads the registry)
+        self.not_ready_because: str | None = None
         seconds = self.options.reasons_seconds
         self.reasons_memory = ReasonsMemory(seconds) if seconds > 0 else None
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
@@ -245,10 +254,11 @@ class ShipDelay:
 
     # -- probes and metrics (BentoML calls these) --------------------------------------------
     def __is_ready__(self) -> bool:
-        """Ready when a champion is loaded and the online store answers a trivial read."""
+        """Ready when a champion is loaded, the online store answers a trivial read within its
+        timeouts and holds this project's shipment rows (`features.online_probe`)."""
         self.holder.maybe_reload()
         if self.holder.scorer is None:
-            return False
+            return self._not_ready("no champion model is loaded")
         try:
             if self.reader is not None:
                 self.reader.ping()
@@ -256,10 +266,24 @@ class ShipDelay:
                 with self.store_lock:
                     self.store.get_online_features(features=["shipment_progress:delivered"],
                                                    entity_rows=[{"shipment_id": "__readyz__"}])
-        except Exception:
-            log.warning("online store read failed in readiness probe", exc_info=True)
-            return False
+            if self.rows_probe is None:
+                from features.online_probe import RowsProbe
+
+                self.rows_probe = RowsProbe(self.store)
+            self.rows_probe.check()
+        except Exception as err:  # noqa: BLE001 - any failure means "not ready"
+            return self._not_ready(f"online store: {err}")
+        if self.not_ready_because is not None:
+            log.info("ready again")
+            self.not_ready_because = None
         return True
+
+    def _not_ready(self, why: str) -> bool:
+        """False, logging `why` when it changes (probes come every few seconds)."""
+        if why != self.not_ready_because:
+            log.warning("not ready: %s", why)
+            self.not_ready_because = why
+        return False
 
     def __metrics__(self, content: str) -> str:
         if self.metrics.multiprocess:  # already collected from the shared files
@@ -294,6 +318,12 @@ for _name, _method in ShipDelay.apis.items():
     _method.output_spec.media_type = "application/json"
     if _name in ("predict", "predict_features"):
         _answers_in_one_pass(_method.output_spec)
+# BentoML sets its request metrics up on the app's first event, before the service starts, so
+# their labels are bounded here, by this service's routes and BentoML's own paths.
+bound_endpoint_labels({*(m.route for m in ShipDelay.apis.values()), *OPEN_PATHS,
+                       "/docs.json", "/schema.json", "/"})
+document_errors(ShipDelay)
+ShipDelay.add_asgi_middleware(ClientLimitMiddleware)  # first: it frees a slot soonest
 ShipDelay.add_asgi_middleware(ApiKeyMiddleware)
 ShipDelay.add_asgi_middleware(RequestLimitsMiddleware)
 ShipDelay.add_asgi_middleware(KeepAliveLimitMiddleware)

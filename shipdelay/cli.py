@@ -353,16 +353,28 @@ def serve_cmd(
                                                            "newly promoted champion")] = None,
     as_of: Annotated[str | None, typer.Option(help="answer as if it were this UTC time "
                                                  "(for simulated worlds), ISO-8601")] = None,
+    ssl_ciphers: Annotated[str | None, typer.Option(
+        help="OpenSSL cipher list offered to TLS 1.2 clients (default: SHIPDELAY_SERVE_SSL_"
+             "CIPHERS, forward-secret AES-GCM and ChaCha20 suites); needs --ssl-certfile")] = None,
 ) -> None:
     """Serve predictions over HTTP (BentoML): /predict, /predict_features, /livez, /readyz,
     /metrics. The API key (SHIPDELAY_API_KEY), when set, guards the prediction routes."""
-    from serving.serve import serve
+    from serving.serve import check_ciphers, serve
 
+    if ssl_ciphers is not None:
+        if ssl_certfile is None:
+            raise typer.BadParameter("needs --ssl-certfile and --ssl-keyfile",
+                                     param_hint="--ssl-ciphers")
+        try:
+            check_ciphers(ssl_ciphers)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--ssl-ciphers") from None
     check_serving(get_settings(), as_of)  # before BentoML, which would restart a failing worker
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")  # the server's log
     raise typer.Exit(serve(get_settings(), host=host, port=port, ssl_certfile=ssl_certfile,
                            ssl_keyfile=ssl_keyfile, workers=workers,
-                           refresh_seconds=refresh_seconds, as_of=as_of))
+                           refresh_seconds=refresh_seconds, as_of=as_of,
+                           ssl_ciphers=ssl_ciphers))
 
 
 @app.command("ask")

@@ -24,6 +24,10 @@ _SCALE_DEFAULTS = {
     "spark_master": "spark://127.0.0.1:7077",
 }
 
+# Forward-secret AEAD suites only (ECDHE with AES-GCM or ChaCha20-Poly1305): the ciphers that
+# BentoML and uvicorn offer by default ("TLSv1") give TLS 1.2 clients only CBC suites with SHA-1.
+SSL_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 class Settings(BaseSettings):
     """Resolved configuration; read it with `get_settings()`."""
@@ -36,7 +40,15 @@ class Settings(BaseSettings):
     online_read: Literal["direct", "feast"] = Field(
         "direct", description="how the service reads online features: direct = the online "
         "store's tables read directly (fast), feast = Feast's get_online_features (reference)")
-    redis_url: str | None = Field(None, description="Redis for the online store (scale)")
+    redis_url: str | None = Field(None, description="Redis for the online store (scale): "
+                                  "redis[s]://[user:password@]host:port/db, special characters "
+                                  "of the password percent-encoded as in any URL")
+    redis_connect_timeout_s: float = Field(0.5, gt=0, description="seconds to wait for a "
+                                           "connection to Redis")
+    redis_read_timeout_s: float = Field(1.0, gt=0, description="seconds one Redis command may "
+                                        "take to answer; raise it for very large writes")
+    redis_retries: int = Field(1, ge=0, le=5, description="Redis connections or commands tried "
+                               "again, at once, after a connection error")
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset = librdkafka's embedded mock cluster"
     )
@@ -56,6 +68,13 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
     spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")
     api_key: SecretStr | None = Field(None, description="API key for prediction routes")
+    serve_ssl_ciphers: str = Field(
+        SSL_CIPHERS, description="OpenSSL cipher list the service offers over TLS 1.2 (TLS 1.3 "
+        "suites are always offered); `shipdelay serve --ssl-ciphers` overrides it")
+    serve_client_concurrency: int = Field(32, ge=0, description="requests one client address "
+                                          "may have in flight at once, 429 beyond (0: no limit)")
+    serve_body_timeout_s: float = Field(5.0, gt=0, description="seconds a client has to send a "
+                                        "request body once its headers arrived, 408 after")
     seed: int = Field(7, description="default random seed")
 
     @model_validator(mode="before")

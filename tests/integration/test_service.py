@@ -9,6 +9,7 @@ with the service clock frozen at the simulated world's "now".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -646,15 +647,26 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def served(world, env, tmp_path_factory):
+    with serving(get_settings(), tmp_path_factory.mktemp("served"),
+                 {"SHIPDELAY_SERVE_KEEPALIVE_REQUESTS": str(KEEPALIVE_REQUESTS)}) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, folder: Path, extra_env: dict[str, str] | None = None,
+            wait_for: str = "/readyz", **serve_kw):
+    """`settings` served over TLS by a process started as `shipdelay serve` starts it, from when
+    `wait_for` answers 200 until the block ends; `serve_kw` go to `serve_command`, `extra_env`
+    to the process."""
     from serving.serve import serve_command
 
-    folder = tmp_path_factory.mktemp("served")
     cert, key = _self_signed(folder)
     port = _free_port()
-    argv, proc_env = serve_command(get_settings(), "127.0.0.1", port, ssl_certfile=cert,
-                                   ssl_keyfile=key, refresh_seconds=1, as_of=AS_OF.isoformat())
+    argv, proc_env = serve_command(settings, "127.0.0.1", port, ssl_certfile=cert,
+                                   ssl_keyfile=key, refresh_seconds=1, as_of=AS_OF.isoformat(),
+                                   **serve_kw)
     proc_env["BENTOML_HOME"] = str(folder / "bentoml")
-    proc_env["SHIPDELAY_SERVE_KEEPALIVE_REQUESTS"] = str(KEEPALIVE_REQUESTS)
+    proc_env.update(extra_env or {})
     log = folder / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
@@ -669,7 +681,7 @@ def served(world, env, tmp_path_factory):
                 assert proc.poll() is None, f"server exited early:\n{s.tail()}"
                 assert time.monotonic() < deadline, f"not ready in {READY_TIMEOUT_S} s\n{s.tail()}"
                 try:
-                    if http.get("/readyz", timeout=5).status_code == 200:
+                    if http.get(wait_for, timeout=5).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
