@@ -2,8 +2,9 @@
 
 A consumer in the stream's group takes micro-batches (up to `stream_batch_max` events or
 `stream_batch_ms` of waiting) and, for each one, in this order:
-1. parses and validates (`serving.stream_parse`) and folds, scores and checks alerts
-   (`serving.stream_batch`);
+1. parses and validates (`serving.stream_parse`: whatever its bytes, each message becomes an
+   event or a dead letter, so no message can stop the stream) and folds, scores and checks
+   alerts (`serving.stream_batch`);
 2. publishes dead letters and risk updates, then explains the alerts and publishes them, each
    time waiting for the brokers' acknowledgements;
 3. stages the new progress rows offline, commits the online rows with the batch's event ids and a
@@ -80,7 +81,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     options = options or StreamOptions.from_settings(settings)
     topics = Topics.from_settings(settings)
     rule = AlertRule(settings.stream_alert_threshold, settings.stream_alert_jump)
-    store = StreamStore(open_direct(settings))
+    store = StreamStore(open_direct(settings), lake_dir=settings.lake_dir)
     stager = OfflineStager(offline_dir(settings))
     published, deleted = stager.recover(store)
     if published or deleted:
@@ -120,7 +121,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
             partitions.update(m.partition() for m in messages)
             first_at = first_at or time.monotonic()
             _one_batch(messages, consumer, producer, store, stager, holder.scorer, topics, rule,
-                       metrics)
+                       metrics, settings.stream_max_message_bytes)
             last_at = time.monotonic()
             if metrics.batches % options.summary_every == 0:
                 metrics.set_lag(_lag(consumer))
@@ -148,14 +149,15 @@ def _track_partitions(what: str, assigned: list[int]):
     return callback
 
 
-def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule, metrics) -> None:
+def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule, metrics,
+               max_bytes: int) -> None:
     started = time.monotonic()
     values = [m.value() for m in messages]
     keys = [m.key() for m in messages]
     meta = pd.DataFrame({"partition": [m.partition() for m in messages],
                          "offset": [m.offset() for m in messages],
                          "produced_ms": [m.timestamp()[1] for m in messages]})
-    parsed = parse_batch(values, keys, meta)
+    parsed = parse_batch(values, keys, meta, max_bytes=max_bytes)
     result = process(store, scorer, parsed.events, rule)
 
     dead = parsed.dead
@@ -167,8 +169,8 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
                                                    raw=[values[i] for i in at])],
                          ignore_index=True)
     now = pd.Timestamp.now(tz="UTC")
-    out = {"dead_letter": (topics.dead_letters, dead_letter_records(dead, topics.events, now),
-                           [k for k in dead["key"]]),
+    out = {"dead_letter": (topics.dead_letters,
+                           *dead_letter_records(dead, topics.events, now, max_bytes)),
            "risk": (topics.risk, *risk_records(result.risk))}
     _publish(producer, out)
     # the alerts' reasons (TreeSHAP) only once the risk updates are out: they wait for nothing

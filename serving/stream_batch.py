@@ -3,8 +3,9 @@
 Pure apart from reads of the online store: nothing is written here (the loop in
 `serving.stream` publishes, commits and appends, in that order). Per batch, all vectorized:
 1. read each shipment's profile (its plan), progress and stream state in one call per view;
-2. dead-letter events of unknown shipments and events that arrive after the shipment's
-   delivery (its delivered scan came earlier in the partition, in this batch or before);
+2. dead-letter events of unknown shipments, at hubs the lake does not know, and events that
+   arrive after the shipment's delivery (its delivered scan came earlier in the partition, in
+   this batch or before);
 3. drop event ids already folded in (a redelivery after a crash, a re-sent scan);
 4. fold the rest with `advance_progress`, the function the backfill uses;
 5. build the model's vectors from the new state (statistics views read directly) and score
@@ -30,6 +31,7 @@ from serving.stream_store import StreamStore
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
 UNKNOWN, DELIVERED = "unknown shipment", "event after the shipment's delivery"
+UNKNOWN_HUB = "unknown hub"
 # Every parcel of a shipment is scanned "delivered"; re-scans follow within minutes. A scan that
 # happened more than this after the shipment's first delivered scan cannot be real.
 DELIVERY_GRACE = pd.Timedelta(hours=6)
@@ -53,8 +55,9 @@ class BatchResult:
     alert_vectors: pd.DataFrame | None = None  # the alerting shipments' features, for reasons
 
 
-def _key(sid: pd.Series, eid: pd.Series) -> pd.Series:
-    return sid.astype(str) + "\x1f" + eid.astype(str)
+def _key(sid: pd.Series, eid: pd.Series) -> pd.MultiIndex:
+    """(shipment, event id) pairs: compared as pairs, no id's characters can make two equal."""
+    return pd.MultiIndex.from_arrays([sid.astype(str).to_numpy(), eid.astype(str).to_numpy()])
 
 
 def _delivered_before(events: pd.DataFrame, prior_s: pd.Series) -> np.ndarray:
@@ -84,15 +87,17 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     state = store.read_state(ids).set_index("shipment_id")
 
     sid = events["shipment_id"].astype(str)
-    dead = pd.Series("", index=events.index, dtype=object)
-    dead[~sid.map(profile["found"]).fillna(False).to_numpy(bool)] = UNKNOWN
+    unknown = ~sid.map(profile["found"]).fillna(False).to_numpy(bool)
+    no_hub = ~store.known_hubs(events["hub_id"].astype(str))
+    dead = pd.Series(np.where(unknown & no_hub, f"{UNKNOWN}; {UNKNOWN_HUB}",
+                              np.where(unknown, UNKNOWN, np.where(no_hub, UNKNOWN_HUB, ""))),
+                     index=events.index, dtype=object)
 
     # already folded in (earlier batch, or the same id earlier in this batch): skip silently
-    applied = state["applied"].str.split("\n").explode()
-    applied = applied[applied.astype(bool)]
-    seen = _key(pd.Series(applied.index), pd.Series(applied.to_numpy()))
+    applied = state["applied"].explode().dropna()
+    seen = _key(pd.Series(applied.index), applied)
     key = _key(sid, events["event_id"])
-    duplicate = (key.isin(seen) | key.duplicated()).to_numpy() & (dead == "").to_numpy()
+    duplicate = (key.isin(seen) | key.duplicated()) & (dead == "").to_numpy()
 
     # after delivery: happened well after the shipment's first delivered scan (prior or earlier)
     delivered = progress["delivered"].eq(1).fillna(False).to_numpy(bool)
@@ -120,10 +125,9 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
 
     # the new stream state: ids folded in so far, the score published last
     new_ids = fresh.groupby(fresh["shipment_id"].astype(str), sort=False)["event_id"].agg(
-        "\n".join).loc[touched]
+        list).loc[touched]
     old = state.loc[touched]
-    joined = np.where(old["applied"].to_numpy() == "", new_ids.to_numpy(),
-                      old["applied"].to_numpy() + "\n" + new_ids.to_numpy())
+    joined = [was + new for was, new in zip(old["applied"], new_ids)]  # per shipment
 
     scored, alerts, alerting = _score(store, scorer, plans, now, old["p_late"].to_numpy(),
                                       rule)
@@ -133,7 +137,8 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
                          first_produced_ms=first_ms.loc[touched].to_numpy())
     p_new = np.where(now["delivered"].to_numpy() == 1, old["p_late"].to_numpy(),
                      risk["p_late"].to_numpy(dtype=float))
-    new_state = pd.DataFrame({"shipment_id": touched, "applied": joined, "p_late": p_new})
+    new_state = pd.DataFrame({"shipment_id": touched, "applied": pd.Series(joined, dtype=object),
+                              "p_late": p_new})
     counts["alerts"] = len(alerts)
     return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts, alerting)
 

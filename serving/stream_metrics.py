@@ -1,6 +1,6 @@
 """The stream scorer's metrics: Prometheus (on an optional port) and a one-line log summary.
 
-Counted: events consumed, applied, skipped as duplicates, dead-lettered (by reason), risk
+Counted: events consumed, applied, skipped as duplicates, dead-lettered (by reason class), risk
 updates and alerts published, micro-batches and their latency (consume to commit), the latency
 from an event's produce time to the commit of its risk update, and the consumer lag per
 partition (high watermark minus committed position).
@@ -18,13 +18,19 @@ log = logging.getLogger("shipdelay.stream")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 
 
+def reason_class(reason: str) -> str:
+    """A dead letter's class, for a metric label: its first reason without the detail after
+    ':' (reasons put what the message held only there, so the labels stay few)."""
+    return reason.split("; ", 1)[0].split(":", 1)[0].strip()[:60] or "unnamed"
+
+
 class StreamMetrics:
     def __init__(self, port: int | None = None, summary_every: int = 20):
         self.registry = r = pc.CollectorRegistry()
         self.events = pc.Counter("shipdelay_stream_events", "Tracking events by outcome "
                                  "(applied, duplicate, dead_letter)", ["outcome"], registry=r)
-        self.dead = pc.Counter("shipdelay_stream_dead_letters", "Dead letters by reason",
-                               ["reason"], registry=r)
+        self.dead = pc.Counter("shipdelay_stream_dead_letters", "Dead letters by the class of "
+                               "their first reason", ["reason"], registry=r)
         self.published = pc.Counter("shipdelay_stream_published", "Messages published by topic "
                                     "kind (risk, alert, dead_letter)", ["kind"], registry=r)
         self.batch_seconds = pc.Histogram("shipdelay_stream_batch_seconds", "Micro-batch time "
@@ -51,7 +57,7 @@ class StreamMetrics:
         self.events.labels("duplicate").inc(counts.get("duplicates", 0))
         self.events.labels("dead_letter").inc(len(dead_reasons))
         for reason in dead_reasons:
-            self.dead.labels(reason.split(":")[0][:60]).inc()
+            self.dead.labels(reason_class(reason)).inc()
         for kind, n in published.items():
             self.published.labels(kind).inc(n)
         self.batch_seconds.observe(seconds)

@@ -83,7 +83,7 @@ def rewind(settings: Settings, cut: pd.Timestamp) -> pd.DataFrame:
 
 
 def _clear_progress(online, settings: Settings) -> None:
-    from serving.stream_store import StreamStore  # creates the stream tables when missing
+    from serving.stream_store import STATE_FIELDS, StreamStore  # creates the stream tables
 
     StreamStore(online)
     if isinstance(online, SqliteOnline):
@@ -96,7 +96,7 @@ def _clear_progress(online, settings: Settings) -> None:
     profile = off.read_view(offline_dir(settings), "shipment_profile")
     ids = profile["shipment_id"].astype(str).unique().tolist()
     fields = [_mmh3(f"{PROGRESS}:{c}") for c in SHIPMENT_PROGRESS]
-    fields += [f"_ts:{PROGRESS}".encode(), b"_stream:applied", b"_stream:p_late"]
+    fields += [f"_ts:{PROGRESS}".encode(), *STATE_FIELDS]
     assert isinstance(online, RedisOnline)
     pipe = online.client.pipeline(transaction=False)
     for i, key in enumerate(entity_keys("shipment_id", ids)):

@@ -1,38 +1,75 @@
 """The stream scorer's state, kept in the online store next to each shipment's features.
 
 Per shipment the stream keeps the event ids it has folded in (so a re-delivered or re-sent event
-never counts twice) and the last P(late) it published (so alerts survive restarts). `commit`
+never counts twice) and the last P(late) it published (so alerts survive restarts). The ids are
+kept as one JSON list, so no id can be mistaken for two or two for one whatever characters it
+holds; a store written before keeps them newline-joined in another field, read until the
+shipment's next commit replaces it. `commit`
 writes the new progress rows in Feast's layout, this state and a commit token in ONE
 transaction (SQLite) or one MULTI/EXEC (Redis): either a micro-batch is in the online store
 entirely, with its event ids, or not at all. The token lets the offline part staged for the
 batch be published exactly when the online write happened (see `serving.stream_offline`).
+The store also answers which hubs the lake knows (the stream dead-letters events at others,
+as ingest rejects them).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.online_direct import DirectOnline, RedisOnline, SqliteOnline, entity_keys, with_tx
+from shipdelay.lake import Lake
 
 STATE_COLUMNS = ["shipment_id", "applied", "p_late"]
 PROFILE_TTL_S = 300.0  # a rebuilt profile (nightly `features build`) is seen within this
 PROFILE_CACHE_MAX = 200_000
-_APPLIED, _P_LATE = b"_stream:applied", b"_stream:p_late"
+HUB_TTL_S = 60.0  # an unknown hub makes the lake's hubs be read again, at most this often
+_IDS, _OLD_IDS, _P_LATE = b"_stream:applied_ids", b"_stream:applied", b"_stream:p_late"
+STATE_FIELDS = (_IDS, _OLD_IDS, _P_LATE)  # the stream's fields in a shipment's Redis hash
 _TOKEN_PREFIX = "shipdelay:stream:commit:"
 TOKEN_TTL_S = 7 * 86_400
 
 
+def encode_ids(ids: list[list[str]]) -> list[str]:
+    """Each shipment's applied event ids as one JSON list."""
+    return [json.dumps(one) for one in ids]
+
+
+def decode_ids(texts: list[str | None], old: list[str | None]) -> list[list[str]]:
+    """The JSON lists (`texts`, all read by one `json.loads`), or where a shipment has none
+    yet, its ids as a store written before kept them (`old`: newline-joined)."""
+    new = [i for i, t in enumerate(texts) if t]
+    parsed = json.loads("[" + ",".join(texts[i] for i in new) + "]") if new else []
+    out = [o.split("\n") if o else [] for o in old]
+    for i, ids in zip(new, parsed):
+        out[i] = ids
+    return out
+
+
 class StreamStore:
-    def __init__(self, online: DirectOnline, profile_ttl_s: float = PROFILE_TTL_S):
+    def __init__(self, online: DirectOnline, profile_ttl_s: float = PROFILE_TTL_S,
+                 lake_dir: Path | None = None):
+        """`lake_dir`: the lake whose hubs events must name (None: hubs are not checked)."""
         self.online = online
         self.profile_ttl_s = profile_ttl_s
         self._profiles: pd.DataFrame | None = None  # by shipment_id, with the read time
+        self._lake_dir = lake_dir
+        self._hubs: pd.Index | None = None
+        self._hubs_at = -np.inf
         if isinstance(online, SqliteOnline):
             online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_state "
-                                "(entity_key BLOB PRIMARY KEY, applied TEXT, p_late REAL)")
+                                "(entity_key BLOB PRIMARY KEY, applied TEXT, p_late REAL, "
+                                "applied_ids TEXT)")
+            columns = {row[1] for row in online.conn.execute(
+                "PRAGMA table_info(shipdelay_stream_state)")}
+            if "applied_ids" not in columns:  # a store from before the JSON lists
+                online.conn.execute("ALTER TABLE shipdelay_stream_state ADD COLUMN applied_ids "
+                                    "TEXT")
             online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_commits "
                                 "(token TEXT PRIMARY KEY, at INTEGER)")
 
@@ -63,31 +100,49 @@ class StreamStore:
             out = cache
         return out.loc[ids].drop(columns="_read_at")
 
+    def known_hubs(self, hubs: pd.Series) -> np.ndarray:
+        """Which of `hubs` the lake's hubs table holds (all, when no lake was given). The ids
+        are kept; an unknown one has them read again if they are older than `HUB_TTL_S`."""
+        if self._lake_dir is None:
+            return np.ones(len(hubs), bool)
+        if self._hubs is None or (time.monotonic() - self._hubs_at > HUB_TTL_S
+                                  and not hubs.isin(self._hubs).all()):
+            lake = Lake(self._lake_dir)
+            ids = lake.read("hubs", columns=["hub_id"])["hub_id"] if lake.exists("hubs") else []
+            self._hubs, self._hubs_at = pd.Index(ids, dtype=object), time.monotonic()
+        return hubs.isin(self._hubs).to_numpy(bool)
+
     def read_state(self, ids: list[str]) -> pd.DataFrame:
-        """Applied event ids ("\\n"-joined, "" when none) and last P(late) (NaN) per id."""
+        """Applied event ids (a list per id, empty when none) and last P(late) (NaN) per id."""
         keys = entity_keys("shipment_id", ids)
-        applied, p_late = [""] * len(ids), np.full(len(ids), np.nan)
+        texts, old = [None] * len(ids), [None] * len(ids)
+        p_late = np.full(len(ids), np.nan)
         if isinstance(self.online, SqliteOnline):
             where = {k: i for i, k in enumerate(keys)}
             for lo in range(0, len(keys), 20_000):
                 chunk = keys[lo:lo + 20_000]
-                for key, text, p in self.online.conn.execute(
-                        "SELECT entity_key, applied, p_late FROM shipdelay_stream_state WHERE "
+                for key, text, p, was in self.online.conn.execute(
+                        "SELECT entity_key, applied_ids, p_late, applied FROM "
+                        "shipdelay_stream_state WHERE "
                         f"entity_key IN ({','.join('?' * len(chunk))})", chunk):
-                    applied[where[key]] = text or ""
-                    p_late[where[key]] = np.nan if p is None else p
+                    i = where[key]
+                    texts[i], old[i] = text, was
+                    p_late[i] = np.nan if p is None else p
         else:
             pipe = self.online.client.pipeline(transaction=False)
             for k in keys:
-                pipe.hmget(RedisOnline.redis_key(k), [_APPLIED, _P_LATE])
-            for i, (text, p) in enumerate(pipe.execute()):
-                applied[i] = (text or b"").decode()
+                pipe.hmget(RedisOnline.redis_key(k), [_IDS, _P_LATE, _OLD_IDS])
+            for i, (text, p, was) in enumerate(pipe.execute()):
+                texts[i] = text.decode() if text else None
+                old[i] = was.decode() if was else None
                 p_late[i] = float(p) if p else np.nan
+        applied = pd.Series(decode_ids(texts, old), dtype=object)
         return pd.DataFrame({"shipment_id": ids, "applied": applied, "p_late": p_late})
 
     # ------------------------------------------------------------------------ commit
     def commit(self, progress: pd.DataFrame, state: pd.DataFrame, token: str) -> None:
-        """Progress rows (one per shipment), their stream state and `token`, atomically."""
+        """Progress rows (one per shipment), their stream state (`applied`: the lists of event
+        ids) and `token`, atomically."""
         if isinstance(self.online, SqliteOnline):
             self._commit_sqlite(progress, state, token)
         else:
@@ -98,12 +153,12 @@ class StreamStore:
         sql, rows = self.online.upsert_statements("shipment_progress", progress)
         keys = entity_keys("shipment_id", state["shipment_id"].astype(str))
         p = state["p_late"].astype(object).where(state["p_late"].notna(), None).tolist()
-        state_rows = list(zip(keys, state["applied"].tolist(), p))
+        state_rows = list(zip(keys, p, encode_ids(state["applied"].tolist())))
 
         def body():
             conn.executemany(sql, rows)
-            conn.executemany("INSERT OR REPLACE INTO shipdelay_stream_state VALUES (?, ?, ?)",
-                             state_rows)
+            conn.executemany("INSERT OR REPLACE INTO shipdelay_stream_state (entity_key, "
+                             "applied, p_late, applied_ids) VALUES (?, NULL, ?, ?)", state_rows)
             conn.execute("INSERT OR REPLACE INTO shipdelay_stream_commits VALUES (?, ?)",
                          (token, int(time.time())))
 
@@ -114,12 +169,14 @@ class StreamStore:
         keys = [RedisOnline.redis_key(k)
                 for k in entity_keys("shipment_id", state["shipment_id"].astype(str))]
         pipe = self.online.client.pipeline(transaction=True)
-        for key, applied, p in zip(keys, state["applied"].tolist(), state["p_late"].tolist()):
+        for key, applied, p in zip(keys, encode_ids(state["applied"].tolist()),
+                                   state["p_late"].tolist()):
             fields = mappings.pop(key, {})
-            fields[_APPLIED] = applied
+            fields[_IDS] = applied
             if not np.isnan(p):
                 fields[_P_LATE] = repr(float(p))
             pipe.hset(key, mapping=fields)
+            pipe.hdel(key, _OLD_IDS)
         for key, fields in mappings.items():  # progress without state (not expected)
             pipe.hset(key, mapping=fields)
         pipe.set(_TOKEN_PREFIX + token, b"1", ex=TOKEN_TTL_S)

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
                                      "more than this since the shipment's previous score")
     stream_batch_max: int = Field(20_000, ge=1, description="most events in one micro-batch")
     stream_batch_ms: int = Field(100, ge=1, description="longest wait to fill a micro-batch")
+    stream_max_message_bytes: int = Field(
+        65_536, ge=1_024, le=16_777_216, description="largest tracking-event message (key and "
+        "value) the stream reads; larger ones are dead letters, unread")
     postgres_url: str | None = Field(None, description="PostgreSQL for MLflow, Optuna, registry")
     mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
     spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")

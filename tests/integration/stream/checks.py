@@ -58,12 +58,19 @@ def _expected(case):
 
 def assert_equals_backfill(case, stream) -> list[str]:
     expected, known, _ = _expected(case)
+    touched = sorted(set(stream.events["shipment_id"].astype(str)) & set(known))
+    assert_progress_equals(case, expected, touched)
+    return touched
+
+
+def assert_progress_equals(case, expected: pd.DataFrame, touched: list[str]) -> None:
+    """The offline progress view equals `expected` (the backfill's rows), and the online
+    progress of the `touched` shipments, read through Feast as the service reads it, equals
+    the backfill's latest row of each: every event counted exactly once."""
     offline = off.read_view(offline_dir(case.settings), "shipment_progress")
     pdt.assert_frame_equal(offline[expected.columns].sort_values(KEY, ignore_index=True),
                            expected.sort_values(KEY, ignore_index=True), check_dtype=False,
                            obj="offline progress after the stream")
-    # online, read through Feast as the service reads it
-    touched = sorted(set(stream.events["shipment_id"].astype(str)) & set(known))
     online = read_progress(get_store(case.settings), touched).set_index("shipment_id")
     final = latest(expected).set_index("shipment_id").loc[touched]
     assert len(online) == len(touched)
@@ -74,9 +81,7 @@ def assert_equals_backfill(case, stream) -> list[str]:
         else:
             same = a.astype(str).to_numpy() == b.astype(str).to_numpy()
         assert same.all(), (col, a[~same].head(), b[~same].head())
-    # every event counted exactly once
     assert online["event_count"].sum() == final["event_count"].sum()
-    return touched
 
 
 def assert_dead_letters(case, stream) -> None:
