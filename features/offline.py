@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from features.schema import TIMESTAMP
 from shipdelay.lake import split_by_day, write_parquet_atomic
+from shipdelay.parquet_io import sql_source
 
 
 def view_glob(offline: Path, view: str) -> str:
@@ -95,7 +96,7 @@ def read_view(offline: Path, view: str, where: str = "") -> pd.DataFrame:
     """A whole offline view as pandas (tests and small tools; big joins use DuckDB directly)."""
     con = duckdb.connect()
     try:
-        query = f"select * from read_parquet('{view_glob(offline, view)}', union_by_name=true)"
+        query = f"select * from {sql_source(con, view_glob(offline, view), union_by_name=True)}"
         frame = con.sql(query + (f" where {where}" if where else "")).df()
     finally:
         con.close()

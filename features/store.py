@@ -11,12 +11,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from feast import FeatureStore
-from feast.infra.offline_stores.duckdb import DuckDBOfflineStoreConfig
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig
 from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.repo_config import RegistryConfig, RepoConfig
 from pydantic import SecretStr
 
+from features.offline_store import offline_store_config
 from shipdelay.settings import Settings, get_settings
 
 PROJECT = "shipdelay"
@@ -114,7 +114,7 @@ def repo_config(settings: Settings | None = None) -> RepoConfig:
         provider="local",
         registry=RegistryConfig(path=str(root / "registry.db"), cache_ttl_seconds=60),
         online_store=online,
-        offline_store=DuckDBOfflineStoreConfig(),
+        offline_store=offline_store_config(),
         repo_path=root,
         entity_key_serialization_version=3,
     )

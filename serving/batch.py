@@ -52,6 +52,7 @@ from serving.batch_scores import (
 from serving.model_holder import check_servable
 from serving.scorer import Scorer
 from shipdelay.lake import Lake
+from shipdelay.parquet_io import dataset, read_frame, sql_source
 from shipdelay.settings import Settings, get_settings
 from training.dataset import point_in_time
 
@@ -139,8 +140,7 @@ def lake_now(lake: Lake) -> pd.Timestamp:
     newest = max(_day_of(f) or date.min for f in files)
     last = [str(f) for f in files if (_day_of(f) or date.min) == newest]
     with duckdb.connect() as con:
-        value = con.execute("select max(ingested_at) from read_parquet($files)",
-                            {"files": last}).fetchone()[0]
+        value = con.execute(f"select max(ingested_at) from {sql_source(con, last)}").fetchone()[0]
     return utc(value)
 
 
@@ -177,13 +177,11 @@ def _empty(columns: dict[str, pa.DataType]) -> pa.Table:
 
 def in_flight(lake: Lake, as_of) -> pd.DataFrame:
     """The shipments in flight at `as_of`, read from the lake (day partitions after it skipped)."""
-    import pyarrow.dataset as ds
-
     t = utc(as_of)
 
     def scan(table: str, columns: dict[str, pa.DataType]):
         files = lake_files(lake, table, t)
-        return ds.dataset(files, format="parquet") if files else _empty(columns)
+        return dataset(files) if files else _empty(columns)
 
     return select_in_flight(
         scan("shipments", {"shipment_id": pa.string(), "booked_at": _TS}),
@@ -206,9 +204,9 @@ def feature_watermarks(offline: Path, as_of) -> dict[str, pd.Timestamp | None]:
                 files = [str(f) for f in day.glob("part-*.parquet")]
                 if not files:
                     continue
-                value = con.execute(f"select max({TIMESTAMP}) from read_parquet($files) "
+                value = con.execute(f"select max({TIMESTAMP}) from {sql_source(con, files)} "
                                     f"where {TIMESTAMP} <= $t",
-                                    {"files": files, "t": t.to_pydatetime()}).fetchone()[0]
+                                    {"t": t.to_pydatetime()}).fetchall()[0][0]
                 if value is not None:
                     out[view] = utc(value)
                     break
@@ -380,7 +378,7 @@ def read_scores(settings: Settings, day: date | None = None) -> pd.DataFrame:
     """The scores table (one run date, or all), with its run_date partition column."""
     root = settings.scores_dir
     path = partitions.partition_path(root, day) if day is not None else root
-    frame = pd.read_parquet(path)
+    frame = read_frame(path)
     if day is not None:
         frame["run_date"] = day.isoformat()
     return frame

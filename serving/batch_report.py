@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from serving.scorer import Thresholds
+from shipdelay.parquet_io import sql_source
 from shipdelay.settings import Settings
 
 EXPERIMENT = "shipdelay-batch"
@@ -42,8 +43,7 @@ def _query(partition: Path, sql: str) -> pd.DataFrame:
     files = sorted(str(p) for p in Path(partition).glob("*.parquet"))
     with duckdb.connect() as con:
         if files:
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(f"create view scores as select * from read_parquet([{listed}])")
+            con.execute(f"create view scores as select * from {sql_source(con, files)}")
         else:  # nothing in flight: an empty table of the same shape
             from serving.batch import SCORES_SCHEMA
 

@@ -47,6 +47,7 @@ from serving.batch import lake_files
 from serving.batch_scores import SCORES_SCHEMA, ReasonsRule, score_batches, with_request_features
 from serving.scorer import Scorer
 from shipdelay.lake import Lake
+from shipdelay.parquet_io import refuse_foreign_reader
 from shipdelay.settings import Settings
 
 PLAN_LISTS = ("plan_times_s", "plan_hubs", "plan_modes")  # not features; never read
@@ -64,6 +65,7 @@ def spark_session(master: str = "local[2]", shuffle_partitions: int | None = Non
     to the executors' Python with shipdelay installed)."""
     from pyspark.sql import SparkSession
 
+    refuse_foreign_reader("the Spark engine")  # no Java KMS client for shipdelay's keys
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName("shipdelay-score-batch")
                .config("spark.ui.enabled", "false")

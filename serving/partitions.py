@@ -24,7 +24,8 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from shipdelay.parquet_io import write_table
 
 VERSIONS = "_versions"
 KEY = "run_date"
@@ -46,8 +47,8 @@ def partition_days(root: Path) -> list[date]:
 def write_part(table: pa.Table, folder: Path, index: int) -> Path:
     """One Parquet file of a partition being written (the folder is not visible yet)."""
     path = folder / f"part-{index:05d}.parquet"
-    pq.write_table(table, path, compression="zstd", coerce_timestamps="us",
-                   allow_truncated_timestamps=True)
+    write_table(table, path, compression="zstd", coerce_timestamps="us",
+                allow_truncated_timestamps=True)
     return path
 
 

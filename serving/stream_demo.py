@@ -73,6 +73,7 @@ def stream_demo(settings: Settings, n_events: int = 20_000, n_shipments: int = 8
         with MockCluster(Path(tmp) / "data" / "kafka" / "bootstrap") as bootstrap:
             live = ws.model_copy(update={"kafka_bootstrap": bootstrap})
             env = {**os.environ, "SHIPDELAY_DATA_DIR": str(ws.data_dir),
+                   "SHIPDELAY_ENCRYPTION_KEY_FILE": str(settings.key_file),  # its lake's keys
                    "SHIPDELAY_KAFKA_BOOTSTRAP": bootstrap, "PYTHONWARNINGS": "ignore"}
             log = Path(tmp) / "stream.log"
             with open(log, "wb") as out:

@@ -25,6 +25,9 @@ console = Console()
 def _quiet_libraries(ctx: typer.Context) -> None:
     """Keep the terminal for shipdelay's own output: whatever libraries print, log or warn goes
     to the command log under the data folder (`shipdelay.cli_guard`)."""
+    from shipdelay.crypto import private_files
+
+    private_files()  # everything written under the data folder, the log too: owner-only
     route_library_output(ctx, console)
 
 
@@ -588,6 +591,42 @@ def stream_demo_cmd(
     need_lake(settings, "tracking_events")
     need_servable(settings)
     stream_demo(settings, events, shipments, console)
+
+
+keys_app = typer.Typer(help="Master keys of the encryption at rest.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("status")
+def keys_status_cmd() -> None:
+    """Whether Parquet files are encrypted, with which KMS, and the master key versions."""
+    from shipdelay.crypto import status
+
+    enc, versions = status(get_settings())
+    state = "on" if get_settings().encryption else "off (new files are written in plaintext)"
+    console.print(f"encryption at rest: {state}; KMS {enc.kms}; master key id '{enc.key_id}'")
+    if not enc.local:
+        console.print(f"key versions are kept by the KMS at {enc.kms_url or '(its default)'}")
+        return
+    if not versions:
+        console.print(f"no key file yet at {enc.key_file}: the first encrypted write creates it")
+        return
+    table = Table("key id", "version", "created (UTC)", "used for", title=str(enc.key_file))
+    for v in versions:
+        table.add_row(v.key_id, f"v{v.version}", v.created,
+                      "new files and reading" if v.current else "reading older files")
+    console.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate_cmd() -> None:
+    """Add a new master key version for new files; files written before stay readable with
+    the versions that wrapped them (nothing is rewritten). Back up the key file afterwards."""
+    from shipdelay.crypto import rotate
+
+    version = rotate(get_settings())  # another KMS: EncryptionKeyError, one sentence
+    console.print(f"master key '{get_settings().encryption_key_id}' is now at v{version} for new "
+                  f"files; older versions stay for reading. Back up {get_settings().key_file}.")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -259,7 +259,8 @@ def explain(err: BaseException) -> tuple[str, int] | None:
             return f"{what}: train and promote a model on it.", 1
         if _is(e, "serving:NoKafka", "serving:BatchError", "shipdelay:EncryptionKeyError"):
             return sentence(first_line(e, 400)), 1
-        if _is(e, "duckdb:InvalidInputException") and "is encrypted" in str(e):
+        if (_is(e, "duckdb:InvalidInputException", "_duckdb:InvalidInputException")
+                and "is encrypted" in str(e)):  # DuckDB 2 raises from its `_duckdb` module
             return ("A Parquet file is encrypted and encryption is off in this process: set "
                     "SHIPDELAY_ENCRYPTION=true and SHIPDELAY_ENCRYPTION_KEY_FILE to the key file "
                     "it was written with."), 1

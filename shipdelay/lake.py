@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from shipdelay import contract
+from shipdelay import contract, parquet_io
 
 _STRING_TYPES = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
 
@@ -33,8 +32,8 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        pq.write_table(table, tmp, compression="zstd", coerce_timestamps="us",
-                       allow_truncated_timestamps=True)
+        parquet_io.write_table(table, tmp, compression="zstd", coerce_timestamps="us",
+                               allow_truncated_timestamps=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -102,7 +101,7 @@ class Lake:
         files = self.files(table, since)
         if not files:
             raise FileNotFoundError(f"lake table '{table}' is empty or missing under {self.root}")
-        return ds.dataset([str(f) for f in files], format="parquet")
+        return parquet_io.dataset(files)
 
     def read(self, table: str, columns: list[str] | None = None,
              since: date | None = None, filter: ds.Expression | None = None) -> pd.DataFrame:

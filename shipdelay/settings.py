@@ -16,11 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Profile = Literal["local", "scale"]
 
+# At scale every connection is encrypted and authenticated: Redis over TLS (rediss://) with its
+# AUTH password in SHIPDELAY_REDIS_URL (rediss://:<password>@host:port/db), PostgreSQL with
+# sslmode=require and its password in SHIPDELAY_POSTGRES_URL or libpq's PGPASSWORD / ~/.pgpass.
 _SCALE_DEFAULTS = {
     "online_store": "redis",
-    "redis_url": "redis://127.0.0.1:6379/0",
+    "redis_url": "rediss://127.0.0.1:6379/0",
     "kafka_bootstrap": "127.0.0.1:9092",
-    "postgres_url": "postgresql://postgres@127.0.0.1:5432/shipdelay",
+    "postgres_url": "postgresql://shipdelay@127.0.0.1:5432/shipdelay?sslmode=require",
     "spark_master": "spark://127.0.0.1:7077",
 }
 
@@ -60,6 +63,18 @@ class Settings(BaseSettings):
     kafka_group: str = Field("shipdelay-stream", description="consumer group of the stream scorer")
     stream_alert_threshold: float = Field(0.6, ge=0, le=1, description="alert when P(late) "
                                           "crosses this")
+    encryption: bool = Field(True, description="encrypt every Parquet file written (lake, feature "
+                             "store, scores, training splits); reading them needs the master key")
+    encryption_key_file: Path | None = Field(
+        None, description="master keys of the local KMS (default <data_dir>/keys/"
+        "master-keys.json); back it up apart from the data, never beside it")
+    encryption_key_id: str = Field("shipdelay", description="master key id new files name")
+    encryption_kms: str = Field("shipdelay.crypto.LocalKeyFileKms", description="class path of "
+                                "the KMS client (a pyarrow KmsClient): the local key file, or "
+                                "your Vault / AWS KMS client")
+    encryption_kms_url: str | None = Field(None, description="address of a remote KMS")
+    encryption_kms_token: SecretStr | None = Field(None, description="access token of a remote "
+                                                   "KMS")
     stream_alert_jump: float = Field(0.2, ge=0, le=1, description="alert when P(late) rises by "
                                      "more than this since the shipment's previous score")
     stream_batch_max: int = Field(20_000, ge=1, description="most events in one micro-batch")
@@ -97,6 +112,11 @@ class Settings(BaseSettings):
     def scores_dir(self) -> Path:
         """The nightly scores table: one `run_date=YYYY-MM-DD` partition per day."""
         return self.data_dir / "scores"
+
+    @property
+    def key_file(self) -> Path:
+        """The local KMS's master keys: outside the lake, owner-only."""
+        return (self.encryption_key_file or self.data_dir / "keys" / "master-keys.json").absolute()
 
     @property
     def reports_dir(self) -> Path:

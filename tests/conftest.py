@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,15 @@ SMALL = SimConfig(shipments=3_000, start="2025-10-01", days=60, seed=11, ceiling
                   ceiling_draws=40, chunk_size=1_000)
 MEDIUM = SimConfig(shipments=20_000, start="2025-10-01", days=180, seed=7, ceiling_shipments=1_500,
                    ceiling_draws=100)
+
+
+def pytest_configure(config) -> None:
+    """One key file for the session's encrypted Parquet files (encryption is per process, see
+    shipdelay.crypto), inherited by every process a test starts, whatever its data folder."""
+    if "SHIPDELAY_ENCRYPTION_KEY_FILE" not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="shipdelay-keys-"))
+        os.environ["SHIPDELAY_ENCRYPTION_KEY_FILE"] = str(folder / "master-keys.json")
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def assert_serve_option_refused(monkeypatch, name: str, values) -> None:

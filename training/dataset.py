@@ -29,6 +29,7 @@ from features.schema import (
     model_feature_names,
 )
 from shipdelay.lake import Lake, from_arrow
+from shipdelay.parquet_io import sql_source
 from shipdelay.snapshots import snapshot_times
 
 KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
@@ -84,15 +85,15 @@ _READ = {"shipment_profile": _PROFILE_READ, "shipment_progress": list(SHIPMENT_P
          **{v: MODEL_FEATURES[v] for v in _STATS}}
 
 
-def _latest_at(offline: Path, view: str, cutoff: pd.Timestamp) -> str:
+def _latest_at(con, offline: Path, view: str, cutoff: pd.Timestamp) -> str:
     """SQL of each key's latest row of `view` at or before one cut-off: what the as-of join takes
     for every snapshot at that cut-off, found in one pass, so plain joins can follow. Only the
     columns the join reads, and only the day folders within the view's TTL before the cut-off
     (an older row would be blanked as stale)."""
     key = _STATS.get(view, "shipment_id")
     files = view_files(offline, view, (cutoff - TTL[view]).date(), cutoff.date())
-    source = (f"read_parquet({files!r})" if files else  # nothing in the window: no rows
-              f"(select * from read_parquet('{view_glob(offline, view)}') where false)")
+    source = (sql_source(con, files) if files else  # nothing in the window: no rows
+              f"(select * from {sql_source(con, view_glob(offline, view))} where false)")
     return (f"(select {key}, {TIMESTAMP}, {_cols(view, _READ[view])} from {source} as {view} "
             f"where {TIMESTAMP} <= '{cutoff.isoformat()}'::timestamptz qualify "
             f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
@@ -110,8 +111,8 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         cutoffs = snapshots["as_of"].unique()
         one = len(cutoffs) == 1
         for view in VIEWS:
-            source = (_latest_at(offline, view, pd.Timestamp(cutoffs[0])) if one
-                      else f"read_parquet('{view_glob(offline, view)}')")
+            source = (_latest_at(con, offline, view, pd.Timestamp(cutoffs[0])) if one
+                      else sql_source(con, view_glob(offline, view)))
             con.sql(f"create view {view} as select * from {source}")
 
         def join(view: str, alias: str, on: str, snapshot: str) -> str:

@@ -29,6 +29,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna_integration.lightgbm import LightGBMPruningCallback
 
+from shipdelay.parquet_io import read_frame, write_options
 from training.features import FeatureSpec
 from training.model import MAX_ROUNDS, fit_classifier
 from training.split import Split
@@ -229,7 +230,7 @@ def save_split(split: Split, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("train", "valid", "test"):
-        getattr(split, name).to_parquet(folder / f"{name}.parquet")
+        getattr(split, name).to_parquet(folder / f"{name}.parquet", **write_options())
     meta = {"bounds": {k: pd.Timestamp(v).isoformat() for k, v in split.bounds.items()},
             "horizon_s": pd.Timedelta(split.horizon).total_seconds()}
     (folder / "split.json").write_text(json.dumps(meta, indent=2))
@@ -239,7 +240,7 @@ def save_split(split: Split, folder: str | Path) -> Path:
 def load_split(folder: str | Path) -> Split:
     folder = Path(folder)
     meta = json.loads((folder / "split.json").read_text())
-    frames = {n: pd.read_parquet(folder / f"{n}.parquet") for n in ("train", "valid", "test")}
+    frames = {n: read_frame(folder / f"{n}.parquet") for n in ("train", "valid", "test")}
     return Split(frames["train"], frames["valid"], frames["test"],
                  {k: pd.Timestamp(v) for k, v in meta["bounds"].items()},
                  pd.Timedelta(seconds=meta["horizon_s"]))

@@ -30,6 +30,7 @@ from serving.batch import (
 )
 from serving.batch_report import EXPERIMENT
 from shipdelay.lake import Lake
+from shipdelay.parquet_io import read_frame
 from shipdelay.settings import Settings, get_settings
 from tests.integration.batch_world import CUTOFF, copy_world
 from training.dataset import point_in_time
@@ -143,7 +144,7 @@ def test_scores_table_holds_every_known_shipment_in_flight(world, first):
     delivered = vectors.loc[vectors["shipment_id"].isin(scores["shipment_id"]), "delivered"]
     assert (delivered.fillna(0) == 0).all() and delivered.notna().sum() > 100
     # the whole table reads from its root, with run_date from the partition folder
-    assert len(pd.read_parquet(world.scores_dir)) == len(scores)
+    assert len(read_frame(world.scores_dir)) == len(scores)
 
 
 def test_report_files_and_mlflow_run(world, first):

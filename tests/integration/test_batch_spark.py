@@ -12,7 +12,7 @@ import pytest
 
 from serving.batch import in_flight, read_scores, score_batch
 from shipdelay.lake import Lake
-from shipdelay.settings import Settings
+from shipdelay.settings import Settings, get_settings
 from tests.integration.batch_world import CUTOFF, copy_world
 
 pytest.importorskip("pyspark")
@@ -21,7 +21,7 @@ US = pd.Timedelta(microseconds=1)
 
 
 @pytest.fixture(scope="module")
-def spark():
+def spark(worlds):
     from serving.batch_spark import spark_session
 
     session = spark_session("local[2]", shuffle_partitions=4)
@@ -32,9 +32,17 @@ def spark():
 
 @pytest.fixture(scope="module")
 def worlds(trained, tmp_path_factory) -> tuple[Settings, Settings]:
-    """Two copies of the same world: one scored locally, one on Spark."""
+    """Two copies of the same world: one scored locally, one on Spark. Spark reads Parquet
+    with its own reader, which cannot decrypt (shipdelay refuses it with encryption on): the
+    copies are decrypted and this module runs with encryption off."""
     root = tmp_path_factory.mktemp("batch-spark")
-    return copy_world(trained[0], root / "local"), copy_world(trained[0], root / "spark")
+    copies = (copy_world(trained[0], root / "local", plaintext=True),
+              copy_world(trained[0], root / "spark", plaintext=True))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHIPDELAY_ENCRYPTION", "false")
+        get_settings.cache_clear()
+        yield copies
+    get_settings.cache_clear()
 
 
 def test_spark_scores_equal_local_scores(worlds, spark):
