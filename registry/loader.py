@@ -20,7 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from registry.register import BUNDLE_PATH
+from registry.register import BUNDLE_PATH, COMPILED_TAG_PREFIX
 from registry.store import MODEL_NAME, client, safe_uri
 from shipdelay.settings import Settings
 from training.bundle import Bundle
@@ -102,3 +102,11 @@ def load_by_alias(settings: Settings, alias: str = CHAMPION) -> Bundle:
             f"no version of model {MODEL_NAME!r} has the alias {alias!r} in the registry at "
             f"{safe_uri(settings.tracking_uri)}; register a model and run promote first")
     return Bundle.load(bundle_folder(settings, c, mv), version=str(mv.version))
+
+
+def compiled_hashes(settings: Settings, version: str) -> dict[str, str]:
+    """The SHA-256 recorded for each compiled object of model version `version`, by key
+    (booster and machine key; `registry.register.record_compiled_hash`)."""
+    tags = client(settings).get_model_version(MODEL_NAME, str(version)).tags
+    return {k[len(COMPILED_TAG_PREFIX):]: v for k, v in tags.items()
+            if k.startswith(COMPILED_TAG_PREFIX)}

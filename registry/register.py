@@ -31,6 +31,9 @@ MODEL_PATH = "model"
 BUNDLE_PATH = "bundle"
 CHALLENGER = "challenger"
 EXAMPLE_ROWS = 5
+# model version tags `compiled_sha256.<booster>.<machine key>`: the digest of each compiled
+# object file (serving.compiled_trees), checked before the file is loaded
+COMPILED_TAG_PREFIX = "compiled_sha256."
 
 
 def log_bundle(bundle: Bundle, *, input_example: pd.DataFrame,
@@ -105,3 +108,11 @@ def register(settings: Settings, run_id_or_model_uri: str) -> str:
     version = str(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
     c.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
     return version
+
+
+def record_compiled_hash(settings: Settings, version: str, key: str, sha256: str) -> None:
+    """Record the SHA-256 of a compiled object of model version `version` (`key`: booster and
+    machine key), so that a loader can verify the file before it loads it: the cache folder's
+    files can be replaced by whoever can write there, the registry's tags cannot."""
+    client(settings).set_model_version_tag(MODEL_NAME, str(version), COMPILED_TAG_PREFIX + key,
+                                           sha256)
