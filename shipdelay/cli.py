@@ -102,22 +102,42 @@ def ingest_cmd(
     map_: Annotated[list[str] | None, typer.Option("--map", help="column mapping: "
                     "contract=source (repeatable) or a JSON file")] = None,
 ) -> None:
-    """Import real data: good rows into the lake, bad rows to rejects with their reasons."""
-    from shipdelay.ingest import KINDS, ingest, load_mapping
+    """Import real data: good rows into the lake, bad rows to rejects with their reasons.
+    Exits 1 if the file cannot be read or none of its rows could be imported."""
+    from shipdelay.ingest import KINDS, FileRefused, UsageError, ingest, load_mapping
     from shipdelay.lake import open_lake
 
     if kind not in KINDS:
         raise typer.BadParameter(f"must be one of {', '.join(KINDS)}", param_hint="--kind")
-    mapping = load_mapping(map_[0] if map_ and len(map_) == 1 and map_[0].endswith(".json")
-                           else map_)
-    report = ingest(path, kind, open_lake(get_settings().lake_dir), mapping=mapping)
-    console.print(report.summary())
+    one = map_[0] if map_ and len(map_) == 1 else ""
+    as_file = bool(one) and "=" not in one and (one.lower().endswith(".json") or Path(one).is_file())
+    try:
+        lake = open_lake(get_settings().lake_dir)
+        report = ingest(path, kind, lake, mapping=load_mapping(one if as_file else map_))
+    except UsageError as err:
+        raise typer.BadParameter(str(err), param_hint=err.param) from None
+    except FileRefused as err:
+        console.print(f"{err}; nothing was imported.", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+    if report.ignored_columns:
+        console.print(f"ignored column(s) not in the contract of {report.table}: "
+                      f"{', '.join(report.ignored_columns)}", markup=False, highlight=False,
+                      soft_wrap=True)
     if report.rejected:
-        shown = report.rejects.head(10)
         table = Table("row", "reason", title=f"first rejected rows of {report.rejected}")
-        for row in shown.itertuples():
+        for row in report.rejects.head(10).itertuples():
             table.add_row(str(row.row_number), row.reason)
         console.print(table)
+        console.print(f"rejected rows with their reasons and raw values: lake table 'rejects' "
+                      f"at {lake.root / 'rejects'} (source {report.source})", markup=False,
+                      highlight=False, soft_wrap=True)
+    if report.all_rejected:
+        console.print(f"nothing was imported: all {report.rejected} rows of {report.source} "
+                      "were rejected; fix them and import the file again.", markup=False,
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _parse_months(value: str) -> str:

@@ -7,6 +7,7 @@ where the data came from. All times are UTC; weights in kg, volumes in m3, delay
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -40,6 +41,14 @@ def _one_of(values: tuple[str, ...]) -> pa.Check:
     return pa.Check.isin(values, error=f"must be one of {', '.join(values)}")
 
 
+# inf passes "> 0" and most comparisons: a quantity must be a finite number (NaN is a null)
+_FINITE = pa.Check(np.isfinite, error="must be a finite number")
+
+
+def _float(*checks: pa.Check, nullable: bool = False) -> pa.Column:
+    return pa.Column(float, checks=[_FINITE, *checks], nullable=nullable, coerce=True)
+
+
 HUBS = pa.DataFrameSchema(
     {
         "hub_id": _str(pa.Check.str_length(1, 64), unique=True),
@@ -48,8 +57,8 @@ HUBS = pa.DataFrameSchema(
         "city": _str(),
         "country": _str(pa.Check.str_length(2, 2, error="ISO 3166 alpha-2 country code")),
         "region": _str(),
-        "latitude": pa.Column(float, pa.Check.in_range(-90, 90), coerce=True),
-        "longitude": pa.Column(float, pa.Check.in_range(-180, 180), coerce=True),
+        "latitude": _float(pa.Check.in_range(-90, 90)),
+        "longitude": _float(pa.Check.in_range(-180, 180)),
     },
     strict="filter",
     name="hubs",
@@ -62,8 +71,8 @@ SHIPMENTS = pa.DataFrameSchema(
         "origin_hub": _str(),
         "destination_hub": _str(),
         "service_level": _str(_one_of(SERVICE_LEVELS)),
-        "weight_kg": pa.Column(float, pa.Check.gt(0, error="weight must be > 0 kg"), coerce=True),
-        "volume_m3": pa.Column(float, pa.Check.gt(0, error="volume must be > 0 m3"), coerce=True),
+        "weight_kg": _float(pa.Check.gt(0, error="weight must be > 0 kg")),
+        "volume_m3": _float(pa.Check.gt(0, error="volume must be > 0 m3")),
         "parcel_count": pa.Column("int64", pa.Check.ge(1), coerce=True),
         "booked_at": _time(),
         "promised_at": _time(),
@@ -112,9 +121,9 @@ TRACKING_EVENTS = pa.DataFrameSchema(
         "ingested_at": _time(),
         "event_type": _str(_one_of(EVENT_TYPES)),
         "hub_id": _str(),
-        "leg_index": pa.Column("Int64", nullable=True, coerce=True),
-        "latitude": pa.Column(float, pa.Check.in_range(-90, 90), nullable=True, coerce=True),
-        "longitude": pa.Column(float, pa.Check.in_range(-180, 180), nullable=True, coerce=True),
+        "leg_index": pa.Column("Int64", pa.Check.in_range(0, 31), nullable=True, coerce=True),
+        "latitude": _float(pa.Check.in_range(-90, 90), nullable=True),
+        "longitude": _float(pa.Check.in_range(-180, 180), nullable=True),
         "note": _str(nullable=True),
     },
     checks=[
@@ -133,7 +142,7 @@ OUTCOMES = pa.DataFrameSchema(
         "shipment_id": _str(unique=True),
         "delivered_at": _time(),
         "promised_at": _time(),
-        "delay_hours": pa.Column(float, coerce=True),
+        "delay_hours": _float(),
         "is_late": pa.Column(bool, coerce=True),
     },
     checks=[
@@ -156,7 +165,7 @@ OUTCOMES = pa.DataFrameSchema(
 # Optional context: weather observed at a hub. Every measurement may be missing; the ranges
 # reject impossible sensor readings rather than let them through as features.
 def _measure(low: float, high: float) -> pa.Column:
-    return pa.Column(float, pa.Check.in_range(low, high), nullable=True, coerce=True)
+    return _float(pa.Check.in_range(low, high), nullable=True)
 
 
 HUB_WEATHER = pa.DataFrameSchema(
@@ -188,7 +197,7 @@ CEILING = pa.DataFrameSchema(
     {
         "shipment_id": _str(),
         "as_of": _time(),
-        "p_late": pa.Column(float, pa.Check.in_range(0, 1), coerce=True),
+        "p_late": _float(pa.Check.in_range(0, 1)),
         "draws": pa.Column("int64", pa.Check.ge(1), coerce=True),
     },
     strict="filter",
@@ -229,6 +238,16 @@ KEYS: dict[str, tuple[str, ...]] = {
     "hub_weather": ("hub_id", "observed_at"),
     "ceiling": ("shipment_id", "as_of"),
     "rejects": ("table", "source", "row_number"),
+}
+
+# How far after an import's clock a time may lie (`shipdelay ingest` rejects later ones, and
+# times before 1970): an observed time (a booking, a scan, a delivery, a weather report) at
+# most a day, for clock skew between systems; a planned one (a promise, a schedule) a year.
+FUTURE_DEFAULT = pd.Timedelta(days=1)
+FUTURE_ALLOWANCE: dict[str, pd.Timedelta] = {
+    "promised_at": pd.Timedelta(days=366),
+    "planned_departure": pd.Timedelta(days=366),
+    "planned_arrival": pd.Timedelta(days=366),
 }
 
 # The time column each table is partitioned by (one folder per UTC day); None = unpartitioned.

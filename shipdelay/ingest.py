@@ -1,35 +1,52 @@
-"""Import real hubs, shipments, legs, tracking events and outcomes into the lake, row by row.
+"""Import real hubs, shipments, legs, tracking events, outcomes and weather into the lake.
 
-Bad input is answered, never dropped and never fatal (docs/design.md, principle 7): each row lands
-in its lake table or in `rejects` with its 1-based data row number, the raw row as JSON and
-all its reasons, each naming the field. A missing required column rejects every row ("missing
-column X"): nothing is lost and the fix is plain. Steps, vectorized: rename (`mapping`); coerce
-each column ourselves, so one "abc" in a float column rejects one row, not the file; validate
-with the contract's pandera schemas (lazy, failures mapped back to rows); check hubs and
-shipments against the lake; append with `skip_existing`, so a second import of a file adds
-nothing, rejects included (keyed by table, source file name and row number).
+Bad input is answered, never dropped and never fatal: each data row lands in its lake table
+or in `rejects` with its 1-based row number, the raw row as JSON and all its reasons, each
+naming the field; no input ends in a traceback.
 
-Decisions: times must be ISO-8601 (naive = UTC; "01/02/2024" is rejected, not guessed); text
-is stripped and only an empty cell is missing ("NA" is Namibia); nullable columns may be absent;
-a key repeated in a file keeps its first good row, identical repeats count as duplicates and
-differing ones are rejected. Import hubs, then shipments, then the rest.
+- The file (`ingest_files`): a CSV is split record by record, so a row with the wrong number of
+  fields, broken quoting or an unterminated quote is one reject (an unterminated quote takes
+  the rest of the file with it, and the rows before it import); a file that cannot be read at
+  all (empty, binary, JSON, compressed, a corrupt Parquet file) is refused with `FileRefused`,
+  one sentence naming it, and nothing is written.
+- The mapping (`--map contract=source`): a contract column it does not know, or a source
+  column the file lacks, is a `UsageError` before anything is written. Columns of the file
+  that feed no contract column are ignored and listed in the report.
+- The values (`ingest_values`): each column coerced by us, so one "abc" in a float column
+  rejects one row; text with undecodable bytes, NUL or control characters, numbers that are
+  not finite, integers beyond +-2**53 and times before 1970 or too far after the import's
+  clock are rejected. Then the contract's pandera schemas (lazy, failures mapped back to
+  rows), the hubs and shipments the rows refer to, and keys repeated within the file.
+- The write: the table's rows and the rejects go in one lake transaction, so readers see the
+  whole import or none of it, even if the process is killed; with `skip_existing`, a second
+  import of a file adds nothing, rejects included (keyed by table, source file name and row).
+
+Decisions: naive times are UTC; "01/02/2024" is rejected, not guessed; text is stripped and only
+an empty cell is missing ("NA" is Namibia); nullable columns may be absent; a key repeated in a
+file keeps its first good row, identical repeats count as duplicates and differing ones are
+rejected. Import hubs, then shipments, then the rest.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
 
 from shipdelay import contract
+from shipdelay.ingest_files import FileRefused, RawFile, UsageError, read_file
+from shipdelay.ingest_values import coerce, problems_frame, show, text_problems
 from shipdelay.lake import Lake
+
+__all__ = ["KINDS", "FileRefused", "IngestReport", "UsageError", "export_table", "ingest",
+           "load_mapping"]
 
 KINDS = {"hubs": "hubs", "shipments": "shipments", "legs": "legs",
          "events": "tracking_events", "outcomes": "outcomes", "weather": "hub_weather"}
@@ -43,8 +60,7 @@ REFERENCES: dict[str, list[tuple[str, tuple[str, str]]]] = {
     "outcomes": [("shipment_id", _SHIPMENT)],
     "hub_weather": [("hub_id", _HUB)],
 }
-
-_TRUE, _FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}
+_PAIR = "contract_column=source_column"
 
 
 @dataclass
@@ -58,7 +74,13 @@ class IngestReport:
     duplicates: int
     rejected: int
     missing_columns: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
     rejects: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    @property
+    def all_rejected(self) -> bool:
+        """Rows came in and none of them could be imported."""
+        return self.rows > 0 and self.rejected == self.rows
 
     def summary(self) -> str:
         text = (f"{self.source} -> {self.table}: {self.rows} rows, {self.accepted} accepted, "
@@ -70,58 +92,100 @@ class IngestReport:
 
 def load_mapping(path_or_pairs: str | Path | Sequence[str] | Mapping[str, str] | None
                  ) -> dict[str, str]:
-    """{contract_column: source_column} from a JSON file or "contract=source" strings."""
+    """{contract_column: source_column} from a JSON file or "contract=source" strings;
+    UsageError("--map", ...) for a missing or malformed file or pair."""
     if path_or_pairs is None:
         return {}
     if isinstance(path_or_pairs, (str, Path)):
-        path_or_pairs = json.loads(Path(path_or_pairs).read_text())
-        if not isinstance(path_or_pairs, dict):
-            raise ValueError(  # noqa: TRY004 - bad file content, not a bad argument
-                "a mapping file holds one JSON object {contract_column: source_column}")
+        return _mapping_file(Path(path_or_pairs))
     if isinstance(path_or_pairs, Mapping):
-        return {str(k): str(v) for k, v in path_or_pairs.items()}
-    mapping = {}
-    for pair in path_or_pairs:
-        target, sep, source = (part.strip() for part in pair.partition("="))
-        if not (sep and target and source):
-            raise ValueError(f"mapping '{pair}' is not of the form contract_column=source_column")
-        mapping[target] = source
-    return mapping
+        pairs = dict(path_or_pairs)
+    else:
+        pairs = {}
+        for pair in path_or_pairs:
+            target, sep, source = (part.strip() for part in str(pair).partition("="))
+            if not (sep and target and source):
+                hint = (" (a JSON mapping file must be the only --map)"
+                        if str(pair).lower().endswith(".json") else "")
+                raise UsageError("--map", f"'{pair}' is not of the form {_PAIR}{hint}")
+            if target in pairs:
+                raise UsageError("--map", f"'{target}' is mapped twice")
+            pairs[target] = source
+    bad = [k for k, v in pairs.items() if not (isinstance(k, str) and isinstance(v, str)
+                                               and k.strip() and v.strip())]
+    if bad:
+        raise UsageError("--map", f"the mapping of {show(bad[0])} is not a column name")
+    return {k.strip(): v.strip() for k, v in pairs.items()}
+
+
+def _mapping_file(path: Path) -> dict[str, str]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("--map", f"the mapping file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError("--map", f"the mapping file {path} cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise UsageError("--map", f"the mapping file {path} is not valid JSON ({err})") from None
+    if not isinstance(content, dict) or not all(isinstance(v, str) for v in content.values()):
+        raise UsageError("--map", f"the mapping file {path} must hold one JSON object of "
+                                  '{"contract_column": "source_column"} strings')
+    return load_mapping(content)
 
 
 def ingest(path: str | Path, kind: str, lake: Lake, mapping: Mapping[str, str] | None = None,
-           source: str | None = None) -> IngestReport:
-    """Import one CSV or Parquet file of `kind` into the lake; bad rows go to `rejects`."""
+           source: str | None = None, now: pd.Timestamp | None = None) -> IngestReport:
+    """Import one CSV or Parquet file of `kind` into the lake; bad rows go to `rejects`.
+
+    Raises UsageError (a bad mapping or file type) or FileRefused (an unreadable file) before
+    writing anything. `now` is the import's clock (default: the wall clock), the horizon for
+    times too far in the future."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not '{kind}'")
-    table, path, mapping = KINDS[kind], Path(path), dict(mapping or {})
-    schema, source = contract.SCHEMAS[table], source or path.name
+    table, path, mapping = KINDS[kind], Path(path), load_mapping(mapping)
+    schema, source = contract.SCHEMAS[table], _printable(source or path.name)
     unknown = sorted(set(mapping) - set(schema.columns))
     if unknown:
-        raise ValueError(f"mapping names column(s) not in table '{table}': {', '.join(unknown)}")
+        raise UsageError("--map", f"{', '.join(map(repr, unknown))} is not a column of table "
+                                  f"'{table}' (its columns: {', '.join(schema.columns)})")
+    raw_file = read_file(path)
+    raw = raw_file.cells
+    absent = [f"'{src}' (mapped to {dst})" for dst, src in mapping.items() if src not in raw]
+    if absent:
+        raise UsageError("--map", f"{path.name} has no column {', '.join(absent)}")
+    sources = {c: mapping.get(c, c) for c in schema.columns if mapping.get(c, c) in raw}
+    if not sources:
+        raise FileRefused(f"{path.name} has none of the columns of table '{table}' (its header: "
+                          f"{', '.join(show(str(c), 30) for c in list(raw.columns)[:8])}"
+                          f"{', ...' if len(raw.columns) > 8 else ''}): is --kind right, and "
+                          "is the first line a header?")
+    ignored = [_printable(str(c)) for c in raw.columns if c not in set(sources.values())]
+    clock = (now or pd.Timestamp.now(tz="UTC")).tz_convert("UTC")
+    broken = problems_frame(raw_file.broken["row"], raw_file.broken["reason"])
+    rows = len(raw) + len(broken)
 
-    raw = _read(path)
-    frame = _rename(raw, mapping)
-    missing = [c for c, col in schema.columns.items() if c not in frame and not col.nullable]
-    if missing:
-        reason = "; ".join(f"missing column {c}" + (f" (mapped from '{mapping[c]}')"
-                                                    if c in mapping else "") for c in missing)
-        rejects = _write_rejects(lake, table, source, raw, _problems(frame.index, reason))
-        return IngestReport(table, source, len(raw), 0, 0, len(rejects), missing, rejects)
-
-    frame = frame.reindex(columns=list(schema.columns))  # an absent nullable column is all null
-    frame, problems = _coerce(frame, schema)
-    problems = pd.concat([problems, _schema_problems(frame, schema, problems),
-                          _reference_problems(frame, table, lake)], ignore_index=True)
-    candidates = frame.drop(index=problems["row"].unique())
-    conflicts, repeats = _repeated_keys(candidates, table)
-    good = candidates.drop(index=conflicts["row"]).drop(index=repeats)
-    written = lake.append(table, schema.validate(good, lazy=True), validated=True,
-                          skip_existing=True)
-    rejects = _write_rejects(lake, table, source, raw,
-                             pd.concat([problems, conflicts], ignore_index=True))
-    return IngestReport(table, source, len(raw), written, len(good) + len(repeats) - written,
-                        len(rejects), [], rejects)
+    missing = [c for c, col in schema.columns.items() if c not in sources and not col.nullable]
+    with lake.transaction():
+        if missing:
+            reason = "; ".join(f"missing column {c}" for c in missing)
+            problems = pd.concat([problems_frame(raw.index, reason), broken], ignore_index=True)
+            rejects = _write_rejects(lake, table, source, raw_file, problems)
+            return IngestReport(table, source, rows, 0, 0, len(rejects), missing, ignored,
+                                rejects)
+        frame, unparsed = _select(raw_file, sources, schema)
+        frame, problems = coerce(frame, schema, clock)
+        unparsed = pd.concat([unparsed, problems], ignore_index=True)
+        problems = pd.concat([unparsed, _schema_problems(frame, schema, unparsed),
+                              _reference_problems(frame, table, lake)], ignore_index=True)
+        candidates = frame.drop(index=problems["row"].unique())
+        conflicts, repeats = _repeated_keys(candidates, table)
+        good = candidates.drop(index=conflicts["row"]).drop(index=repeats)
+        written = lake.append(table, schema.validate(good, lazy=True), validated=True,
+                              skip_existing=True)
+        rejects = _write_rejects(lake, table, source, raw_file,
+                                 pd.concat([problems, conflicts, broken], ignore_index=True))
+    return IngestReport(table, source, rows, written, len(good) + len(repeats) - written,
+                        len(rejects), [], ignored, rejects)
 
 
 def export_table(lake: Lake, table: str, out_path: str | Path) -> Path:
@@ -136,90 +200,28 @@ def export_table(lake: Lake, table: str, out_path: str | Path) -> Path:
     return out_path
 
 
-def _read(path: Path) -> pd.DataFrame:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    elif path.suffix.lower() == ".csv":  # all as text, to see the raw value
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    else:
-        raise ValueError(f"{path}: expected a .csv or .parquet file")
-    return frame.reset_index(drop=True)  # position i is data row i + 1
-
-
-def _rename(raw: pd.DataFrame, mapping: Mapping[str, str]) -> pd.DataFrame:
-    """Contract names for mapped columns; a mapped contract column comes only from its source."""
-    renames = {src: dst for dst, src in mapping.items() if src in raw}
-    frame = raw.drop(columns=[c for c in mapping if c in raw and c not in renames])
-    frame = frame.rename(columns=renames)
+def _select(raw_file: RawFile, sources: dict[str, str], schema: pa.DataFrameSchema
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The contract's columns from their source columns (absent nullable ones all null), with
+    cells of unreadable text or an unsupported Parquet type cleared and listed as problems;
+    text stripped, an empty cell missing."""
+    raw = raw_file.cells
+    frame = pd.DataFrame({c: raw[src] for c, src in sources.items()}, index=raw.index)
+    found = [text_problems(frame, list(frame.columns))]
+    for name, src in sources.items():
+        if src in raw_file.unsupported:
+            present = frame[name].notna()
+            found.append(problems_frame(frame.index[present], f"{name}: a Parquet column of "
+                                        f"type {raw_file.unsupported[src]}", name))
+    problems = pd.concat(found, ignore_index=True)
+    for name, rows in problems.groupby("column")["row"]:
+        frame.loc[rows.to_numpy(), name] = None
     for name in frame.columns:
-        if pd.api.types.infer_dtype(frame[name], skipna=True) == "string":
-            stripped = frame[name].str.strip()
-            frame[name] = stripped.mask(stripped.eq(""))
-    return frame
-
-
-def _problems(rows: object, reasons: object, column: str | None = None) -> pd.DataFrame:
-    """Problems found: the row's position in the file, the column at fault (if one), why."""
-    rows = np.asarray(rows, dtype="int64")
-    return pd.DataFrame({"row": rows, "column": pd.Series([column] * len(rows), dtype=object),
-                         "reason": np.broadcast_to(np.asarray(reasons, dtype=object), rows.shape)})
-
-
-_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
-
-
-def _utc_times(values: pd.Series) -> pd.Series:
-    """ISO-8601 text or datetimes -> UTC; naive values are UTC. Offset and naive values are parsed
-    apart: parsed together, pandas gives a naive value the offset of a row before it."""
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        return values.dt.tz_convert("UTC") if values.dt.tz is not None else values.dt.tz_localize("UTC")
-    text = values.astype("string")
-    with_offset = text.str.contains(_OFFSET, regex=True, na=False)
-    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    if with_offset.any():
-        out[with_offset] = pd.to_datetime(text[with_offset], utc=True, format="ISO8601",
-                                          errors="coerce")
-    naive = ~with_offset & text.notna()
-    if naive.any():
-        out[naive] = pd.to_datetime(text[naive], format="ISO8601", errors="coerce").dt.tz_localize("UTC")
-    return out
-
-
-def _coerce(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each column to its contract dtype; a value present that does not convert is a problem."""
-    out, problems = {}, [_problems([], [])]
-    for name, column in schema.columns.items():
-        values, dtype = frame[name], str(column.dtype)
-        label: str | pd.Series = "not a number"
-        if dtype.startswith("datetime64"):
-            parsed = _utc_times(values)
-            label = "not an ISO-8601 timestamp"
-        elif dtype == "bool":
-            text = values.astype(str).str.lower()
-            parsed = pd.Series(pd.NA, index=values.index, dtype="boolean")
-            parsed[text.isin(_TRUE)], parsed[text.isin(_FALSE)] = True, False
-            label = "not a boolean"
-        elif dtype in ("float64", "int64", "Int64"):
-            parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-            if not pd.api.types.is_numeric_dtype(values.dtype):
-                ok = parsed.notna()
-                try:  # float() is exact; to_numeric can be one ulp off, breaking round trips
-                    parsed[ok] = values[ok].astype("float64")
-                except (TypeError, ValueError):
-                    pass
-            if dtype != "float64":
-                whole = parsed.isna() | (parsed % 1 == 0)
-                label = pd.Series(label, index=values.index).where(whole, "not an integer")
-                parsed = parsed.where(whole).astype("Int64")
-        else:
-            parsed = values.astype(contract.STR)
-        failed = values.notna() & parsed.isna()
-        if failed.any():
-            label = label[failed] if isinstance(label, pd.Series) else label
-            reasons = f"{name}: " + label + ": " + values[failed].map(_show)
-            problems.append(_problems(values.index[failed], reasons, name))
-        out[name] = parsed
-    return pd.DataFrame(out, index=frame.index), pd.concat(problems, ignore_index=True)
+        if frame[name].dtype == object:
+            is_text = frame[name].map(type).eq(str)
+            stripped = frame[name].where(~is_text, frame[name].where(is_text).str.strip())
+            frame[name] = stripped.mask(is_text & stripped.eq(""), None)
+    return frame.reindex(columns=list(schema.columns)), problems
 
 
 def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema,
@@ -229,7 +231,7 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema,
     schema.unique = None
     try:
         schema.validate(frame, lazy=True)
-        return _problems([], [])
+        return problems_frame([], [])
     except pandera.errors.SchemaErrors as err:
         cases = err.failure_cases.astype({"column": object})
     if cases["index"].isna().any():  # a failure not tied to a row applies to every row
@@ -238,7 +240,7 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema,
                            whole.merge(pd.DataFrame({"index": frame.index}), how="cross")])
     cases = cases.assign(index=cases["index"].astype("int64"))
     # a null in an int column also fails its dtype; and a null left by a value we could not
-    # parse was reported by `_coerce`: one reason each is enough
+    # parse was reported by `coerce`: one reason each is enough
     cases = cases[~(cases["check"].str.startswith("coerce_dtype") & cases["failure_case"].isna())]
     null = cases["check"].eq("not_nullable")
     unparsed_cell = pd.MultiIndex.from_frame(cases[["index", "column"]]).isin(
@@ -250,24 +252,24 @@ def _schema_problems(frame: pd.DataFrame, schema: pa.DataFrameSchema,
     wide = cases[frame_wide & ~incomplete].drop_duplicates(["index", "check"])
     cols = cases[~frame_wide & ~(null & unparsed_cell)]
     col_reasons = [
-        f"{c}: missing value" if check == "not_nullable" else f"{c}: {check} (got {_show(value)})"
+        f"{c}: missing value" if check == "not_nullable" else f"{c}: {check} (got {show(value)})"
         for c, check, value in zip(cols["column"], cols["check"], cols["failure_case"],
                                    strict=True)]
-    return pd.concat([_problems(cols["index"], col_reasons),
-                      _problems(wide["index"], wide["check"])], ignore_index=True)
+    return pd.concat([problems_frame(cols["index"], col_reasons),
+                      problems_frame(wide["index"], wide["check"])], ignore_index=True)
 
 
 def _reference_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataFrame:
     """Rows naming a hub or shipment the lake does not know."""
-    problems, known = [_problems([], [])], {}
+    problems, known = [problems_frame([], [])], {}
     for name, (target, key) in REFERENCES.get(table, []):
         if target not in known:
             ids = lake.read(target, columns=[key])[key] if lake.exists(target) else []
             known[target] = pd.Index(ids, dtype=contract.STR)
         unknown = frame[name].notna() & ~frame[name].isin(known[target])
         noun = "hub" if target == "hubs" else "shipment"
-        reasons = f"{name}: unknown {noun} " + frame.loc[unknown, name].astype(object).map(_show)
-        problems.append(_problems(frame.index[unknown], reasons, name))
+        reasons = f"{name}: unknown {noun} " + frame.loc[unknown, name].astype(object).map(show)
+        problems.append(problems_frame(frame.index[unknown], reasons, name))
     return pd.concat(problems, ignore_index=True)
 
 
@@ -276,39 +278,55 @@ def _repeated_keys(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.In
     keys = list(contract.KEYS[table])
     repeated = frame.duplicated(subset=keys, keep="first")
     if not repeated.any():
-        return _problems([], []), frame.index[:0]
+        return problems_frame([], []), frame.index[:0]
     first_row = frame.index.to_series().groupby([frame[k] for k in keys]).transform("first")
     later = frame[repeated]
     first = frame.loc[first_row[repeated].to_numpy()].set_index(later.index)
     same = (later.eq(first).fillna(False) | (later.isna() & first.isna())).all(axis=1)
     differ = later[~same]
-    key = differ[keys[0]].astype(object).map(_show).radd(f"{keys[0]}=")
+    key = differ[keys[0]].astype(object).map(show).radd(f"{keys[0]}=")
     for k in keys[1:]:
-        key = key + f", {k}=" + differ[k].astype(object).map(_show)
+        key = key + f", {k}=" + differ[k].astype(object).map(show)
     first_number = (first_row[differ.index] + 1).astype(str)
     reasons = "duplicate key " + key + " differs from row " + first_number
-    return _problems(differ.index, reasons), later.index[same.to_numpy()]
+    return problems_frame(differ.index, reasons), later.index[same.to_numpy()]
 
 
-def _write_rejects(lake: Lake, table: str, source: str, raw: pd.DataFrame,
+def _write_rejects(lake: Lake, table: str, source: str, raw_file: RawFile,
                    problems: pd.DataFrame) -> pd.DataFrame:
     """One rejects row per bad data row, all its reasons joined; once per file and row."""
     reasons = (problems.drop_duplicates(["row", "reason"])
                .groupby("row", sort=True)["reason"].agg("; ".join))
-    bad = raw.loc[reasons.index].astype(object)
+    raw = pd.Series(None, index=reasons.index, dtype=object)
+    readable = reasons.index.intersection(raw_file.cells.index)
+    raw[readable] = _raw_json(raw_file.cells.loc[readable])
+    broken = raw_file.broken.set_index("row")["raw"]
+    raw[broken.index.intersection(reasons.index)] = broken
     rejects = contract.validate("rejects", pd.DataFrame({
         "table": table,
         "source": source,
         "row_number": reasons.index.to_numpy(dtype="int64") + 1,
-        "reason": reasons.to_numpy(),
-        "raw": [json.dumps(row, default=str, ensure_ascii=False)
-                for row in bad.where(bad.notna(), None).to_dict(orient="records")],
+        "reason": reasons.map(_printable).to_numpy(),
+        "raw": raw.map(_printable).to_numpy(),
         "rejected_at": pd.Timestamp.now(tz="UTC"),
     }))
     lake.append("rejects", rejects, validated=True, skip_existing=True)
     return rejects
 
 
-def _show(value: object) -> str:
-    """A value for a message: strings quoted, numbers plain."""
-    return repr(value) if isinstance(value, str) else str(value)
+def _raw_json(rows: pd.DataFrame) -> list[str]:
+    """Each row as JSON, as it was read (CSV cells as text, an empty cell null)."""
+    def plain(value: object) -> object:
+        if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if isinstance(value, float) and math.isinf(value):
+            return repr(value)  # JSON has no infinity
+        return value
+    cells = rows.astype(object).map(plain)
+    return [json.dumps(row, default=str, ensure_ascii=False)
+            for row in cells.to_dict(orient="records")]
+
+
+def _printable(text: str) -> str:
+    """Text that can be stored: bytes that were not UTF-8 shown as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -2,9 +2,12 @@
 
 Layout: `<lake>/<table>/day=YYYY-MM-DD/part-<id>.parquet`, one folder per UTC day of the table's
 partition column (see `contract.PARTITION_BY`). Every file is written to a hidden temporary name
-and renamed into place, so readers never see half a file. A full rewrite (`Lake.rewrite`) builds
-a new lake beside the current one and swaps the `lake` symlink in one atomic rename: an exception
-midway leaves the previous lake untouched.
+and renamed into place, so readers never see half a file, and a write (one append, or the
+appends of one `Lake.transaction()`) is seen whole or not at all: readers keep only the files of
+committed writes (`lake_commits`), and the next writer removes what a killed one left. A full
+rewrite (`Lake.rewrite`) builds a new lake beside the current one and swaps the `lake` symlink in
+one atomic rename: an exception midway leaves the previous lake untouched, and the folder of a
+killed rewrite is removed by the next one (or the next `open_lake`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from shipdelay import contract, parquet_io
+from shipdelay import contract, lake_commits, parquet_io
 
 _STRING_TYPES = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
 
@@ -75,6 +78,7 @@ class Lake:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self._txn: lake_commits.Transaction | None = None  # the open write, if any
 
     # -- reading -------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
@@ -84,7 +88,12 @@ class Lake:
         return any(self.files(table))
 
     def files(self, table: str, since: date | None = None) -> list[Path]:
-        """Data files of a table, optionally only day partitions on or after `since`."""
+        """Data files of a table's committed writes (and of this lake's open transaction),
+        optionally only day partitions on or after `since`."""
+        own = [self._txn.id] if self._txn is not None else []
+        return lake_commits.visible(self.root, lambda: self._listed(table, since), own)
+
+    def _listed(self, table: str, since: date | None) -> list[Path]:
         base = self.table_dir(table)
         if not base.exists():
             return []
@@ -114,8 +123,12 @@ class Lake:
         """Validate and add rows, one new file per day partition; returns rows written.
 
         With `skip_existing`, rows whose key is already in the lake (or repeated in `frame`)
-        are dropped first, so importing the same data twice adds nothing.
+        are dropped first, so importing the same data twice adds nothing. Outside a
+        `transaction()`, the append is a transaction of its own.
         """
+        if self._txn is None:
+            with self.transaction():
+                return self.append(table, frame, validated=validated, skip_existing=skip_existing)
         if skip_existing:
             frame = frame.drop_duplicates(subset=list(contract.KEYS[table]), keep="first")
         if not validated:
@@ -126,14 +139,30 @@ class Lake:
         if frame.empty:
             return 0
         arrow = to_arrow(frame[contract.columns(table)])
-        token = uuid.uuid4().hex[:12]
-        column = contract.PARTITION_BY[table]
+        column, txn = contract.PARTITION_BY[table], self._txn
         if column is None:
-            write_parquet_atomic(arrow, self.table_dir(table) / f"part-{token}.parquet")
+            path = write_parquet_atomic(arrow, self.table_dir(table) / txn.next_name())
+            txn.wrote(table, path, len(frame))
             return len(frame)
         for day, rows in split_by_day(arrow, frame[column]):
-            write_parquet_atomic(rows, self.table_dir(table) / f"day={day}" / f"part-{token}.parquet")
+            path = self.table_dir(table) / f"day={day}" / txn.next_name()
+            txn.wrote(table, write_parquet_atomic(rows, path), rows.num_rows)
         return len(frame)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Lake]:
+        """One write, all or nothing: the appends made in the block become visible to readers
+        together when it ends, and an exception (or the death of the process) leaves none of
+        them. Writers of one lake take turns; a nested block joins the open transaction."""
+        if self._txn is not None:
+            yield self
+            return
+        with lake_commits.transaction(self.root) as txn:
+            self._txn = txn
+            try:
+                yield self
+            finally:
+                self._txn = None
 
     def _new_rows(self, table: str, frame: pd.DataFrame) -> pd.DataFrame:
         keys = list(contract.KEYS[table])
@@ -147,35 +176,45 @@ class Lake:
     @classmethod
     @contextmanager
     def rewrite(cls, link: Path | str) -> Iterator[Lake]:
-        """Build a whole new lake, then swap it in atomically; on error keep the old one."""
+        """Build a whole new lake, then swap it in atomically; on error keep the old one. The
+        folders of builds killed earlier are removed first."""
         link = Path(link)
         link.parent.mkdir(parents=True, exist_ok=True)
-        staging = link.parent / f"{link.name}-{uuid.uuid4().hex[:12]}"
-        staging.mkdir()
-        try:
-            yield cls(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        previous = link.resolve() if link.is_symlink() else None
-        if link.exists() and not link.is_symlink():
-            # a plain directory from an earlier layout: move it aside, then link
-            link.rename(link.parent / f"{link.name}-old-{uuid.uuid4().hex[:6]}")
-        tmp_link = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}"
-        tmp_link.symlink_to(staging.name)
-        os.replace(tmp_link, link)
+        lake_commits.remove_dead_builds(link)
+        with lake_commits.new_lake_folder(link) as staging:
+            try:
+                yield cls(staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            previous = link.resolve() if link.is_symlink() else None
+            if link.exists() and not link.is_symlink():
+                # a plain directory from an earlier layout: move it aside, then link
+                link.rename(link.parent / f"{link.name}-old-{uuid.uuid4().hex[:6]}")
+            tmp_link = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}"
+            tmp_link.symlink_to(staging.name)
+            os.replace(tmp_link, link)
         if previous is not None and previous != staging.resolve():
-            shutil.rmtree(previous, ignore_errors=True)
+            trash = previous.parent / f".{previous.name}.trash"  # removed later if we die now
+            os.rename(previous, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def open_lake(link: Path | str) -> Lake:
-    """The current lake behind `link`, creating an empty one (and the link) if there is none."""
+    """The current lake behind `link`, creating an empty one (and the link) if there is none;
+    the folders of lake builds killed earlier are removed."""
     link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    lake_commits.remove_dead_builds(link)
     if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        target = link.parent / f"{link.name}-{uuid.uuid4().hex[:12]}"
-        target.mkdir()
-        tmp_link = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}"
-        tmp_link.symlink_to(target.name)
-        os.replace(tmp_link, link)
+        with lake_commits.new_lake_folder(link) as target:
+            if link.is_symlink():  # dangling: its lake is gone
+                tmp_link = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}"
+                tmp_link.symlink_to(target.name)
+                os.replace(tmp_link, link)
+            else:
+                try:
+                    os.symlink(target.name, link)  # fails if another process linked one first
+                except FileExistsError:
+                    shutil.rmtree(target, ignore_errors=True)
     return Lake(link)
