@@ -20,7 +20,8 @@ answer within its timeouts (`settings.redis_*`) makes each item "feature store u
 body size and time) and the keep-alive limit are ASGI middleware (`serving.middleware`); the
 OpenAPI document (/docs.json) states their answers (`serving.openapi_doc`). Settings come from
 the environment (`SHIPDELAY_*`) when the service starts, never at import; other knobs:
-`serving.options`.
+`serving.options`. While a worker starts, it reports what it is doing to whoever started it
+(`serving.startup`): loading and compiling a champion can take minutes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 
+from serving import compiled_trees, startup
 from serving.api import (
     ANSWERS,
     DELIVERED,
@@ -85,9 +87,17 @@ class ShipDelay:
     """Delay risk, delay interval, ETA and reasons for in-flight shipments."""
 
     def __init__(self) -> None:
+        try:
+            self._start()
+        except BaseException as err:  # told to whoever waits for the start, then BentoML's
+            startup.report(startup.FAILED, f"{type(err).__name__}: {err}")
+            raise
+
+    def _start(self) -> None:
         from features.store import get_store
         from shipdelay.settings import get_settings
 
+        startup.report(startup.STARTING)
         quiet_bad_input_logs()
         if BATCHING:  # a request that finds the batcher idle goes at once (`serving.batching`)
             dispatch_without_corking()
@@ -96,6 +106,7 @@ class ShipDelay:
         if self.options.cpus is not None:
             pin_threads(self.options.cpus)
         self.metrics = metrics()
+        startup.report(startup.OPENING_STORE)
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker
         self.reader = self._direct_reader()
@@ -103,8 +114,15 @@ class ShipDelay:
         self.not_ready_because: str | None = None
         seconds = self.options.reasons_seconds
         self.reasons_memory = ReasonsMemory(seconds) if seconds > 0 else None
+        startup.slow_start()
+        startup.report(startup.LOADING_MODEL, "and compiling its trees to machine code (first "
+                       "start of a version only)" if compiled_trees.enabled() else "")
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
                                   on_event=self.metrics.model_event)
+        if self.holder.ready:
+            startup.report(startup.READY, f"version {self.holder.version}")
+        else:
+            startup.report(startup.NO_MODEL, self.holder.last_error or "")
         # Everything loaded so far (libraries, the store, the champion) lives as long as the
         # process: keep it out of the cycle collector's full passes, which otherwise walk
         # ~470,000 objects to find nothing: one full pass took 240-274 ms before freezing and

@@ -31,11 +31,11 @@ def _port() -> int:
 def run(args: list[str], data_dir: Path, timeout: float = 180, **env) -> tuple[int, str]:
     """Run `shipdelay args` on `data_dir`, output to a pipe (as in a log or CI), with no colour
     forced; returns the exit code and stdout + stderr."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SHIPDELAY_")
-             and k not in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "CLICOLOR_FORCE")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "CLICOLOR_FORCE")}
     clean.update(SHIPDELAY_DATA_DIR=str(data_dir), **env)
-    done = subprocess.run(SHIPDELAY + args, cwd=ROOT, env=clean, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(SHIPDELAY + args, check=False, cwd=ROOT, env=clean, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return done.returncode, done.stdout + done.stderr
 
 
