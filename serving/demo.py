@@ -5,11 +5,11 @@ process on 127.0.0.1, for shipments still moving at the simulated world's "now".
 
 The service writes its output to `<data_dir>/logs/ask-service.log` and its start-up phase to a
 status file beside it (`serving.startup`). `ask` waits while the service is alive and making
-progress, showing what it is doing (`serving.start_watch`): the first start of a model version
-compiles its trees, which takes from seconds to minutes depending on the model and the machine.
-It gives up after SHIPDELAY_ASK_PATIENCE_SECONDS (300) without progress or
-SHIPDELAY_ASK_START_LIMIT_SECONDS (3600) in all, or at once when the service dies, with one
-sentence naming the log.
+progress, showing what it is doing (`serving.start_watch`): a start takes from seconds to
+minutes, depending on the machine and how busy it is (importing the libraries, opening the
+feature store, loading the champion). It gives up after SHIPDELAY_ASK_PATIENCE_SECONDS (300)
+without progress or SHIPDELAY_ASK_START_LIMIT_SECONDS (3600) in all, or at once when the service
+dies, with one sentence naming the log.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 
-from serving import compiled_trees, startup
+from serving import startup
 from serving.api import (
     ANSWERS,
     DELIVERED,
@@ -115,8 +115,7 @@ class ShipDelay:
         seconds = self.options.reasons_seconds
         self.reasons_memory = ReasonsMemory(seconds) if seconds > 0 else None
         startup.slow_start()
-        startup.report(startup.LOADING_MODEL, "and compiling its trees to machine code (first "
-                       "start of a version only)" if compiled_trees.enabled() else "")
+        startup.report(startup.LOADING_MODEL)
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
                                   on_event=self.metrics.model_event)
         if self.holder.ready:

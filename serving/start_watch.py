@@ -1,7 +1,8 @@
 """Waiting for a prediction service that is starting: as long as it is alive and progressing.
 
-Starting can take from seconds to minutes (the first start of a model version compiles its
-trees to machine code), so a fixed timeout is wrong on some machine. `wait_until_ready` waits
+Starting takes from seconds to minutes (importing BentoML, MLflow, Feast and LightGBM, opening
+the feature store, loading the champion; more on a busy machine), so a fixed timeout is wrong on
+some machine. `wait_until_ready` waits
 while the service makes progress, shows what it is doing, and gives up with one sentence
 (`ServiceFailed`, naming the service's log) when:
 
@@ -9,7 +10,7 @@ while the service makes progress, shows what it is doing, and gives up with one 
 - the service reports that it failed or has no model (`serving.startup`'s status file);
 - BentoML keeps restarting its worker (it does so forever when the service cannot be built);
 - nothing progressed for `patience_s`: no new phase reported and the service's processes
-  used less than a tenth of a core (compiling keeps a core busy; a hung service sits idle);
+  used less than a tenth of a core (loading keeps a core busy; a hung service sits idle);
 - it is still not ready after `limit_s`, progress or not.
 
 On a terminal the phase, the time so far and whether the service is busy show in a status
