@@ -141,9 +141,11 @@ class _Duplicate(ValueError):
 
 
 def _no_duplicates(pairs: list) -> dict:
+    """An object whose pairs name an event field twice is refused (Arrow refuses it too);
+    other names may repeat, as Arrow ignores fields it does not know."""
     seen: dict = {}
     for name, value in pairs:
-        if name in seen:
+        if name in seen and name in FIELDS.names:
             raise _Duplicate(name)
         seen[name] = value
     return seen

@@ -140,6 +140,7 @@ def test_a_null_value_and_the_text_null_are_told_apart_in_their_dead_letters():
     event(event_id="X\nGENUINE-7"),  # an escaped newline is text like any other
     event(event_id="Überseehafen-日本-🚚"),
     event(note="naïve ünïcode ✓"),
+    json.dumps(GOOD | {"event_id": "DUP-UNKNOWN"}, indent=1).encode()[:-1] + b',"x": 1,"x": 2}',
 ])
 def test_odd_but_valid_messages_are_events(value):
     parsed = parse([value])
