@@ -277,3 +277,34 @@ def test_map_mistakes_exit_2_naming_the_option(tmp_path, data_dir, maps, words):
     assert result.exit_code == 2, result.output
     assert "--map" in result.output and words in result.output, result.output
     assert not Lake(data_dir / "lake").exists("hubs")
+
+
+def test_hostile_parquet_values_reject_their_rows_only(tmp_path, lake):
+    """Typed Parquet columns: a year-3000 time (beyond pandas' nanoseconds), a huge unsigned
+    integer, inf, NUL and undecodable bytes in a binary column reject their rows only."""
+    t = pd.Timestamp("2025-03-01T10:00:00Z")
+    n = 6
+    table = pa.table({
+        "shipment_id": [f"P{i}" for i in range(n)],
+        "customer_id": pa.array([b"C1", b"C1", b"C1", b"C\xff", b"C1", b"C1"], pa.binary()),
+        "origin_hub": ["P-AAA"] * n, "destination_hub": ["P-BBB"] * n,
+        "service_level": ["standard", "standard", "standard", "standard", "exp\x00ress",
+                          "standard"],
+        "weight_kg": [1.0, float("inf"), 2.0, 2.0, 2.0, 2.0],
+        "volume_m3": [1.0] * n,
+        "parcel_count": pa.array([1, 1, 2**64 - 1, 1, 1, 1], pa.uint64()),
+        "booked_at": pa.array([t.to_pydatetime()] * n, pa.timestamp("us", tz="UTC")),
+        "promised_at": pa.array([pd.Timestamp("2025-03-05").to_pydatetime()] * (n - 1)
+                                + [pd.Timestamp("3000-01-01").to_pydatetime()],
+                                pa.timestamp("us")),
+    })
+    pq.write_table(table, tmp_path / "ships.parquet")
+    result = cli("ingest", tmp_path / "ships.parquet", "--kind", "shipments")
+    assert result.exit_code == 0, result.output
+    assert ids(lake, "shipments", "shipment_id") == ["P0", "S1", "S2"]
+    reasons = rejects_of(lake, "ships.parquet")
+    assert list(reasons.index) == [2, 3, 4, 5, 6]
+    for row, words in {2: "weight_kg: not a finite number", 3: "parcel_count: integer out of",
+                       4: "customer_id: not valid UTF-8", 5: "service_level: contains a NUL",
+                       6: "promised_at: too far in the future"}.items():
+        assert words in reasons[row], (row, reasons[row])
