@@ -12,7 +12,10 @@ server's threads are pinned to; unset: any).
 When Redis answers at 127.0.0.1:6379, the same plan runs twice more against the same world
 served from Redis (the `scale` profile's online store; database 13, materialized once per Redis
 lifetime by `features build`, see `service_world.in_redis`): with the same workers, and with one
-worker per core (metric names end in `_redis` and `_redis_<n>w`).
+worker per core (metric names end in `_redis` and `_redis_<n>w`). The benchmarks run with
+encryption at rest off; the first setup runs once more on the world's encrypted twin
+(`encrypted_world`: every Parquet file encrypted, the service started with encryption on; metric
+names end in `_encrypted`).
 
 The load generator is a separate process (wrk when installed, else benchmarks/loadgen.py):
 closed-loop keep-alive connections, each run bounded in time and in request count after an
@@ -39,6 +42,7 @@ import os
 import time
 
 import numpy as np
+from encrypted_world import encrypted_twin, encryption
 from harness import redis_problem, row, scratch_dir
 from service_server import RUN_S, WRK, Server, check_answers, load, merged
 from service_world import (
@@ -172,6 +176,12 @@ def run(quick: bool) -> list[dict]:
     with scratch_dir("shipdelay-bench-service-") as tmp:
         files = bodies(tmp, live, rng)
         results = {label: served(s, now, tmp, n, files, live, quick) for label, s, n in setups}
+        # the same world with every Parquet file encrypted, served as the first setup
+        twin, key_file = encrypted_twin(data, tmp / "world-encrypted")
+        with encryption(True, key_file):
+            results["_encrypted"] = served(settings_of(twin), now, tmp, workers, files, live,
+                                           quick)
+        results["_encrypted"]["facts"]["encryption"] = True
     ref = in_process(settings, live, now, rng, quick)
 
     applies = not quick

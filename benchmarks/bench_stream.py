@@ -18,6 +18,10 @@ Reference: the naive path, in-process, one event at a time through Feast (`apply
 `online_vectors`, `Scorer.score`), on the same store after the stream run.
 Redis is 127.0.0.1:6379 database 12 (flushed before and after); without it the Redis rows are
 skipped with a note. The mock cluster keeps ~5 MB per partition, so blocks stay below that.
+Encryption at rest: the world is built in plaintext (the benchmarks run with encryption off) and
+the same phases run again on its encrypted twin (`encrypted_world`; every Parquet file encrypted,
+so the stream's offline parts are written encrypted and the lake read decrypted), metric names
+ending in `_encrypted`, each with the plaintext row of the same run as its reference.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from encrypted_world import encrypted_twin, encryption
 from harness import VENV_BIN, redis_problem, row, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,13 +68,13 @@ def _world(tmp: Path, params: dict) -> dict:
     return env
 
 
-def _store(source, tmp: Path, kind: str, cut: pd.Timestamp):
+def _store(source, tmp: Path, kind: str, cut: pd.Timestamp, name: str | None = None):
     from features.schema import VIEWS
     from features.store import get_store
     from serving.stream_setup import rewind, workspace
 
     extra = {"online_store": "redis", "redis_url": REDIS_URL} if kind == "redis" else {}
-    ws = workspace(source, tmp / kind, **extra)
+    ws = workspace(source, tmp / (name or kind), **extra)
     feast = get_store(ws)
     rewind(ws, cut)  # progress as of the cut, online and offline
     # the other views online around the cut, as `features build` loads them around its now (the
@@ -184,6 +189,56 @@ def _naive(ws, since: pd.Timestamp, n: int) -> float:
     return len(events) / (time.perf_counter() - start)
 
 
+def _store_rows(kind: str, one: dict, cap: dict, paced: dict, lat: np.ndarray,
+                ref: dict | None, rate: float, applies: bool, mode: str,
+                plain: dict | None) -> list[dict]:
+    """The rows of one store's run; `mode` "_encrypted" names the encrypted twin's rows, whose
+    reference is the plaintext row of the same metric (`plain`: metric -> value)."""
+    single = one["events"] / max(one["busy_s"], 1e-9)
+    capacity = cap["events"] / max(cap["busy_s"], 1e-9)
+    sustained = paced["events"] / max(paced["busy_s"], 1e-9)
+    cmd = (f"{CONSUMERS} x shipdelay stream (one consumer group) + shipdelay replay "
+           f"(--as-fast-as-possible, then --rate {rate}) on {kind}, mock Kafka"
+           + (", every Parquet file encrypted" if mode else ""))
+    p50, p99 = (np.percentile(lat, [50, 99]) if len(lat) else (np.nan, np.nan))
+    common = {"measured_command": cmd, "target_applies": applies, "consumers": CONSUMERS,
+              "encryption": bool(mode)}
+
+    def against(metric: str, value: float, unit: str) -> dict | None:
+        if plain is None:  # the plaintext run: the naive path is the reference
+            return None if ref is None else {**ref, "ratio": round(value / ref["value"], 1)}
+        base = plain.get(metric)
+        return None if not base else {"name": f"{metric}, encryption off (same run)",
+                                      "value": base, "unit": unit,
+                                      "ratio": round(value / base, 3)}
+
+    values = {
+        f"{kind}_capacity_events_per_s": (round(capacity, 1), "events/s", (">=", 10_000),
+                                         {"events": cap["events"], "busy_s": cap["busy_s"],
+                                          "batches": cap["batches"], "dead": cap["dead"],
+                                          "per_consumer": cap["per_consumer"]}),
+        f"{kind}_one_consumer_capacity_events_per_s": (
+            round(single, 1), "events/s", None,
+            {"events": one["events"], "busy_s": one["busy_s"], "batches": one["batches"],
+             "dead": one["dead"], "consumers": 1}),
+        f"{kind}_at_rate_events_per_s": (
+            round(sustained, 1), "events/s", None,
+            {"rate": rate, "events": paced["events"], "busy_s": paced["busy_s"],
+             "batches": paced["batches"], "dead": paced["dead"],
+             "per_consumer": paced["per_consumer"]}),
+        f"{kind}_latency_p50": (round(float(p50), 3), "s", None,
+                                {"rate": rate, "events": len(lat)}),
+        f"{kind}_latency_p99": (round(float(p99), 3), "s", ("<=", 2.0),
+                                {"rate": rate, "events": len(lat)}),
+    }
+    rows = []
+    for metric, (value, unit, target, details) in values.items():
+        reference = against(metric, value, unit) if unit == "events/s" or plain else None
+        rows.append(row(metric + mode, value, unit, target=target, reference=reference,
+                        **{**common, **details}))
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
     import warnings
 
@@ -195,58 +250,45 @@ def run(quick: bool) -> list[dict]:
     params, rate = (QUICK, QUICK_RATE) if quick else (FULL, RATE)
     rows, applies = [], not quick
     with scratch_dir("bench-stream-") as tmp:
-        _world(tmp, params)
-        source = Settings(data_dir=tmp / "world")
-        events = lake_events(source)
+        with encryption(False):
+            _world(tmp, params)
+            events = lake_events(Settings(data_dir=tmp / "world"))
         cut = events["ingested_at"].max() - pd.Timedelta(days=params["days"])
         after = events[events["ingested_at"] >= cut]["ingested_at"]
         # three blocks of the stream: capacity with one consumer, capacity with the group, then
         # the paced phase with the group
         mid, split = (after.iloc[min(k * params["capacity"], len(after) - 1)] for k in (1, 2))
+        twin, key_file = encrypted_twin(tmp / "world", tmp / "world-encrypted")
         redis_note = redis_problem(REDIS_URL, flush=True)
-        for kind in ("sqlite", "redis"):
-            if kind == "redis" and redis_note:
-                print(f"redis rows skipped: {redis_note}")
-                continue
-            ws = _store(source, tmp, kind, cut)
-            log = tmp / f"{kind}.log"
-            with MockCluster() as bootstrap:
-                one = _run_stream_phase(ws, bootstrap, cut, params["capacity"], None, log)
-                cap = _run_stream_phase(ws, bootstrap, mid, params["capacity"], None, log,
-                                        CONSUMERS)
-                paced = _run_stream_phase(ws, bootstrap, split, params["paced"], rate, log,
-                                          CONSUMERS)
-                lat = _latencies(ws, bootstrap, split)
-            naive = _naive(ws, split, params["naive"])
-            single = one["events"] / max(one["busy_s"], 1e-9)
-            capacity = cap["events"] / max(cap["busy_s"], 1e-9)
-            sustained = paced["events"] / max(paced["busy_s"], 1e-9)
-            ref = {"name": "naive path: one event -> Feast update -> Feast read -> predict",
-                   "value": round(naive, 1), "unit": "events/s",
-                   "ratio": round(capacity / naive, 1)}
-            cmd = (f"{CONSUMERS} x shipdelay stream (one consumer group) + shipdelay replay "
-                   f"(--as-fast-as-possible, then --rate {rate}) on {kind}, mock Kafka")
-            p50, p99 = (np.percentile(lat, [50, 99]) if len(lat) else (np.nan, np.nan))
-            common = {"measured_command": cmd, "target_applies": applies,
-                      "consumers": CONSUMERS}
-            rows += [
-                row(f"{kind}_capacity_events_per_s", round(capacity, 1), "events/s",
-                    target=(">=", 10_000), reference=ref, events=cap["events"],
-                    busy_s=cap["busy_s"], batches=cap["batches"], dead=cap["dead"],
-                    per_consumer=cap["per_consumer"], **common),
-                row(f"{kind}_one_consumer_capacity_events_per_s", round(single, 1), "events/s",
-                    reference={**ref, "ratio": round(single / naive, 1)},
-                    events=one["events"], busy_s=one["busy_s"], batches=one["batches"],
-                    dead=one["dead"], **{**common, "consumers": 1}),
-                row(f"{kind}_at_rate_events_per_s", round(sustained, 1), "events/s",
-                    reference={**ref, "ratio": round(sustained / naive, 1)}, rate=rate,
-                    events=paced["events"], busy_s=paced["busy_s"], batches=paced["batches"],
-                    dead=paced["dead"], per_consumer=paced["per_consumer"], **common),
-                row(f"{kind}_latency_p50", round(float(p50), 3), "s", rate=rate,
-                    events=len(lat), **common),
-                row(f"{kind}_latency_p99", round(float(p99), 3), "s", target=("<=", 2.0),
-                    rate=rate, events=len(lat), **common),
-            ]
+        plain: dict[str, float] = {}
+        for mode, folder, key in (("", tmp / "world", None), ("_encrypted", twin, key_file)):
+            for kind in ("sqlite", "redis"):
+                if kind == "redis" and redis_note:
+                    print(f"redis rows skipped: {redis_note}")
+                    continue
+                with encryption(bool(mode), key):
+                    if kind == "redis":
+                        redis_problem(REDIS_URL, flush=True)
+                    ws = _store(Settings(data_dir=folder), tmp, kind, cut, f"{kind}{mode}")
+                    log = tmp / f"{kind}{mode}.log"
+                    with MockCluster() as bootstrap:
+                        one = _run_stream_phase(ws, bootstrap, cut, params["capacity"], None,
+                                                log)
+                        cap = _run_stream_phase(ws, bootstrap, mid, params["capacity"], None,
+                                                log, CONSUMERS)
+                        paced = _run_stream_phase(ws, bootstrap, split, params["paced"], rate,
+                                                  log, CONSUMERS)
+                        lat = _latencies(ws, bootstrap, split)
+                    ref = None
+                    if not mode:  # the naive reference once, on plaintext
+                        naive = _naive(ws, split, params["naive"])
+                        ref = {"name": "naive path: one event -> Feast update -> Feast read -> "
+                                       "predict", "value": round(naive, 1), "unit": "events/s"}
+                made = _store_rows(kind, one, cap, paced, lat, ref, rate, applies, mode,
+                                   plain if mode else None)
+                if not mode:
+                    plain.update({r["metric"]: r["value"] for r in made})
+                rows += made
         if not redis_note:
             redis_problem(REDIS_URL, flush=True)  # flush again
     return rows

@@ -83,6 +83,7 @@ def in_redis(data: Path, key: str):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPDELAY_")}
         env.update({"SHIPDELAY_DATA_DIR": str(data), "SHIPDELAY_PROFILE": "local",
                     "SHIPDELAY_ONLINE_STORE": "redis", "SHIPDELAY_REDIS_URL": REDIS_URL,
+                    "SHIPDELAY_ENCRYPTION": "false",  # the world is plaintext (run.py)
                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
         print(f"   materializing the world into {REDIS_URL}", flush=True)
         cmd = [SHIPDELAY, "features", "build"]
