@@ -4,6 +4,11 @@ Full builds replace every offline view; `since` recomputes only the days from `s
 windows still look back before it) and replaces those day folders, for nightly runs. Shipment
 progress is backfilled with the very function the streaming updater calls
 (`features.transforms.advance_progress`, no prior state, all events).
+
+A build is as of one instant (default: the lake's now, its newest ingestion): statistics rows
+up to the last window closed then, online each entity's newest row at or before it, no older
+than its view's TTL, and both roll marks set to it (`features.marks`); `features.roll` carries
+the store forward from there as windows close.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features import marks
 from features import offline as off
+from features.repo.views import TTL
+from features.roll import ROLL_PART, ROLLED_VIEWS
 from features.schema import TIMESTAMP, VIEWS
 from features.store import get_store, offline_dir
-from features.tables import build_tables
+from features.tables import build_tables, lake_now
 from features.transforms import advance_progress
 from shipdelay.lake import Lake, write_parquet_atomic
 from shipdelay.settings import Settings, get_settings
@@ -30,13 +38,13 @@ PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hu
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
 SHIPMENTS_PER_CHUNK = 100_000
-ONLINE_WINDOW = timedelta(days=120)  # values older than this are not loaded online
 
 
 @dataclass
 class BuildReport:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    as_of: pd.Timestamp | None = None
     online_from: datetime | None = None
     online_to: datetime | None = None
 
@@ -74,8 +82,9 @@ def _keep_readable(offline: Path, view: str, frame: pd.DataFrame) -> None:
 
 def build_features(settings: Settings | None = None, since: date | None = None,
                    on_step: Callable[[str, int, int], None] | None = None,
-                   online: bool = True) -> BuildReport:
-    """Build, write, register and materialize every feature view from the lake.
+                   online: bool = True, as_of=None) -> BuildReport:
+    """Build, write, register and materialize every feature view from the lake, as of `as_of`
+    (default: the lake's now).
 
     `online=False` skips the materialization: enough for training sets and the nightly batch,
     which read the offline store (Feast's materialize holds every row of the window in memory:
@@ -87,7 +96,13 @@ def build_features(settings: Settings | None = None, since: date | None = None,
 
     t = time.perf_counter()
     step("aggregating the lake", 0, steps)
-    tables = build_tables(lake, since=since)
+    as_of = pd.Timestamp(as_of) if as_of is not None else lake_now(lake)
+    if as_of is not None:
+        as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    tables = build_tables(lake, since=since, as_of=as_of)
+    if as_of is None:  # a lake without scans: as of its newest statistics window
+        as_of = max(tables[v][TIMESTAMP].max() for v in ("lane_stats", "hub_stats"))
+    report.as_of = as_of
     tables["shipment_profile"] = tables.pop("profile")
     report.seconds["tables"] = time.perf_counter() - t
 
@@ -102,11 +117,14 @@ def build_features(settings: Settings | None = None, since: date | None = None,
         if view != "shipment_progress":
             report.rows[view] = write(target, view, tables[view])
             _keep_readable(target, view, tables[view])
+    _drop_rolled_after(target, as_of)
+    marks.set_offline_mark(target, as_of)
     report.seconds["write"] = time.perf_counter() - t
 
     t = time.perf_counter()
     step("backfilling shipment progress", 2, steps)
     events = lake.read("tracking_events", columns=EVENT_COLUMNS)
+    events = events[events["ingested_at"] <= as_of]
     if cutoff is not None:
         touched = events.loc[events["ingested_at"] >= cutoff, "shipment_id"].unique()
         events = events[events["shipment_id"].isin(touched)]
@@ -127,12 +145,37 @@ def build_features(settings: Settings | None = None, since: date | None = None,
         step("done", steps, steps)
         return report
     stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
-    end = max(stamps + ([newest_event] if newest_event is not None else []))
+    end = max(stamps + ([newest_event] if newest_event is not None else []) + [as_of])
     end = end.to_pydatetime() + timedelta(seconds=1)
-    start = end - ONLINE_WINDOW
-    store.materialize(start_date=start, end_date=end)
-    report.online_from, report.online_to = start, end
+    # per view, the rows that can still count at the as-of time: no older than the view's TTL
+    # (a shipment's profile and progress: its journey; a statistic: two days; weather: hours)
+    by_ttl: dict[timedelta, list[str]] = {}
+    for view in VIEWS:
+        by_ttl.setdefault(TTL[view], []).append(view)
+    for ttl, views in by_ttl.items():
+        store.materialize(start_date=(as_of - ttl).to_pydatetime(), end_date=end,
+                          feature_views=views)
+    from features.online_direct import open_direct
+
+    direct = open_direct(settings)
+    try:
+        marks.set_online_mark(direct, as_of)
+    finally:
+        direct.close()
+    report.online_from = (as_of - max(TTL.values())).to_pydatetime()
+    report.online_to = end
     report.seconds["materialize"] = time.perf_counter() - t
     step("done", steps, steps)
     return report
+
+
+def _drop_rolled_after(offline: Path, as_of: pd.Timestamp) -> None:
+    """Rolled parts in day folders after the build's as-of day: the build ends before them, and
+    the next roll computes their windows again from the lake (the as-of day's own folder was
+    rewritten whole)."""
+    for view in ROLLED_VIEWS:
+        for day, folder in off.view_days(offline, view):
+            if day > as_of.date():
+                for part in folder.glob(f"{ROLL_PART}*.parquet"):
+                    part.unlink()
 

@@ -92,6 +92,12 @@ def append_parts(offline: Path, view: str, frame: pd.DataFrame) -> list[Path]:
     return _write_days(frame, offline / view, uuid.uuid4().hex[:12])
 
 
+def write_parts(offline: Path, view: str, frame: pd.DataFrame, token: str) -> list[Path]:
+    """Add rows as parts named `part-<token>.parquet` in their day folders, replacing parts of
+    that name (a roll written again after a crash, `features.roll`)."""
+    return _write_days(frame, offline / view, token)
+
+
 def read_view(offline: Path, view: str, where: str = "") -> pd.DataFrame:
     """A whole offline view as pandas (tests and small tools; big joins use DuckDB directly)."""
     con = duckdb.connect()

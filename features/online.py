@@ -17,10 +17,19 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
+from features import instant
 from features import offline as off
 from features.repo.views import PUSH_SOURCE
-from features.request_time import REQUEST_TIME
-from features.schema import FEATURE_SERVICE, SHIPMENT_PROGRESS, TIMESTAMP, model_feature_names
+from features.request_time import REQUEST_TIME, request_features
+from features.schema import (
+    ENTITY_KEYS,
+    FEATURE_SERVICE,
+    ON_DEMAND,
+    SHIPMENT_PROGRESS,
+    TIMESTAMP,
+    VIEWS,
+    model_feature_names,
+)
 from features.transforms import advance_progress, latest
 
 PLAN_FIELDS = ["n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
@@ -100,22 +109,75 @@ def vector_columns() -> list[str]:
     return ["shipment_id", "known", "delivered", *model_feature_names()]
 
 
+def _stamped(store: FeatureStore, features, rows: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """`get_online_features` as a frame, and each view's row timestamps (epoch microseconds,
+    NaN where the entity has no row) from the response itself."""
+    response = store.get_online_features(features=features, entity_rows=rows)
+    frame = response.to_df()
+    names = list(response.proto.metadata.feature_names.val)
+    stamps: dict[str, np.ndarray] = {}
+    for view, cols in _VIEW_OF.items():
+        at = next((i for i, name in enumerate(names) if name in cols), None)
+        if at is None:
+            continue
+        ts = response.proto.results[at].event_timestamps
+        us = np.array([t.seconds * 1e6 + t.nanos // 1000 for t in ts], dtype=float)
+        stamps[view] = np.where(us > 0, us, np.nan)
+    return frame, stamps
+
+
+# each view's columns (a join key in a response is the request's, without a timestamp)
+_VIEW_OF = {view: set(cols) - set(ENTITY_KEYS.values()) for view, cols in VIEWS.items()}
+
+
 def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timestamp) -> pd.DataFrame:
-    """The model's features for each shipment as the online store has them now.
+    """The model's features for each shipment as the online store has them at `request_time`.
 
     Unknown shipments come back with `known = False` and empty features; so do features the
-    store's FeatureService lacks (a model that needs one is refused before it serves).
+    store's FeatureService lacks (a model that needs one is refused before it serves). A value
+    counts as the offline point-in-time join counts it (`features.instant`): rows stamped after
+    `request_time` are not there yet, rows older than their view's TTL give nothing (the entity
+    keys still come from them, as in the join), and the on-demand features are computed from
+    what is left.
     """
-    first = _read(store, [f"{view}:{c}" for view, cols in FIRST_READ.items() for c in cols], ids)
-    known = first["lane_id"].notna().to_numpy()
-    rows = pd.DataFrame({"shipment_id": ids, **join_key_values(first),
+    now_us = instant.micros(request_time)
+    first, stamps = _stamped(store, [f"{view}:{c}" for view, cols in _FIRST.items()
+                                     for c in cols], [{"shipment_id": s} for s in ids])
+    there = {v: instant.present(stamps.get(v, np.full(len(ids), np.nan)), now_us) for v in _FIRST}
+    fresh = {v: instant.fresh(v, stamps.get(v, np.full(len(ids), np.nan)), now_us)
+             for v in _FIRST}
+    keyed = {c: instant.blank(first[c].to_numpy(dtype=object), there[v])
+             for v, cols in FIRST_READ.items() for c in cols}
+    known = pd.notna(instant.blank(first["lane_id"].to_numpy(dtype=object),
+                                   fresh["shipment_profile"]))
+    rows = pd.DataFrame({"shipment_id": ids, **join_key_values(keyed),
                          REQUEST_TIME: request_time.timestamp()})[known]
+    delivered = instant.blank(first["delivered"].to_numpy(dtype=object),
+                              fresh["shipment_progress"])
     out = pd.DataFrame({"shipment_id": ids, "known": known,
-                        "delivered": first["delivered"].eq(1).to_numpy()})
+                        "delivered": [v == 1 for v in delivered]})
     if known.any():
-        vectors = store.get_online_features(
-            features=store.get_feature_service(FEATURE_SERVICE),
-            entity_rows=rows.to_dict("records")).to_df()
+        vectors, got = _stamped(store, store.get_feature_service(FEATURE_SERVICE),
+                                rows.to_dict("records"))
+        for view, cols in _VIEW_OF.items():
+            if view in got:
+                keep = instant.fresh(view, got[view], now_us)
+                for c in cols & set(vectors.columns):
+                    vectors[c] = instant.blank(vectors[c].to_numpy(), keep)
+        inputs = {c: instant.blank(first[c].to_numpy(dtype=float), fresh[v])
+                  for v, cols in _ON_DEMAND_INPUTS.items() for c in cols}
+        stale = ~(fresh["shipment_profile"] & fresh["shipment_progress"])[known]
+        if stale.any() and set(ON_DEMAND) <= set(vectors.columns):  # Feast saw stale inputs
+            again = request_features(*(inputs[c][known] for c in _ON_DEMAND_ORDER),
+                                     np.full(int(known.sum()), request_time.timestamp()))
+            for c in ON_DEMAND:
+                vectors[c] = np.where(stale, again[c], vectors[c].to_numpy(dtype=float))
         vectors.index = np.flatnonzero(known)
         out = out.join(vectors[[c for c in model_feature_names() if c in vectors]])
     return out.reindex(columns=vector_columns())
+
+
+_ON_DEMAND_ORDER = ["booked_at_s", "promised_at_s", "planned_arrival_s", "last_event_s"]
+_ON_DEMAND_INPUTS = {"shipment_profile": _ON_DEMAND_ORDER[:3],
+                     "shipment_progress": _ON_DEMAND_ORDER[3:]}
+_FIRST = {v: list(dict.fromkeys([*FIRST_READ[v], *_ON_DEMAND_INPUTS[v]])) for v in FIRST_READ}

@@ -35,6 +35,14 @@ class CachedTables:
         self.views = frozenset(views) if seconds > 0 else frozenset()
         self.absent_too = frozenset(absent_too) & self.views
         self._rows = {view: Recent(seconds, MAX_ROWS, clock) for view in self.views}
+        self._fresh_rows = lambda: {view: Recent(seconds, MAX_ROWS, clock) for view in self.views}
+
+    def renew(self, mark) -> None:
+        """Forget every remembered row when `mark` (the store's online roll mark,
+        `features.marks`) differs from the one they were read under: a roll changed them."""
+        if mark != getattr(self, "_mark", mark):
+            self._rows = self._fresh_rows()
+        self._mark = mark
 
     def held(self, view: str) -> dict[str, tuple]:
         """The rows of `view` remembered now (entity value -> one value per feature)."""

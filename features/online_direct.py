@@ -23,6 +23,7 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from features import instant
 from features.online_decode import columns, decode_cells
 from features.request_time import REQUEST_TIME, request_features
 from features.schema import ENTITY_KEYS, MODEL_FEATURES, ON_DEMAND, VIEW_ENTITY, VIEWS
@@ -30,6 +31,7 @@ from features.store import PROJECT, redis_client, repo_config
 from shipdelay.settings import Settings
 
 _DOUBLE_TAG = 0x29  # ValueProto field 5 (double_val), wire type 1
+STAMP_US = "event_ts_us"  # the column `DirectOnline.read` gives each row's timestamp in
 _STRING_TYPE = 2  # feast ValueType.STRING in serialized entity keys
 
 
@@ -125,13 +127,15 @@ class DirectOnline:
 
     def read(self, view: str, ids: list[str], columns: list[str] | None = None) -> pd.DataFrame:
         """One row per id (in order): the view's typed columns, `found` False where the online
-        store has no record of the entity for this view."""
+        store has no record of the entity for this view, and the row's timestamp in epoch
+        microseconds (`STAMP_US`, NaN when not found)."""
         columns = list(columns or VIEWS[view])
-        pos, col, values, found = self._fetch(
+        pos, col, values, found, stamps = self._fetch(
             view, entity_keys(ENTITY_KEYS[VIEW_ENTITY[view]], ids), columns)
         out = pd.DataFrame(_decode_table(pos, col, values, len(ids), columns, VIEWS[view]))
         out.insert(0, ENTITY_KEYS[VIEW_ENTITY[view]], pd.array(ids, dtype="string"))
         out["found"] = found
+        out[STAMP_US] = stamps
         return out
 
     def view_mapping(self, view: str, frame: pd.DataFrame) -> tuple[list[bytes], dict[str, list]]:
@@ -141,8 +145,10 @@ class DirectOnline:
                            .astype(str))
         return keys, {c: encode(frame[c], t) for c, t in VIEWS[view].items()}
 
-    def _fetch(self, view, keys, columns) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
-        """(row position, column index, raw value) of every stored value, and `found`."""
+    def _fetch(self, view, keys, columns
+               ) -> tuple[np.ndarray, np.ndarray, list, np.ndarray, np.ndarray]:
+        """(row position, column index, raw value) of every stored value, `found`, and each
+        entity's row timestamp (epoch microseconds, NaN when not found)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -165,21 +171,24 @@ class SqliteOnline(DirectOnline):
         for lo in range(0, len(keys), 20_000):  # stay below SQLite's host-parameter limit
             chunk = keys[lo:lo + 20_000]
             rows += self.conn.execute(
-                f'SELECT entity_key, feature_name, value FROM "{table}" WHERE entity_key IN '
-                f"({','.join('?' * len(chunk))}) AND feature_name IN ({names})", chunk).fetchall()
+                f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" WHERE '
+                f"entity_key IN ({','.join('?' * len(chunk))}) AND feature_name IN ({names})",
+                chunk).fetchall()
+        stamps = np.full(len(keys), np.nan)
         if not rows:
-            return np.array([], int), np.array([], int), [], np.zeros(len(keys), bool)
-        ks, ns, vs = zip(*rows)
+            return np.array([], int), np.array([], int), [], np.zeros(len(keys), bool), stamps
+        ks, ns, vs, ts = zip(*rows)
         pos = np.fromiter(map(where.__getitem__, ks), np.int64, len(ks))
         col = pd.Index(columns).get_indexer(pd.Index(ns))
         found = np.zeros(len(keys), bool)
         found[pos] = True
-        return pos, col, list(vs), found
+        stamps[pos] = instant.from_sqlite(ts)  # one row's features share its timestamp
+        return pos, col, list(vs), found, stamps
 
     def upsert_statements(self, view: str, frame: pd.DataFrame) -> tuple[str, list[tuple]]:
         """The statement and parameter rows that write `frame` as Feast's SQLite store does."""
         keys, values = self.view_mapping(view, frame)
-        ts = _epoch_s(frame["event_timestamp"]).tolist()
+        ts = _epoch_s(frame["event_timestamp"]).tolist()  # as Feast writes it: whole seconds
         sql = (f'INSERT INTO "{PROJECT}_{view}" (entity_key, feature_name, value, value_text, '
                "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, "
                "feature_name) DO UPDATE SET value = excluded.value, value_text = "
@@ -227,7 +236,8 @@ class RedisOnline(DirectOnline):
         k, m = len(keys), len(columns)
         found = np.array([g[-1] is not None for g in got], bool)
         values = [v for g in got for v in g[:m]]
-        return np.repeat(np.arange(k), m), np.tile(np.arange(m), k), values, found
+        stamps = instant.from_proto([g[-1] for g in got])
+        return np.repeat(np.arange(k), m), np.tile(np.arange(m), k), values, found, stamps
 
     def hash_mappings(self, view: str, frame: pd.DataFrame) -> list[tuple[bytes, dict]]:
         """(redis key, field -> bytes) per row, exactly what Feast's Redis store writes."""
@@ -268,32 +278,60 @@ _STAT_VIEWS = [v for v in MODEL_FEATURES if v in VIEWS and VIEW_ENTITY[v] != "sh
 
 
 def model_vectors(store: DirectOnline, profile: pd.DataFrame, progress: pd.DataFrame,
-                  request_time: pd.Timestamp | np.ndarray) -> pd.DataFrame:
+                  request_time: pd.Timestamp | np.ndarray, stats=None) -> pd.DataFrame:
     """The FeatureService's vectors for shipments whose profile and progress rows are at hand
     (as `online_vectors` reads them through Feast): statistics views by the shipment's lane,
     carrier, customer and current hub (origin before the first scan), on-demand features from
-    `request_features`. `profile` and `progress` are aligned row by row."""
-    hub = progress["current_hub"].astype(object).where(progress["current_hub"].notna(),
-                                                       profile["origin_hub"].astype(object))
-    keys = {"lane": profile["lane_id"], "carrier": profile["carrier_id"],
-            "customer": profile["customer_id"], "hub": hub}
+    `request_features`. `profile` and `progress` are aligned row by row; `request_time` is one
+    instant or one per row (epoch seconds).
+
+    Every value is the one at its row's instant (`features.instant`): rows carrying their
+    timestamp (`STAMP_US`, as `DirectOnline.read` gives them) count only when stamped at or
+    before it and no older than their view's TTL. Statistics and weather come from `stats`
+    (`features.stats_at.StatsAt`, the offline rows at each instant: what the stream scorer,
+    whose instants differ per shipment, uses) or else from the online store's rows."""
+    n = len(profile)
+    now = np.broadcast_to(np.asarray(pd.Timestamp(request_time).timestamp()
+                                     if not isinstance(request_time, np.ndarray)
+                                     else request_time, dtype=float), (n,))
+    now_us = np.round(now * 1e6)
+    p_present, p_fresh = _gates(profile, "shipment_profile", now_us)
+    g_present, g_fresh = _gates(progress, "shipment_progress", now_us)
+    current = progress["current_hub"].astype(object).to_numpy()
+    origin = profile["origin_hub"].astype(object).to_numpy()
+    hub = np.where(g_present & pd.notna(current), current, np.where(p_present, origin, None))
+    keys = {e: np.where(p_present, profile[f"{e}_id"].astype(object).to_numpy(), None)
+            for e in ("lane", "carrier", "customer")} | {"hub": hub}
     out = {"shipment_id": profile["shipment_id"].to_numpy()}
-    out |= {c: profile[c].to_numpy() for c in MODEL_FEATURES["shipment_profile"]}
-    out |= {c: progress[c].to_numpy() for c in MODEL_FEATURES["shipment_progress"]}
+    out |= {c: instant.blank(profile[c].to_numpy(), p_fresh)
+            for c in MODEL_FEATURES["shipment_profile"]}
+    out |= {c: instant.blank(progress[c].to_numpy(), g_fresh)
+            for c in MODEL_FEATURES["shipment_progress"]}
     for view in _STAT_VIEWS:
         entity = pd.Series(keys[VIEW_ENTITY[view]]).astype(object)
+        if stats is not None:
+            out |= stats.lookup(view, entity.to_numpy(), now_us, MODEL_FEATURES[view])
+            continue
         codes, uniques = pd.factorize(entity, use_na_sentinel=True)
         got = store.read(view, [str(u) for u in uniques], MODEL_FEATURES[view])
         got = pd.concat([got, got.iloc[:0].reindex([len(got)])])  # row for a missing key
         rows = got.iloc[np.where(codes >= 0, codes, len(got) - 1)]
-        out |= {c: rows[c].to_numpy() for c in MODEL_FEATURES[view]}
-    now = np.broadcast_to(np.asarray(pd.Timestamp(request_time).timestamp()
-                                     if not isinstance(request_time, np.ndarray)
-                                     else request_time, dtype=float), (len(profile),))
-    on_demand = request_features(profile["booked_at_s"].to_numpy(float),
-                                 profile["promised_at_s"].to_numpy(float),
-                                 profile["planned_arrival_s"].to_numpy(float),
-                                 pd.to_numeric(progress["last_event_s"]).to_numpy(float), now)
+        fresh = instant.fresh(view, rows[STAMP_US].to_numpy(float), now_us)
+        out |= {c: instant.blank(rows[c].to_numpy(), fresh) for c in MODEL_FEATURES[view]}
+    on_demand = request_features(
+        *(instant.blank(profile[c].to_numpy(float), p_fresh)
+          for c in ("booked_at_s", "promised_at_s", "planned_arrival_s")),
+        instant.blank(pd.to_numeric(progress["last_event_s"]).to_numpy(float), g_fresh), now)
     out |= {c: on_demand[c] for c in ON_DEMAND}
     out[REQUEST_TIME] = now
     return pd.DataFrame(out)
+
+
+def _gates(frame: pd.DataFrame, view: str, now_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows exist at their instant, and which count (`features.instant`); rows without a
+    timestamp (a state just computed from events) are taken as of their instant."""
+    if STAMP_US not in frame:
+        every = np.ones(len(frame), bool)
+        return every, every
+    stamps = frame[STAMP_US].to_numpy(float)
+    return instant.present(stamps, now_us), instant.fresh(view, stamps, now_us)

@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from features import instant
+from features.instant import STAMP
+from features.marks import REDIS_KEY, read_online_mark_us
 from features.online import (
     FIRST_READ,
     KEY_SOURCES,
@@ -119,8 +122,10 @@ def plan(store: FeatureStore, service_name: str = FEATURE_SERVICE) -> tuple[list
         _check_key_encoding(keys[0])
         table = (compute_table_id(config.project, fv, versioning)
                  if config.online_store.type == "sqlite" else compute_versioned_name(fv, versioning))
-        reads.append(ViewRead(view, table, keys[0], tuple(feats),
-                              tuple(kind_of(dtypes[f]) for f in feats)))
+        # each row's timestamp comes last (STAMP): a value counts only at the instants the
+        # offline join would give it (`features.instant`)
+        reads.append(ViewRead(view, table, keys[0], (*feats, STAMP),
+                              (*(kind_of(dtypes[f]) for f in feats), "num")))
     return reads, on_demand or {}
 
 
@@ -156,6 +161,7 @@ class OnlineReader:
         built = {r.view for r in self.reads} - set(STREAMED_VIEWS)
         shared = {r.view for r in self.reads if r.join_key != SHIPMENT_KEY}
         self.tables = CachedTables(tables, cache_seconds, built, absent_too=shared)
+        tables.track_mark = bool(self.tables.views)  # read the roll mark with each shipment read
         self.kind = kind
         self.first = [r for r in self.reads if r.join_key == SHIPMENT_KEY]
         self.second = [r for r in self.reads if r.join_key != SHIPMENT_KEY]
@@ -170,16 +176,30 @@ class OnlineReader:
 
     def columns(self, ids: list[str], request_time: pd.Timestamp) -> dict[str, np.ndarray]:
         """`vectors` as a dict of column -> array, without building a frame (the service's
-        path: for a few ids the frame costs more than the read)."""
+        path: for a few ids the frame costs more than the read).
+
+        Values are those at `request_time` (`features.instant`), as the offline join gives
+        them: a row stamped after it is not there yet, one older than its view's TTL counts
+        for nothing (the entity keys still come from it, as in the join)."""
         ids = [str(i) for i in ids]
         unique = list(dict.fromkeys(ids))
         n = len(unique)
+        now_us = instant.micros(request_time)
         cols: dict[str, np.ndarray] = {}
-        for read, arrays in zip(self.first, self.tables.read([(r, unique) for r in self.first])):
-            for f, values in zip(read.features, arrays):
-                cols.setdefault(f, values)
+        key_cols: dict[str, np.ndarray] = {}
+        first = self.tables.read([(r, unique) for r in self.first])
+        if self.tables.views:  # rows kept in memory: forgotten once a roll moved the store on
+            self.tables.renew(self.tables.tables.last_mark)
+        for read, arrays in zip(self.first, first):
+            there = instant.present(arrays[-1], now_us)
+            fresh = instant.fresh(read.view, arrays[-1], now_us)
+            every = fresh.all()  # the usual case: nothing to blank
+            for f, values in zip(read.features[:-1], arrays):
+                if f not in cols:
+                    key_cols[f] = values if every else instant.blank(values, there)
+                    cols[f] = values if every else instant.blank(values, fresh)
         known = np.not_equal(cols["lane_id"], None)
-        keys = join_key_values(cols)
+        keys = join_key_values(key_cols)
         wanted, places = [], []
         for read in self.second:
             values = keys[read.join_key]
@@ -188,8 +208,11 @@ class OnlineReader:
             wanted.append((read, [str(v) for v in distinct]))
             places.append((present, codes))
         for (read, _), (present, codes), arrays in zip(wanted, places, self.tables.read(wanted)):
-            for f, values in zip(read.features, arrays):
+            fresh = instant.fresh(read.view, arrays[-1], now_us)
+            every = fresh.all()
+            for f, values in zip(read.features[:-1], arrays):
                 if f not in cols:
+                    values = values if every else instant.blank(values, fresh)
                     out = np.full(n, None if values.dtype == object else np.nan, values.dtype)
                     out[present] = values[codes]
                     cols[f] = out
@@ -233,32 +256,54 @@ class _SqliteTables:
                                    timeout=5.0)
         self.lock = threading.Lock()
 
+    track_mark = False  # read the online roll mark (`features.marks`) with the shipments' rows
+    last_mark: int | None = None
+
     def read(self, wanted: list[tuple[ViewRead, list[str]]]) -> list[list[np.ndarray]]:
+        """One array per feature of each read; a `STAMP` feature gets the rows' timestamps
+        (Feast's `event_ts`, taken from the row of the read's first feature)."""
         parts, params, starts, text = [], [], [], []
         offset = 0
         for read, values in wanted:
             starts.append(offset)
             width = len(read.features)
+            stamped = read.features[-1] == STAMP
+            real = read.features[:-1] if stamped else read.features
             if values:
-                cases = " ".join(f"WHEN ? THEN {j}" for j in range(width))
+                cases = " ".join(f"WHEN ? THEN {j}" for j in range(len(real)))
                 rows = ",".join(f"({i},?)" for i in range(len(values)))
+                keys = _keys(read.join_key, values)
                 parts.append(
                     f"SELECT {offset} + k.column1 * {width} + CASE t.feature_name {cases} "
                     f'ELSE NULL END AS cell, t.value FROM (VALUES {rows}) AS k JOIN "{read.table}"'
                     " AS t ON t.entity_key = k.column2")
-                params += [*read.features, *_keys(read.join_key, values)]
+                params += [*real, *keys]
+                if stamped:  # the timestamp cell, negated: `event_ts` of the first feature's row
+                    parts.append(
+                        f"SELECT -1 - ({offset} + k.column1 * {width} + {width - 1}), t.event_ts "
+                        f'FROM (VALUES {rows}) AS k JOIN "{read.table}" AS t '
+                        "ON t.entity_key = k.column2 AND t.feature_name = ?")
+                    params += [*keys, real[0]]
                 text.append(np.tile([k == "str" for k in read.kinds], len(values)))
             offset += width * len(values)
-        cells, blobs = np.zeros(0, np.int64), ()
+        cells, blobs, stamp_at, stamps = np.zeros(0, np.int64), (), np.zeros(0, np.int64), []
         if parts:
             sql = f"SELECT cell, value FROM ({' UNION ALL '.join(parts)}) WHERE cell IS NOT NULL"
             with self.lock:
+                if self.track_mark and any(r.join_key == SHIPMENT_KEY for r, _ in wanted):
+                    self.last_mark = read_online_mark_us("sqlite", self.con)
                 rows = self.con.execute(sql, params).fetchall()
             if rows:
                 cells, blobs = zip(*rows)
                 cells = np.fromiter(cells, np.int64, len(cells))
+                is_stamp = cells < 0
+                if is_stamp.any():
+                    blobs = np.array(blobs, dtype=object)
+                    stamp_at, stamps = -1 - cells[is_stamp], blobs[is_stamp].tolist()
+                    cells, blobs = cells[~is_stamp], blobs[~is_stamp].tolist()
         text = np.concatenate(text) if text else np.zeros(0, bool)
         num, txt, exceptions = decode_cells(blobs, cells, text)
+        num[stamp_at] = instant.from_sqlite(stamps)
         return [columns(num, txt, exceptions, start, len(values), read.kinds)
                 for (read, values), start in zip(wanted, starts)]
 
@@ -285,7 +330,8 @@ class _RedisHashes:
         """The protocol bytes before the key and after it, for HMGET of `read`'s fields."""
         parts = self._fields.get((read.table, read.features))
         if parts is None:
-            fields = [self.field(f"{read.table}:{f}") for f in read.features]
+            fields = [f"_ts:{read.table}".encode() if f == STAMP else
+                      self.field(f"{read.table}:{f}") for f in read.features]
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)
             tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
             parts = self._fields[(read.table, read.features)] = (head, tail)
@@ -322,9 +368,28 @@ class _RedisHashes:
                          for key in _keys(read.join_key, values, self.project)]
             text.append(np.tile([k == "str" for k in read.kinds], len(values)))
             offset += len(read.features) * len(values)
-        replies = self._send(b"".join(commands), len(commands)) if commands else []
+        if self.track_mark and commands and any(r.join_key == SHIPMENT_KEY for r, _ in wanted):
+            commands.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(REDIS_KEY),
+                                                                       REDIS_KEY))
+            replies = self._send(b"".join(commands), len(commands))
+            mark = replies.pop()
+            self.last_mark = None if mark is None else int(mark)
+        else:
+            replies = self._send(b"".join(commands), len(commands)) if commands else []
         blobs = [b if b is not None else b"" for b in itertools.chain.from_iterable(replies)]
         text = np.concatenate(text) if text else np.zeros(0, bool)
+        # the timestamps (`_ts:<view>`, protobuf Timestamps) are decoded apart from the values
+        stamp_at = np.concatenate([
+            start + np.arange(len(values)) * len(read.features) + len(read.features) - 1
+            for (read, values), start in zip(wanted, starts) if read.features[-1] == STAMP
+        ] or [np.zeros(0, np.int64)]).astype(np.int64)
+        stamps = instant.from_proto([blobs[i] for i in stamp_at.tolist()])
+        for i in stamp_at.tolist():
+            blobs[i] = b""
         num, txt, exceptions = decode_cells(blobs, np.arange(len(blobs)), text)
+        num[stamp_at] = stamps
         return [columns(num, txt, exceptions, start, len(values), read.kinds)
                 for (read, values), start in zip(wanted, starts)]
+
+    track_mark = False  # read the online roll mark (`features.marks`) with the shipments' rows
+    last_mark: int | None = None

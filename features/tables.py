@@ -237,8 +237,10 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
                   legs: Frame | None = None) -> pd.DataFrame:
     """Daily rows (00:00 UTC, `start_day`..`end_day`) of one entity's delivery statistics.
 
-    Dense: every entity of `profile`, every day. Outcomes count from `delivered_at`; lane and
-    carrier also get the 7-day departure slip, which needs `events` and `legs`.
+    Dense from the day an entity is known: an entity of `profile` has a row at every midnight
+    after its first booking (before it, the lake of that day did not know it, so there is no
+    row and the value is missing). Outcomes count from `delivered_at`; lane and carrier also get
+    the 7-day departure slip, which needs `events` and `legs`.
     """
     if entity not in STATS:
         raise ValueError(f"entity must be one of {', '.join(STATS)}, not {entity!r}")
@@ -251,8 +253,8 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
     if slip_col in schema:
         frames |= {"events": events, "legs": legs}
     con = _connect(**frames)
-    con.execute(f"CREATE TEMP TABLE ent AS SELECT DISTINCT {key} AS k FROM profile "
-                f"WHERE {key} IS NOT NULL")
+    con.execute(f"CREATE TEMP TABLE ent AS SELECT {key} AS k, min(epoch_us({TIMESTAMP})) AS first "
+                f"FROM profile WHERE {key} IS NOT NULL GROUP BY {key}")
     con.execute(f"CREATE TEMP TABLE who AS SELECT DISTINCT shipment_id, {key} AS k FROM profile "
                 f"WHERE {key} IS NOT NULL")
 
@@ -280,7 +282,7 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
     x AS (SELECT k, day + age AS d, age, delay, late FROM oc, range(1, {wmax + 1}) r(age)
           WHERE day + age BETWEEN {d0} AND {d1}),
     a AS (SELECT k, d, {", ".join(aggs)} FROM x GROUP BY k, d),
-    g AS (SELECT k, d FROM ent, range({d0}, {d1 + 1}) r(d))
+    g AS (SELECT k, d FROM ent, range({d0}, {d1 + 1}) r(d) WHERE d * {DAY_US} > first)
     SELECT g.k AS {key}, g.d * {DAY_US} AS ts_us, {", ".join(picks)}{slip_pick}
     FROM g LEFT JOIN a ON a.k = g.k AND a.d = g.d {slip_join}
     ORDER BY g.k, g.d"""
@@ -289,9 +291,9 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
 
 def _keys_of(profile: Frame, key: str) -> Frame:
     if isinstance(profile, pd.DataFrame):
-        return profile[["shipment_id", key]]
+        return profile[["shipment_id", key, TIMESTAMP]]
     if isinstance(profile, pa.Table):
-        return profile.select(["shipment_id", key])
+        return profile.select(["shipment_id", key, TIMESTAMP])
     return profile
 
 
@@ -319,14 +321,26 @@ _DEP_SLIP_MARKERS = f"""
 
 
 # -- 3. hub statistics ----------------------------------------------------------------------------
-def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike) -> pd.DataFrame:
-    """Hourly rows (every hour end t in [start, end]) of each hub's last 24 hours of scans."""
+def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike,
+              known: Frame | None = None) -> pd.DataFrame:
+    """Hourly rows (every hour end t in [start, end]) of each hub's last 24 hours of scans.
+
+    A hub has rows from the first hour end after its first scan was ingested (before it, the
+    lake of that hour did not know it: no row, the values are missing). `known` (hub_id,
+    first_seen) gives those first ingestion times when `events` holds only part of the lake
+    (`features.roll`); by default they come from `events`.
+    """
     h0 = -(-_us(start) // HOUR_US)  # first whole hour at or after start
     h1 = _us(end) // HOUR_US
     L = HUB_WINDOW_H
     con = _connect(events=events, legs=legs)
-    con.execute("CREATE TEMP TABLE hubs AS SELECT DISTINCT hub_id FROM events "
-                "WHERE hub_id IS NOT NULL")
+    if known is None:
+        con.execute("CREATE TEMP TABLE hubs AS SELECT hub_id, min(ingested_at) AS first "
+                    "FROM events WHERE hub_id IS NOT NULL GROUP BY hub_id")
+    else:
+        con.register("known_in", known)
+        con.execute("CREATE TEMP TABLE hubs AS SELECT CAST(hub_id AS VARCHAR) AS hub_id, "
+                    "epoch_us(CAST(first_seen AS TIMESTAMPTZ)) AS first FROM known_in")
     # Only scans ingested before the last hour end can count; milestones first ingested more than
     # a window before the first hour end cancel out before it (their markers all precede h0),
     # except arrivals, which a later departure's dwell time needs.
@@ -392,7 +406,7 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike) -> pd.Da
         {mean.format('slip', HOUR_US, 'dep_slip')}, {mean.format('dwell', HOUR_US, 'dwell')},
         coalesce(c.exc, 0) AS hub_exceptions_24h, coalesce(c.hold, 0) AS hub_customs_holds_24h,
         coalesce(c.wx, 0) AS hub_weather_notes_24h, coalesce(c.cong, 0) AS hub_congestion_notes_24h
-    FROM (SELECT hub_id, t FROM hubs, range({h0}, {h1 + 1}) r(t)) g
+    FROM (SELECT hub_id, t FROM hubs, range({h0}, {h1 + 1}) r(t) WHERE t * {HOUR_US} > first) g
     ASOF LEFT JOIN cum c ON c.hub_id = g.hub_id AND g.t >= c.t
     ORDER BY g.hub_id, g.t"""
     return _finish(con, sql, "hub_id", HUB_STATS)
@@ -427,35 +441,44 @@ def _scan(lake: Lake, table: str) -> Frame:
     return contract.validate(table, pd.DataFrame({c: [] for c in contract.columns(table)}))
 
 
-def build_tables(lake: Lake, since: date | None = None) -> dict[str, pd.DataFrame]:
-    """Every offline feature table of the lake: profile, lane/carrier/customer/hub statistics,
-    hub weather (no rows when the lake has no hub_weather table).
+def lake_now(lake: Lake) -> pd.Timestamp | None:
+    """The lake's "now": its newest tracking-event ingestion (None without events)."""
+    with _connect(events=_scan(lake, "tracking_events")) as con:
+        newest = con.execute("SELECT max(ingested_at) FROM events").fetchone()[0]
+    return None if newest is None else pd.Timestamp(newest * 1000, tz="UTC")
 
-    Days run from the first booking day to the day after the last ingested scan. `since` keeps
-    only statistics rows on or after that day (windows still look back before it); the profile
-    is always whole.
+
+def build_tables(lake: Lake, since: date | None = None,
+                 as_of: DayLike | None = None) -> dict[str, pd.DataFrame]:
+    """Every offline feature table of the lake as known at `as_of` (default: the lake's now):
+    profile, lane/carrier/customer/hub statistics, hub weather (no rows when the lake has no
+    hub_weather table).
+
+    Statistics rows run from the first booking day to the last window that closed at `as_of`
+    (daily: its midnight; hubs: its whole hour), weather rows to `as_of`: a window still open
+    at `as_of` has no row yet, `features.roll` adds it once it closes. `since` keeps only
+    statistics rows on or after that day (windows still look back before it); the profile is
+    always whole.
     """
     shipments, legs = _scan(lake, "shipments"), _scan(lake, "legs")
     events, outcomes = _scan(lake, "tracking_events"), _scan(lake, "outcomes")
     profile = shipment_profile(shipments, legs, _scan(lake, "hubs"))
     tables = {"profile": profile}
-    if profile.empty:
-        first = last = pd.Timestamp.now(tz="UTC").floor("D")
-    else:
-        first = profile[TIMESTAMP].min().floor("D")
-        with _connect(events=events) as con:
-            last_us = con.execute("SELECT max(ingested_at) FROM events").fetchone()[0]
-        last = profile[TIMESTAMP].max() if last_us is None else pd.Timestamp(last_us * 1000,
-                                                                              tz="UTC")
-        last = last.floor("D") + pd.Timedelta(days=1)
+    if as_of is None:
+        as_of = lake_now(lake)
+        if as_of is None:
+            as_of = profile[TIMESTAMP].max() if len(profile) else pd.Timestamp.now(tz="UTC")
+    end = pd.Timestamp(_us(as_of), unit="us", tz="UTC")
+    first = profile[TIMESTAMP].min().floor("D") if len(profile) else _midnight(end)
     start = max(first, _midnight(since)) if since is not None else first
     for entity in STATS:
-        tables[f"{entity}_stats"] = rolling_stats(entity, outcomes, profile, start, last,
+        tables[f"{entity}_stats"] = rolling_stats(entity, outcomes, profile, start, end,
                                                   events=events, legs=legs)
-    tables["hub_stats"] = hub_stats(events, legs, start, last)
-    tables["hub_weather"] = hub_weather(_scan(lake, "hub_weather"),
-                                        start if since is not None else None)
+    tables["hub_stats"] = hub_stats(events, legs, start, end)
+    weather = hub_weather(_scan(lake, "hub_weather"), start if since is not None else None)
+    tables["hub_weather"] = weather[weather[TIMESTAMP] <= end].reset_index(drop=True)
     return tables
 
 
-__all__ = ["build_tables", "hub_stats", "hub_weather", "rolling_stats", "shipment_profile"]
+__all__ = ["build_tables", "hub_stats", "hub_weather", "lake_now", "rolling_stats",
+           "shipment_profile"]

@@ -19,9 +19,11 @@ from features.schema import TIMESTAMP, VIEW_ENTITY, VIEWS
 
 FEAST_TYPES = {"str": String, "int": Int64, "float": Float64,
                "float_list": Array(Float64), "str_list": Array(String)}
-# How long a value stays valid: a shipment's profile for its whole journey, window statistics
+# How long a value stays valid, offline (Feast's point-in-time join) and online alike
+# (`features.instant`): a shipment's profile and progress for its whole journey (the longest
+# take under 90 days; a build loads online the rows of the last 120 days), window statistics
 # until the next window is computed (with a day of grace); weather for a few hours.
-TTL = {"shipment_profile": timedelta(days=400), "shipment_progress": timedelta(days=400),
+TTL = {"shipment_profile": timedelta(days=120), "shipment_progress": timedelta(days=120),
        "lane_stats": timedelta(days=2), "carrier_stats": timedelta(days=2),
        "customer_stats": timedelta(days=2), "hub_stats": timedelta(days=2),
        "hub_weather": timedelta(hours=3)}  # an hourly observation, with two missed hours' grace
