@@ -277,7 +277,7 @@ def test_redis_password_with_commas_and_percents_reaches_redis(tmp_path):
     from feast.infra.online_stores.helpers import get_online_store_from_config
 
     from features.online_direct import open_direct
-    from features.store import redis_client, repo_config
+    from features.store import repo_config
     from shipdelay.settings import Settings
 
     admin = _redis(PASSWORD_DB)
@@ -298,6 +298,8 @@ def test_redis_password_with_commas_and_percents_reaches_redis(tmp_path):
         direct = open_direct(settings(password))
         assert _text(direct.client.acl_whoami()) == user
         direct.close()
+        from features.store import redis_client
+
         wrong = repo_config(settings(password[:-1])).online_store
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis_client(wrong).ping()
