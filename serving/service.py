@@ -80,6 +80,7 @@ BATCHING = os.environ.get("SHIPDELAY_SERVE_BATCHING", "1").strip().lower() not i
 BATCH_MAX_LATENCY_MS = 5_000
 _OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
              FEATURES_UNAVAILABLE: "features_unavailable"}
+startup.quiet_deprecations()  # before the class: BentoML's decorator warns while building it
 
 
 @bentoml.service(workers=1, traffic={"timeout": 10, "max_concurrency": 64})

@@ -34,6 +34,17 @@ FAILED = "failed"
 ENDED = (NO_MODEL, FAILED)  # the start will not succeed
 
 
+def quiet_deprecations() -> None:
+    """Keep libraries' deprecation notices out of the server's log, which `shipdelay serve`
+    shows on the terminal: they are for the libraries' own developers. A filter here, after
+    the imports, because Feast's modules set DeprecationWarning to "once" as they are imported,
+    over PYTHONWARNINGS."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def report(phase: str, detail: str = "") -> None:
     """Write `phase` (one of this module's phases) and `detail` to the status file, if any.
     Never raises: a status file that cannot be written must not stop the service."""
