@@ -154,6 +154,9 @@ def ingest(path: str | Path, kind: str, lake: Lake, mapping: Mapping[str, str] |
     if absent:
         raise UsageError("--map", f"{path.name} has no column {', '.join(absent)}")
     sources = {c: mapping.get(c, c) for c in schema.columns if mapping.get(c, c) in raw}
+    if not sources and len(raw.columns) == 1 and (sep := _separator(str(raw.columns[0]))):
+        raise FileRefused(f"{path.name} is not comma-separated (its header is split by "
+                          f"{sep!r}): save it as CSV with commas")
     if not sources:
         raise FileRefused(f"{path.name} has none of the columns of table '{table}' (its header: "
                           f"{', '.join(show(str(c), 30) for c in list(raw.columns)[:8])}"
@@ -325,6 +328,11 @@ def _raw_json(rows: pd.DataFrame) -> list[str]:
     cells = rows.astype(object).map(plain)
     return [json.dumps(row, default=str, ensure_ascii=False)
             for row in cells.to_dict(orient="records")]
+
+
+def _separator(header: str) -> str | None:
+    """The separator a one-column header seems split by, if any (';' in much of Europe)."""
+    return next((sep for sep in (";", "\t", "|") if sep in header), None)
 
 
 def _printable(text: str) -> str:

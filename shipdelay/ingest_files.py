@@ -30,10 +30,6 @@ import pyarrow.parquet as pq
 CSV_SUFFIXES, PARQUET_SUFFIXES = (".csv",), (".parquet", ".pq")
 RAW_LIMIT = 20_000  # characters of a broken record kept in its reject (the rest is counted)
 
-# The standard library refuses cells over 128 KiB; an unterminated quote must run to the end
-# of the file to be recognised as one, however large the file is.
-csv.field_size_limit(min(sys.maxsize, 2**62))
-
 _MAGIC = ((b"PAR1", "a Parquet file: give it a .parquet name"),
           (b"\x1f\x8b", "compressed with gzip: decompress it first"),
           (b"PK\x03\x04", "a zip archive (a spreadsheet workbook?): export it as CSV"),
@@ -82,6 +78,9 @@ def read_csv(path: Path) -> RawFile:
     data = data.removeprefix(b"\xef\xbb\xbf")  # a byte order mark is not part of the header
     _refuse_non_csv(path.name, data)
     lines = io.StringIO(data.decode("utf-8", "surrogateescape"), newline="").readlines()
+    # The standard library refuses cells over 128 KiB; an unterminated quote must run to the
+    # end of the file to be recognised as one, however large the file is.
+    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**62)))
     reader = csv.reader(lines, strict=True)
     header: list[str] | None = None
     numbers, records, broken = [], [], []

@@ -227,6 +227,11 @@ def _refused(result, name: str, words: str, code: int = 1) -> None:
     (b"hub_id\x00,name\n" + random.Random(4).randbytes(400), "not a csv text file"),
     (b'{"event_id": "E1", "shipment_id": "S1"}\n', "json"),
     (b"PAR1\x00\x00garbage", "parquet"),
+    (b"\x1f\x8b\x08\x00compressed", "gzip"),
+    (b"event_id;shipment_id;parcel_id\nE1;S1;P1\n", "not comma-separated"),
+    (b"colour,size\nred,3\n", "none of the columns"),
+    (b'event_id,"shipment_id\nE1,S1\n', "header line is malformed"),
+    (b"event_id,event_id,shipment_id\nE1,E1,S1\n", "repeats a column name"),
 ])
 def test_unreadable_csv_is_refused_in_one_sentence(tmp_path, lake, content, words):
     result = cli("ingest", write(tmp_path / "events.csv", content), "--kind", "events")

@@ -56,3 +56,35 @@ def test_rewrite_swaps_atomically_and_keeps_old_on_error(tmp_path):
         lake.append("outcomes", _outcomes(["c"]))
     assert link.resolve() != first and not first.exists()
     assert list(Lake(link).read("outcomes")["shipment_id"]) == ["c"]
+
+
+def test_next_writer_removes_what_a_dead_writer_left(tmp_path):
+    """A writer that died (its pending marker, a data file, a half-written temporary in a day
+    folder of its own) leaves nothing visible, and the next write removes all of it."""
+    from shipdelay.lake_commits import PENDING
+
+    lake = open_lake(tmp_path / "lake")
+    lake.append("outcomes", _outcomes(["a"]))
+    dead = "deadbeefdeadbeef"
+    (lake.root / PENDING / dead).write_bytes(b"")
+    orphan = lake.root / "outcomes" / "day=2026-01-02" / f"part-{dead}-1.parquet"
+    orphan.write_bytes((next((lake.root / "outcomes").rglob("part-*.parquet"))).read_bytes())
+    half = lake.root / "outcomes" / "day=2026-01-09" / f".part-{dead}-2.parquet.0a1b2c3d.tmp"
+    half.parent.mkdir()
+    half.write_bytes(b"PAR1 half a file")
+    assert list(lake.read("outcomes")["shipment_id"]) == ["a"]  # the orphan is not seen
+    lake.append("outcomes", _outcomes(["b"]))
+    assert sorted(lake.read("outcomes")["shipment_id"]) == ["a", "b"]
+    assert not orphan.exists() and not half.exists() and not half.parent.exists()
+    assert not list((lake.root / PENDING).iterdir())
+
+
+def test_a_failed_transaction_leaves_nothing(tmp_path):
+    lake = open_lake(tmp_path / "lake")
+    with pytest.raises(RuntimeError), lake.transaction():
+        lake.append("outcomes", _outcomes(["a"]))
+        lake.append("outcomes", _outcomes(["b"], "2026-01-07"))
+        assert sorted(lake.read("outcomes")["shipment_id"]) == ["a", "b"]  # its own writes
+        raise RuntimeError("boom")
+    assert not lake.exists("outcomes")
+    assert not list((lake.root / "outcomes").rglob("*.parquet"))
