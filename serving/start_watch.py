@@ -13,7 +13,7 @@ while the service makes progress, shows what it is doing, and gives up with one 
   used less than a tenth of a core (loading keeps a core busy; a hung service sits idle);
 - it is still not ready after `limit_s`, progress or not.
 
-On a terminal the phase, the time so far and whether the service is busy show in a status
+On a terminal the phase, the time so far and whether the service is working show in a status
 line; elsewhere (a log file, CI) as a plain line at each new phase and every 30 s.
 """
 
@@ -37,6 +37,7 @@ LIMIT_S = 3600.0  # SHIPDELAY_ASK_START_LIMIT_SECONDS: never wait longer than th
 POLL_S = 0.5
 BUSY_SHARE = 0.1  # busy: the service's processes used at least this share of one core
 NOTE_EVERY_S = 30.0
+QUIET_SHOWN_S = 5.0  # progress not seen for this long is shown (shorter gaps are polling's)
 MAX_WORKER_STARTS = 4  # worker processes seen; more means BentoML keeps restarting it
 
 
@@ -166,7 +167,8 @@ def wait_until_ready(proc: subprocess.Popen, tree: ProcessTree, url: str, status
                 raise ServiceFailed(f"The prediction service was not ready after {limit_s:.0f} s "
                                     f"(last step: {phase}); its log is {log_file} "
                                     "(SHIPDELAY_ASK_START_LIMIT_SECONDS waits longer).")
-            state = "busy" if busy else f"idle for {clock(now - last_progress)}"
+            quiet = now - last_progress
+            state = "working" if quiet < QUIET_SHOWN_S else f"no progress for {clock(quiet)}"
             text = f"prediction service: {phase} ({clock(now - started)}, {state})"
             if plain:  # a line per phase (not per detail: a slow one counts its seconds)
                 step = None if status is None else status["phase"]
