@@ -102,6 +102,8 @@ def env(world):
         mp.setenv("SHIPDELAY_API_KEY", API_KEY)
         mp.setenv("SHIPDELAY_SERVE_AS_OF", AS_OF.isoformat())
         mp.setenv("SHIPDELAY_MODEL_REFRESH_SECONDS", "3600")  # in process: no surprise reloads
+        # compiled before serving: one scorer throughout, never swapped between two calls
+        mp.setenv("SHIPDELAY_COMPILED_TREES", "wait")
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         get_settings.cache_clear()
         yield
