@@ -111,8 +111,8 @@ def read_csv(path: Path) -> RawFile:
             records.append(record)
         else:
             where = f"line {first}" if first == done else f"lines {first}-{done}"
-            broken.append((number, f"row has {len(record)} fields, the header has "
-                                   f"{len(header)} ({where})", json.dumps(record)))
+            reason = f"row has {len(record)} fields, the header has {len(header)} ({where})"
+            broken.append((number, reason, json.dumps(record, ensure_ascii=False)))
     if header is None:
         raise FileRefused(f"{path.name} is empty: it has no header line")
     cells = pd.DataFrame(records, columns=header, dtype=object,
@@ -214,4 +214,4 @@ def _clip(text: str) -> str:
     """A broken record's raw text as JSON, at most RAW_LIMIT characters of it."""
     if len(text) > RAW_LIMIT:
         text = text[:RAW_LIMIT] + f"... ({len(text) - RAW_LIMIT} more characters)"
-    return json.dumps(text)
+    return json.dumps(text, ensure_ascii=False)  # undecodable bytes: shown as \xNN later

@@ -144,7 +144,7 @@ def test_import_killed_when_its_first_file_appears_is_invisible(world):
 
 
 def test_killed_lake_rewrite_folder_is_removed_by_the_next_run(world):
-    tmp_path, data, lake = world
+    tmp_path, data, _ = world
     script = ("import pandas as pd, sys\n"
               "from shipdelay.lake import Lake\n"
               "t = pd.Timestamp('2025-01-02', tz='UTC')\n"

@@ -14,8 +14,6 @@ gives it; every hostile row is in `rejects` with its row number and a reason nam
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 import tempfile
 from pathlib import Path
