@@ -65,12 +65,19 @@ def cache_dir(settings: Settings, version: str) -> Path:
     return settings.data_dir / "models" / str(version)
 
 
+def _holds(source: Path, run_id: str) -> bool:
+    try:
+        return source.read_text() == run_id
+    except FileNotFoundError:
+        return False
+
+
 def bundle_folder(settings: Settings, c: MlflowClient, mv: ModelVersion) -> Path:
     """The local folder holding version `mv`'s bundle, downloaded once."""
     run_id = run_of(mv)
     target = cache_dir(settings, mv.version)
     source = target / _SOURCE_FILE
-    if source.exists() and source.read_text() == run_id:
+    if _holds(source, run_id):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Download beside the target and swap it in with one rename, so a concurrent loader never
@@ -79,12 +86,16 @@ def bundle_folder(settings: Settings, c: MlflowClient, mv: ModelVersion) -> Path
     try:
         folder = Path(c.download_artifacts(run_id, BUNDLE_PATH, str(staging)))
         (folder / _SOURCE_FILE).write_text(run_id)
+        if _holds(source, run_id):
+            return target  # another process put the same bundle in place meanwhile
         if target.exists():
-            shutil.rmtree(target)  # stale: came from another registry's run
+            # Stale (another registry's run): moved aside in one rename, never deleted in place,
+            # so a process still reading the folder it found is not cut off mid-read.
+            os.replace(target, staging / "stale")
         try:
             os.replace(folder, target)
         except OSError:
-            if not (source.exists() and source.read_text() == run_id):
+            if not _holds(source, run_id):
                 raise  # not a lost race with an identical download: a real failure
     finally:
         shutil.rmtree(staging, ignore_errors=True)
