@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -219,7 +220,7 @@ _UNREACHABLE = ("redis:ConnectionError", "redis:TimeoutError", "sqlalchemy:Opera
 def first_line(err: BaseException, limit: int = 200) -> str:
     """`err`'s message, first line only, secrets masked, at most `limit` characters."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    text = mask_text(text)
+    text = mask_text(re.sub(r"^\([\w.]+\)\s*", "", text))  # SQLAlchemy's "(psycopg.Error) "
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

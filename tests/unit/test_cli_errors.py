@@ -155,3 +155,22 @@ def test_library_output_goes_to_the_log_not_the_terminal(monkeypatch, data_dir):
     from shipdelay.cli_guard import _LazyLog
 
     assert not isinstance(sys.stdout, _LazyLog) and not isinstance(sys.stderr, _LazyLog)
+
+
+def test_an_unreachable_store_is_named_in_one_sentence_without_its_password():
+    import redis
+    import sqlalchemy.exc
+
+    from shipdelay.cli_guard import explain
+
+    refused = ConnectionRefusedError('connection to server at "db", port 5432 failed for '
+                                     "postgresql://app:s3cret@db:5432/mlflow")
+    database = sqlalchemy.exc.OperationalError("SELECT 1", {}, refused)
+    wrapped = RuntimeError("registry call failed")  # as MLflow wraps it
+    wrapped.__cause__ = database
+    for err in (wrapped, redis.exceptions.ConnectionError("Error 111 connecting to cache:6379")):
+        sentence, code = explain(err)
+        assert code == 1 and "could not be reached" in sentence and "shipdelay config" in sentence
+        assert "\n" not in sentence and "s3cret" not in sentence
+    assert "port 5432" in explain(wrapped)[0] and "cache:6379" in sentence
+    assert explain(ValueError("a bug")) is None  # not expected: reported as unexpected
