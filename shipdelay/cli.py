@@ -269,6 +269,16 @@ def train_cmd(
             [s for s in STAGES if s in report.gap.xs("stage", level="slice").index])
         console.print(_frame_table(stages, "share of the baseline-to-ceiling AUC gap the model "
                                    "closes", "{:.0%}"))
+        v = report.versus_ceiling
+        if not v.empty:
+            auc = v[(v["slice"] == "stage") & (v["metric"] == "roc_auc")].set_index("group")
+            auc = auc.reindex([s for s in STAGES if s in auc.index])
+            console.print(_frame_table(
+                auc[["model", "ceiling", "diff", "lo", "hi"]].rename(columns={
+                    "diff": "model - ceiling", "lo": "90% CI low", "hi": "90% CI high"})
+                .rename_axis("stage"),
+                "AUC on the ceiling's rows by stage (the model above the ceiling beyond the "
+                "interval would mean a leak)"))
     else:
         console.print("no ceiling: the lake holds no hidden ground truth (real data), so the "
                       "model is compared with the baselines only")
