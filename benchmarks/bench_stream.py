@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -261,11 +262,13 @@ def run(quick: bool) -> list[dict]:
         twin, key_file = encrypted_twin(tmp / "world", tmp / "world-encrypted")
         redis_note = redis_problem(REDIS_URL, flush=True)
         plain: dict[str, float] = {}
-        for mode, folder, key in (("", tmp / "world", None), ("_encrypted", twin, key_file)):
-            for kind in ("sqlite", "redis"):
-                if kind == "redis" and redis_note:
-                    print(f"redis rows skipped: {redis_note}")
-                    continue
+        # per store, plaintext then encrypted right after: the pair sees the same machine
+        for kind in ("sqlite", "redis"):
+            if kind == "redis" and redis_note:
+                print(f"redis rows skipped: {redis_note}")
+                continue
+            for mode, folder, key in (("", tmp / "world", None),
+                                      ("_encrypted", twin, key_file)):
                 with encryption(bool(mode), key):
                     if kind == "redis":
                         redis_problem(REDIS_URL, flush=True)
@@ -291,4 +294,8 @@ def run(quick: bool) -> list[dict]:
                 rows += made
         if not redis_note:
             redis_problem(REDIS_URL, flush=True)  # flush again
+        kept = ROOT / "benchmarks" / "results" / f"stream-logs-{time.strftime('%Y%m%dT%H%M%S')}"
+        kept.mkdir(parents=True, exist_ok=True)
+        for log in tmp.glob("*.log"):  # the consumers' batch lines, for whoever reads a row
+            shutil.copy2(log, kept / log.name)
     return rows
