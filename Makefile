@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(BIN)/shipdelay promote
 	$(BIN)/shipdelay ask
 	$(BIN)/shipdelay score-batch
+	$(BIN)/shipdelay check-parity
 	$(BIN)/shipdelay stream-demo --events 20000
 
 # Tests (and the notebook) get their own data folder: they never touch ./data. Two test workers

@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow.dataset as ds
 
@@ -50,7 +49,7 @@ from features.tables import (
 )
 from shipdelay import contract
 from shipdelay.lake import Lake
-from shipdelay.parquet_io import sql_source
+from shipdelay.parquet_io import dataset
 from shipdelay.settings import Settings
 
 ROLLED_VIEWS = ("lane_stats", "carrier_stats", "customer_stats", "hub_stats", "hub_weather")
@@ -108,11 +107,10 @@ def lake_slice(lake: Lake, since_us: int, until_us: int) -> dict[str, pd.DataFra
     legs = _read(lake, "legs", filter=ds.field("shipment_id").isin(ids)) if ids else \
         _read(lake, "legs").iloc[:0]
     outcomes = _read(lake, "outcomes", (d0 - max(WINDOW_DAYS) - 1) * DAY_US)
-    with duckdb.connect() as con:  # each hub's first ingested scan, over the whole lake
-        con.register("ev", lake.scan("tracking_events") if lake.exists("tracking_events")
-                     else events[["hub_id", "ingested_at"]])
-        known = con.sql("SELECT hub_id, min(ingested_at) AS first_seen FROM ev "
-                        "WHERE hub_id IS NOT NULL GROUP BY hub_id").df()
+    scans = _read(lake, "tracking_events") if not lake.exists("tracking_events") else \
+        lake.read("tracking_events", columns=["hub_id", "ingested_at"])
+    known = (scans.dropna(subset=["hub_id"]).groupby("hub_id", observed=True)["ingested_at"]
+             .min().rename("first_seen").reset_index())  # each hub's first scan, whole lake
     return {"events": events, "legs": legs, "outcomes": outcomes, "hubs_known": known}
 
 
@@ -189,21 +187,20 @@ def drop_roll_parts(offline: Path, after_us: int) -> int:
 
 def newest_rows(offline: Path, view: str, since, until) -> pd.DataFrame:
     """Each entity's newest row of `view` stamped in (since, until] (since None: until minus the
-    view's TTL), read from the offline store."""
+    view's TTL), read from the offline store (with Arrow: its reader decrypts on its own
+    threads, see `shipdelay.parquet_io`)."""
     lo = _utc(_us(until)) - TTL[view] if since is None else _utc(_us(since))
     hi = _utc(_us(until))
     files = off.view_files(offline, view, lo.date(), hi.date())
     if not files:
         return pd.DataFrame()
     key = ENTITY_KEYS[VIEW_ENTITY[view]]
-    with duckdb.connect() as con:
-        frame = con.sql(
-            f"SELECT * FROM {sql_source(con, files, union_by_name=True)} WHERE {TIMESTAMP} > $lo "
-            f"AND {TIMESTAMP} <= $hi QUALIFY row_number() OVER (PARTITION BY {key} "
-            f"ORDER BY {TIMESTAMP} DESC) = 1",
-            params={"lo": lo.to_pydatetime(), "hi": hi.to_pydatetime()}).df()
+    stamp = ds.field(TIMESTAMP)
+    frame = dataset(files).to_table(columns=[key, TIMESTAMP, *VIEWS[view]],
+                                    filter=(stamp > lo) & (stamp <= hi)).to_pandas()
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    return frame[[key, TIMESTAMP, *VIEWS[view]]]
+    frame = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(key, keep="last")
+    return frame.reset_index(drop=True)
 
 
 def advance_online(direct, offline: Path, since, until) -> dict[str, int]:

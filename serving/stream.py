@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from features.online_direct import open_direct
+from features.stats_at import StatsAt
 from features.store import get_store, offline_dir
 from serving.kafka import Topics, consumer_config, producer_config
 from serving.stream_batch import AlertRule, explain_alerts, process
@@ -34,6 +35,7 @@ from serving.stream_metrics import StreamMetrics
 from serving.stream_offline import OfflineStager
 from serving.stream_parse import dead_letter_records, parse_batch
 from serving.stream_records import alert_records, risk_records
+from serving.stream_roll import StreamRoller
 from serving.stream_store import StreamStore
 from shipdelay.settings import Settings
 
@@ -82,6 +84,8 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     topics = Topics.from_settings(settings)
     rule = AlertRule(settings.stream_alert_threshold, settings.stream_alert_jump)
     store = StreamStore(open_direct(settings), lake_dir=settings.lake_dir)
+    store.stats = StatsAt(offline_dir(settings))  # statistics at each shipment's instant
+    roller = StreamRoller(settings)
     stager = OfflineStager(offline_dir(settings))
     published, deleted = stager.recover(store)
     if published or deleted:
@@ -121,7 +125,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
             partitions.update(m.partition() for m in messages)
             first_at = first_at or time.monotonic()
             _one_batch(messages, consumer, producer, store, stager, holder.scorer, topics, rule,
-                       metrics, settings.stream_max_message_bytes)
+                       metrics, settings.stream_max_message_bytes, roller)
             last_at = time.monotonic()
             if metrics.batches % options.summary_every == 0:
                 metrics.set_lag(_lag(consumer))
@@ -129,6 +133,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
         consumer.close()
         producer.flush(10)
         stager.close()
+        roller.close()
         store.online.close()
     metrics.summary()
     # busy_from/busy_to (epoch seconds) let several consumers of a group be timed together
@@ -150,7 +155,7 @@ def _track_partitions(what: str, assigned: list[int]):
 
 
 def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule, metrics,
-               max_bytes: int) -> None:
+               max_bytes: int, roller: StreamRoller | None = None) -> None:
     started = time.monotonic()
     values = [m.value() for m in messages]
     keys = [m.key() for m in messages]
@@ -158,6 +163,8 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
                          "offset": [m.offset() for m in messages],
                          "produced_ms": [m.timestamp()[1] for m in messages]})
     parsed = parse_batch(values, keys, meta, max_bytes=max_bytes)
+    if roller is not None:  # the windows this batch's instants pass, rolled before it is scored
+        roller.before(parsed.events)
     result = process(store, scorer, parsed.events, rule)
 
     dead = parsed.dead

@@ -8,9 +8,9 @@ Pure apart from reads of the online store: nothing is written here (the loop in
    this batch or before);
 3. drop event ids already folded in (a redelivery after a crash, a re-sent scan);
 4. fold the rest with `advance_progress`, the function the backfill uses;
-5. build the model's vectors from the new state (statistics views read directly) and score
-   them with the shared scorer, as of each shipment's latest ingestion moment, so that a
-   reprocessed batch scores the same;
+5. build the model's vectors from the new state (statistics and weather as of each
+   shipment's latest ingestion moment, `features.stats_at`) and score them with the shared
+   scorer at that moment, so that a reprocessed batch scores the same;
 6. alert when P(late) crosses the threshold or rises by more than the jump since the
    shipment's previously published score (`explain_alerts` adds their reasons).
 """
@@ -185,7 +185,7 @@ def _score(store, scorer, plans, now, previous, rule
     if moving.any():
         vectors = model_vectors(store.online, plans[moving].reset_index(drop=True),
                                 now[moving].reset_index(drop=True),
-                                pd.DatetimeIndex(as_of[moving]).asi8 / 1e9)
+                                pd.DatetimeIndex(as_of[moving]).asi8 / 1e9, stats=store.stats)
         out = scorer.score(vectors, reasons=False)
         for c in SCORED:
             columns[c][moving] = out[c].array

@@ -3,10 +3,13 @@ through it: for the stream demo, load tests and the stream's own tests.
 
 `rewind(settings, cut)` recomputes shipment progress from the lake's events ingested before
 `cut` (the backfill function), makes that the offline view, replaces the online progress of
-every shipment with it and clears the stream's per-shipment state. Profiles and statistics are
-left as they are. `workspace` makes a scratch copy of a built data directory to rewind: the
-lake, the other offline views and the model registry are shared or copied, never changed; the
-Feast definitions are applied again so that every source points into the copy.
+every shipment with it, puts the online statistics and weather back to their rows at `cut`
+(`features.roll.reset_online`) and clears the stream's per-shipment state. Profiles and the
+offline statistics are left as they are. `workspace` makes a scratch copy of a built data
+directory to rewind: the lake, the other offline views and the model registry are shared or
+copied, never changed (the offline roll mark is copied: it is past any cut, so the stream only
+rolls the copy's online store); the Feast definitions are applied again so that every source
+points into the copy.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from features import marks
 from features import offline as off
 from features.build import EVENT_COLUMNS, progress_chunks
 from features.online_direct import RedisOnline, SqliteOnline, entity_keys, open_direct
+from features.roll import reset_online
 from features.schema import SHIPMENT_PROGRESS, VIEWS
 from features.store import feast_dir, get_store, offline_dir
 from features.transforms import latest
@@ -46,6 +51,9 @@ def workspace(source: Settings, target: Path, **overrides) -> Settings:
         if view != PROGRESS and (offline_dir(source) / view).exists():
             (target / "feast" / "offline" / view).symlink_to((offline_dir(source) / view).resolve())
     (target / "feast" / "offline" / PROGRESS).mkdir(parents=True, exist_ok=True)
+    mark = marks.offline_mark(offline_dir(source))
+    if mark is not None:
+        marks.set_offline_mark(target / "feast" / "offline", mark)
     settings = Settings(data_dir=target, **overrides)
     from features.repo.definitions import definitions
 
@@ -77,6 +85,9 @@ def rewind(settings: Settings, cut: pd.Timestamp) -> pd.DataFrame:
         _clear_progress(online, settings)
         for lo in range(0, len(now), WRITE_CHUNK):
             online.write(PROGRESS, now.iloc[lo:lo + WRITE_CHUNK])
+        # statistics and weather online as they were at the cut too (the offline store keeps
+        # its later rows: the stream rolls the online store forward through them)
+        reset_online(online, offline_dir(settings), cut)
     finally:
         online.close()
     return now

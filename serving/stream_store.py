@@ -57,6 +57,9 @@ class StreamStore:
         """`lake_dir`: the lake whose hubs events must name (None: hubs are not checked)."""
         self.online = online
         self.profile_ttl_s = profile_ttl_s
+        # statistics and weather at any instant (`features.stats_at.StatsAt`); None: the
+        # online store's rows at each instant
+        self.stats = None
         self._profiles: pd.DataFrame | None = None  # by shipment_id, with the read time
         self._lake_dir = lake_dir
         self._hubs: pd.Index | None = None

@@ -237,6 +237,45 @@ def features_build_cmd(
     console.print(f"{loaded}; " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
 
 
+@features_app.command("roll")
+def features_roll_cmd(
+    until: Annotated[str | None, typer.Option(help="roll to this instant, UTC, ISO-8601 "
+                                                   "(default: now; a simulated world: its now)"
+                                              )] = None,
+    every: Annotated[float | None, typer.Option(min=1, help="keep rolling every this many "
+                                                "seconds to the wall clock (until stopped)")
+                     ] = None,
+) -> None:
+    """Add the statistics of the windows closed since the last build or roll, and the weather
+    ingested since, offline and online (without a full build). Run it on a schedule, e.g.
+    every minute; the stream scorer rolls by itself as its events pass window ends."""
+    import time as clock
+
+    from features.roll import roll
+    from serving.batch import utc
+
+    if until is not None and every is not None:
+        raise typer.BadParameter("give either --until or --every", param_hint="--until")
+    try:
+        target = utc(until) if until is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{until}' is not an ISO-8601 time", param_hint="--until") from exc
+    settings = get_settings()
+    while True:
+        try:
+            report = roll(settings, target)
+        except RuntimeError as err:
+            console.print(f"[red]features roll: {err}[/red]")
+            raise typer.Exit(1) from None
+        written = {v: n for v, n in report.offline_rows.items() if n}
+        console.print(f"rolled to {report.until:%Y-%m-%d %H:%M:%S} UTC: offline rows "
+                      f"{written or 'none new'}, online rows "
+                      f"{sum(report.online_rows.values()):,}")
+        if every is None:
+            return
+        clock.sleep(every)
+
+
 def _frame_table(frame, title: str, fmt: str = "{:.3f}") -> Table:
     import pandas as pd
 
@@ -502,6 +541,47 @@ def score_batch_cmd(
         print_summary(results[0], console)
     else:
         print_backfill(results, console)
+
+
+@app.command("check-parity")
+def check_parity_cmd(
+    sample: Annotated[int, typer.Option(min=1, help="in-flight shipments compared")] = 200,
+    as_of: Annotated[str | None, typer.Option(help="the instant, UTC, ISO-8601; default: the "
+                                                 "lake's now (as score-batch)")] = None,
+) -> None:
+    """Read in-flight shipments through the service's online reader and through the batch's
+    point-in-time join at one instant, score both with the champion and print the largest
+    difference per feature and in P(late). Exits 1 when they differ beyond float rounding."""
+    from registry.loader import NoChampionError
+    from serving.batch import BatchError, utc
+    from serving.parity import ParityError, check_parity, summary
+
+    try:
+        when = utc(as_of) if as_of else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time", param_hint="--as-of") from exc
+    try:
+        report = check_parity(get_settings(), sample=sample, as_of=when)
+    except (ParityError, NoChampionError, BatchError) as err:
+        console.print(f"[red]check-parity: {err}[/red]")
+        raise typer.Exit(1) from None
+    differing = report.features[report.features["rows"] > 0]
+    if len(differing):
+        table = Table("feature", "largest difference", "shipments differing",
+                      title="features that differ between the online store and the batch join")
+        for row in differing.itertuples():
+            table.add_row(row.feature, f"{row.largest:.6g}", str(row.rows))
+        console.print(table)
+    if report.known_differs:
+        console.print(f"known to one door only: {', '.join(report.known_differs[:10])}")
+    if (report.offline_mark is not None and report.online_mark is not None
+            and report.offline_mark > report.online_mark):
+        console.print(f"the offline store is rolled to {report.offline_mark:%Y-%m-%d %H:%M} UTC, "
+                      f"the online store to {report.online_mark:%Y-%m-%d %H:%M}: run "
+                      "`shipdelay features roll`")
+    console.print(summary(report))
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command("kafka-mock")
