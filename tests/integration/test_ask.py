@@ -17,11 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from registry.loader import CHAMPION, alias_version
-from registry.store import MODEL_NAME, client
 from serving.demo import log_paths
 from shipdelay.settings import Settings
-from tests.integration.test_service import _copy_world  # one way to copy the trained world
+from tests.integration.test_service import champion_copy  # one way to copy the trained world
 from tests.unit.test_cli_errors import ROOT, SHIPDELAY, assert_clean
 
 pytest.importorskip("bentoml")
@@ -32,13 +30,7 @@ PATIENCE_S = 5  # what `ask` waits without progress; the slowed start reports pr
 @pytest.fixture(scope="module")
 def world(trained, tmp_path_factory) -> Settings:
     source, _, _ = trained
-    settings = _copy_world(source, tmp_path_factory.mktemp("ask") / "data")
-    if alias_version(settings, CHAMPION) is None:
-        c = client(settings)
-        version = alias_version(settings, "challenger") or max(
-            (mv.version for mv in c.search_model_versions(f"name='{MODEL_NAME}'")), key=int)
-        c.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
-    return settings
+    return champion_copy(source, tmp_path_factory.mktemp("ask") / "data")
 
 
 def ask(settings: Settings, delay_s: float, *args: str) -> subprocess.Popen:

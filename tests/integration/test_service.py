@@ -38,6 +38,7 @@ from registry.store import MODEL_NAME, client
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings, get_settings
 from tests.conftest import TRAINING, assert_serve_option_refused
+from tests.net import free_port, self_signed
 
 pytest.importorskip("bentoml")
 
@@ -71,15 +72,21 @@ def _copy_world(source: Settings, root: Path) -> Settings:
     return Settings(data_dir=root)
 
 
-@pytest.fixture(scope="module")
-def world(trained, tmp_path_factory) -> World:
-    source, _, report = trained
-    settings = _copy_world(source, tmp_path_factory.mktemp("service") / "data")
+def champion_copy(source: Settings, root: Path) -> Settings:
+    """A copy of the trained world under `root` whose newest model is the champion."""
+    settings = _copy_world(source, root)
     if alias_version(settings, CHAMPION) is None:
         c = client(settings)
         version = alias_version(settings, "challenger") or max(
             (mv.version for mv in c.search_model_versions(f"name='{MODEL_NAME}'")), key=int)
         c.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def world(trained, tmp_path_factory) -> World:
+    source, _, report = trained
+    settings = champion_copy(source, tmp_path_factory.mktemp("service") / "data")
     lake = Lake(settings.lake_dir)
     outcomes = lake.read("outcomes").sort_values("delivered_at")
     shipments = lake.read("shipments").sort_values("booked_at")
@@ -578,41 +585,6 @@ def test_serve_command_hands_the_settings_to_the_server(tmp_path, monkeypatch):
         serve_command(settings, ssl_certfile=tmp_path / "c.pem", ssl_keyfile=tmp_path / "k.pem")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost, its own issuer (so also the client's CA)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shipdelay test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 @dataclass
 class Served:
     http: httpx.Client
@@ -656,8 +628,8 @@ def serving(settings: Settings, folder: Path, extra_env: dict[str, str] | None =
     to the process."""
     from serving.serve import serve_command
 
-    cert, key = _self_signed(folder)
-    port = _free_port()
+    cert, key = self_signed(folder)
+    port = free_port()
     argv, proc_env = serve_command(settings, "127.0.0.1", port, ssl_certfile=cert,
                                    ssl_keyfile=key, refresh_seconds=1, as_of=AS_OF.isoformat(),
                                    **serve_kw)

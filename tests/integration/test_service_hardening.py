@@ -23,7 +23,8 @@ import pytest
 from shipdelay.settings import get_settings
 from tests.conftest import services_required
 from tests.integration import test_service
-from tests.integration.test_service import API_KEY, AS_OF, KEY, UNKNOWN_ID, _free_port, serving
+from tests.integration.test_service import API_KEY, AS_OF, KEY, UNKNOWN_ID, serving
+from tests.net import free_port
 
 pytest.importorskip("bentoml")
 
@@ -67,7 +68,7 @@ def unreachable(world, env, tmp_path_factory):
     """The service with every setting at its default, its online store a Redis address where
     nothing listens: alive, never ready."""
     settings = get_settings().model_copy(update={
-        "online_store": "redis", "redis_url": f"redis://127.0.0.1:{_free_port()}/0"})
+        "online_store": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     with serving(settings, tmp_path_factory.mktemp("unreachable"), wait_for="/livez") as s:
         yield s
 
@@ -227,7 +228,7 @@ def service_over(world, env, monkeypatch):
 
 def test_unreachable_redis_through_feast_is_a_per_item_error(service_over, world):
     """The reference read (Feast's `get_online_features`) uses the same bounded client."""
-    service = service_over(f"redis://127.0.0.1:{_free_port()}/0", "feast")
+    service = service_over(f"redis://127.0.0.1:{free_port()}/0", "feast")
     assert service.reader is None
     client = service.store._get_provider().online_store._get_client(
         service.store.config.online_store)

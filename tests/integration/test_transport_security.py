@@ -9,49 +9,15 @@ import socket
 import ssl
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from features.store import redis_connection_string, repo_config
 from shipdelay.settings import Settings
 from tests.conftest import services_required
+from tests.net import free_port, self_signed
 
 PASSWORD = "s3cret-for-tls"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, its own issuer (so also the client's CA)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "redis.crt", folder / "redis.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 @pytest.fixture
@@ -60,8 +26,8 @@ def tls_redis(tmp_path, monkeypatch):
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    cert, key = _certificate(tmp_path)
-    port = _free_port()
+    cert, key = self_signed(tmp_path, "redis")
+    port = free_port()
     proc = subprocess.Popen([binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file",
                              str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
                              str(cert), "--tls-auth-clients", "no", "--requirepass", PASSWORD,

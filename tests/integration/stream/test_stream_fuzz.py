@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -29,15 +28,10 @@ from serving.stream_store import StreamStore
 from shipdelay.lake import Lake
 from tests.integration.stream.checks import assert_progress_equals
 from tests.integration.stream.conftest import direct, make_case, read_topic, start_stream, stop
+from tests.net import free_port
 
 STREAMED = 1_000  # the first lake events after the cut: several batches, quick to run
 TIMES = ("event_time", "ingested_at")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _known(case, ids) -> set[str]:
@@ -157,7 +151,7 @@ def test_fuzz_hostile_messages_between_valid_events(stream_world, kafka, tmp_pat
             out_v, out_k, np.zeros(len(out_v)))
     # the scores are not what is tested here: no tree compilation competing for the cores
     case.env["SHIPDELAY_COMPILED_TREES"] = "0"
-    port, log = _free_port(), tmp_path / "stream.log"
+    port, log = free_port(), tmp_path / "stream.log"
     proc = start_stream(case, "--idle-exit", "4", "--metrics-port", str(port), log=log)
     scraped = None
     try:
