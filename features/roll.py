@@ -242,12 +242,12 @@ def roll(settings: Settings, until=None, *, online: bool = True) -> RollReport:
     until = _utc(_us(until if until is not None else pd.Timestamp.now(tz="UTC")))
     offline, lake = offline_dir(settings), Lake(settings.lake_dir)
     report = RollReport(until)
+    if marks.offline_mark(offline) is None:
+        raise RuntimeError(f"the feature store at {offline} was never built: run "
+                           "`shipdelay features build` first")
     with _locked(offline):
         started = time.perf_counter()
         mark = marks.offline_mark(offline)
-        if mark is None:
-            raise RuntimeError(f"the feature store at {offline} was never built: run "
-                               "`shipdelay features build` first")
         if until > mark:
             report.offline_from = mark
             drop_roll_parts(offline, _us(mark))

@@ -1,7 +1,7 @@
 """`shipdelay check-parity`: the online answer and the batch's answer at one instant, compared.
 
 For a sample of the shipments in flight at the instant (default: the lake's now, as the nightly
-batch), the feature vectors are read twice: through the service's online reader
+batch, or the online store's roll mark when that is later), the feature vectors are read twice: through the service's online reader
 (`features.online_fast.OnlineReader`, the online store) and through the point-in-time join the
 training set and the nightly batch use (`training.dataset.point_in_time`, the offline store).
 Both are scored with the champion (`serving.scorer.Scorer`). The report gives, per feature,
@@ -94,12 +94,16 @@ def check_parity(settings: Settings, sample: int = 200, as_of=None,
     lake, offline = Lake(settings.lake_dir), offline_dir(settings)
     if not (offline / "shipment_progress").exists():
         raise ParityError(f"no feature store at {offline}: run `shipdelay features build` first")
-    t = utc(as_of) if as_of is not None else lake_now(lake)
     direct = open_direct(settings)
     try:
         online_mark = marks.online_mark(direct)
     finally:
         direct.close()
+    if as_of is not None:
+        t = utc(as_of)
+    else:  # the lake's now, or the instant the online store was rolled to when that is later
+        t = lake_now(lake)
+        t = max(t, online_mark) if online_mark is not None else t
     if online_mark is not None and t < online_mark:
         raise ParityError(f"the online store holds values as of {online_mark:%Y-%m-%d %H:%M:%S}"
                           f" UTC, after {t:%Y-%m-%d %H:%M:%S}: pass --as-of at or after it")

@@ -202,7 +202,8 @@ def import_nycflights_cmd(
         console.print(f"  shipdelay ingest {path} --kind {kind}{mapping}", soft_wrap=True)
 
 
-features_app = typer.Typer(help="The feature store: build it from the lake.", no_args_is_help=True)
+features_app = typer.Typer(help="The feature store: build it from the lake, roll it forward.",
+                            no_args_is_help=True)
 app.add_typer(features_app, name="features")
 
 
@@ -547,7 +548,9 @@ def score_batch_cmd(
 def check_parity_cmd(
     sample: Annotated[int, typer.Option(min=1, help="in-flight shipments compared")] = 200,
     as_of: Annotated[str | None, typer.Option(help="the instant, UTC, ISO-8601; default: the "
-                                                 "lake's now (as score-batch)")] = None,
+                                                 "lake's now (as score-batch), or the instant "
+                                                 "the online store was rolled to if later")
+                     ] = None,
 ) -> None:
     """Read in-flight shipments through the service's online reader and through the batch's
     point-in-time join at one instant, score both with the champion and print the largest

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from features.online_direct import open_direct
-from features.schema import VIEWS
 from registry.loader import CHAMPION, alias_version
 from registry.store import MODEL_NAME, client
 from serving.kafka import Topics, producer_config, read_all
@@ -88,11 +87,11 @@ def make_case(stream_world, root: Path, store: str, bootstrap: str) -> Case:
         from features.store import get_store
 
         feast = get_store(settings)
-    rewind(settings, cut)  # progress as of the cut, online and offline
-    if store == "redis":  # the other views into Redis as `features build` loads them
+    rewind(settings, cut)  # progress, statistics and weather as of the cut, online and offline
+    if store == "redis":  # the profiles into Redis as `features build` loads them
         feast.materialize(start_date=(cut - pd.Timedelta(days=400)).to_pydatetime(),
                           end_date=(cut + pd.Timedelta(days=STREAM_DAYS + 1)).to_pydatetime(),
-                          feature_views=[v for v in VIEWS if v != "shipment_progress"])
+                          feature_views=["shipment_profile"])
     env = {**os.environ, "SHIPDELAY_DATA_DIR": str(root), "SHIPDELAY_KAFKA_BOOTSTRAP": bootstrap,
            "SHIPDELAY_ONLINE_STORE": store, "PYTHONWARNINGS": "ignore"}
     if store == "redis":
