@@ -350,6 +350,7 @@ run = compiled_trees.CompileRun(Bundle.load(Path(folder), version="1"), Path(cac
 while len(compile_job.live_pids()) < compile_job.parallelism(4):
     time.sleep(0.05)
 print(json.dumps(compile_job.live_pids()), flush=True)
+sys.stdin.readline()  # the test has seen the compile processes alive
 if sys.argv[4] == "exits":
     sys.exit(0)
 time.sleep(600)
@@ -364,10 +365,13 @@ def test_no_compile_process_outlives_its_parent(trained, tmp_path, ending):
     code = _gated(tmp_path / "never")("m", "o")[2]
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER.format(code=code), str(folder), str(tmp_path / "cache"),
-         str(tmp_path / "never"), ending], stdout=subprocess.PIPE, text=True)
+         str(tmp_path / "never"), ending],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pids = json.loads(driver.stdout.readline())
         assert len(pids) == compile_job.parallelism(4) and not any(_gone(p) for p in pids)
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
         if ending == "killed":
             os.kill(driver.pid, signal.SIGKILL)  # no exit handlers: the lifeline alone
         driver.wait(timeout=60)
