@@ -15,6 +15,8 @@ Tools that read Parquet with their own reader (Spark's, Feast's) cannot decrypt:
 from __future__ import annotations
 
 import glob
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from shipdelay.crypto import EncryptionKeyError, active
+from shipdelay.crypto import KEY_CACHE, EncryptionKeyError, active
 
 Source = str | Path | list[str] | list[Path]
 
@@ -102,6 +104,32 @@ def paths(source: Source) -> list[str]:
     return files
 
 
+_WARMED: dict[tuple[int, str], float] = {}  # (factory, file) -> when its keys were unwrapped
+_WARMED_LOCK = threading.Lock()
+
+
+def _unwrap_keys_here(files: list[str]) -> None:
+    """Read each file's (encrypted) footer in the calling thread, so that the KMS has unwrapped
+    its key-encryption key into the factory's cache before DuckDB scans the dataset. Inside a
+    DuckDB scan, Arrow calls the Python KMS from its own I/O threads while a DuckDB thread holds
+    the interpreter lock and waits for Arrow: a deadlock. Files are read again once half the
+    cache's lifetime has passed, so no scan ever finds a key expired."""
+    enc = active()
+    factory = id(enc.factory())
+    fresh = time.monotonic() - KEY_CACHE.total_seconds() / 2
+    with _WARMED_LOCK:
+        todo = [f for f in files if _WARMED.get((factory, f), -1.0) < fresh]
+        if not todo:
+            return
+        properties = enc.decryption_properties()
+        for f in todo:
+            try:
+                pq.read_metadata(f, decryption_properties=properties)
+            except OSError as err:
+                raise _explained(err, f) from None
+            _WARMED[(factory, f)] = time.monotonic()
+
+
 def sql_source(con, source: Source, *, union_by_name: bool = False) -> str:
     """What to put after FROM in DuckDB SQL to read `source` (a file, a glob or a list of
     files) on connection `con`: DuckDB's `read_parquet` when encryption is off, else the name of
@@ -114,6 +142,7 @@ def sql_source(con, source: Source, *, union_by_name: bool = False) -> str:
             listed = _quoted(str(source))
         return f"read_parquet({listed}{', union_by_name=true' if union_by_name else ''})"
     files = paths(source)
+    _unwrap_keys_here(files)
     if union_by_name and len(files) > 1:
         schemas = [fragment.physical_schema for fragment in dataset(files).get_fragments()]
         data = dataset(files, schema=pa.unify_schemas(schemas, promote_options="permissive"))
