@@ -39,7 +39,7 @@ def read_source(data_source, repo_path: str):
         return feast_duckdb._read_data_source(data_source, repo_path)
     backend = ibis.get_backend()  # the DuckDB connection Feast's queries run on
     name = f"feast_{uuid.uuid4().hex[:12]}"
-    backend.con.register(name, parquet_io.dataset(parquet_io.paths(data_source.path)))
+    backend.con.register(name, parquet_io.duckdb_dataset(parquet_io.paths(data_source.path)))
     return backend.table(name)
 
 

@@ -52,7 +52,7 @@ from serving.batch_scores import (
 from serving.model_holder import check_servable
 from serving.scorer import Scorer
 from shipdelay.lake import Lake
-from shipdelay.parquet_io import dataset, read_frame, sql_source
+from shipdelay.parquet_io import duckdb_dataset, read_frame, sql_source
 from shipdelay.settings import Settings, get_settings
 from training.dataset import point_in_time
 
@@ -181,7 +181,7 @@ def in_flight(lake: Lake, as_of) -> pd.DataFrame:
 
     def scan(table: str, columns: dict[str, pa.DataType]):
         files = lake_files(lake, table, t)
-        return dataset(files) if files else _empty(columns)
+        return duckdb_dataset(files) if files else _empty(columns)  # DuckDB scans it
 
     return select_in_flight(
         scan("shipments", {"shipment_id": pa.string(), "booked_at": _TS}),

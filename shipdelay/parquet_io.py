@@ -141,16 +141,22 @@ def sql_source(con, source: Source, *, union_by_name: bool = False) -> str:
         else:
             listed = _quoted(str(source))
         return f"read_parquet({listed}{', union_by_name=true' if union_by_name else ''})"
-    files = paths(source)
-    _unwrap_keys_here(files)
+    name = f"parquet_{uuid.uuid4().hex[:12]}"
+    con.register(name, duckdb_dataset(paths(source), union_by_name=union_by_name))
+    return name
+
+
+def duckdb_dataset(files: list[str] | list[Path], *, union_by_name: bool = False) -> ds.Dataset:
+    """A decrypting Arrow dataset over `files` that DuckDB (or ibis over DuckDB) may scan: the
+    files' keys are unwrapped here first (see `_unwrap_keys_here`). Any dataset handed to
+    DuckDB while encryption is on must come from here."""
+    files = [str(f) for f in files]
+    if active() is not None:
+        _unwrap_keys_here(files)
     if union_by_name and len(files) > 1:
         schemas = [fragment.physical_schema for fragment in dataset(files).get_fragments()]
-        data = dataset(files, schema=pa.unify_schemas(schemas, promote_options="permissive"))
-    else:
-        data = dataset(files)
-    name = f"parquet_{uuid.uuid4().hex[:12]}"
-    con.register(name, data)
-    return name
+        return dataset(files, schema=pa.unify_schemas(schemas, promote_options="permissive"))
+    return dataset(files)
 
 
 def refuse_foreign_reader(reader: str) -> None:

@@ -179,6 +179,37 @@ def test_the_key_file_is_created_once_by_writers_starting_together(keys, tmp_pat
     assert parquet_io.read_frame(tmp_path / "t")["a"].tolist() == [1, 1, 1, 1]
 
 
+def test_duckdb_scans_find_every_key_unwrapped_already(keys, tmp_path, monkeypatch):
+    """Keys are unwrapped in the calling thread before DuckDB scans a decrypting dataset (the
+    Python KMS called from Arrow's threads inside a DuckDB scan can wait forever for the
+    interpreter lock), also for files another process wrote with its own key-encryption key."""
+    import threading
+
+    mine = write_parquet_atomic(_table(100), tmp_path / "t" / "part-1.parquet")
+    code = ("import sys, pyarrow as pa; from shipdelay.lake import write_parquet_atomic; "
+            "from pathlib import Path; write_parquet_atomic(pa.table({'shipment_id': ['x'], "
+            "'delay_hours': [1.0], 'event_time': pa.array([0], pa.timestamp('us', tz='UTC'))}), "
+            "Path(sys.argv[1]))")
+    theirs = tmp_path / "t" / "part-2.parquet"
+    subprocess.run([sys.executable, "-c", code, str(theirs)], check=True)
+    crypto._factory.cache_clear()  # nothing unwrapped yet in this process
+    calls: list[str] = []
+    real = crypto.LocalKeyFileKms.unwrap_key
+
+    def counted(self, wrapped, key_id):
+        calls.append(threading.current_thread().name)
+        return real(self, wrapped, key_id)
+
+    monkeypatch.setattr(crypto.LocalKeyFileKms, "unwrap_key", counted)
+    data = parquet_io.duckdb_dataset([mine, theirs])
+    before = list(calls)
+    assert len(before) >= 2 and set(before) == {threading.current_thread().name}
+    with duckdb.connect() as con:
+        con.register("t", data)
+        assert con.execute("select count(*) from t").fetchone()[0] == 101
+    assert calls == before  # none during the scan
+
+
 class XorKms(pe.KmsClient):
     """A stand-in for a production KMS plugged in by class path (not a real cipher)."""
 
