@@ -57,6 +57,21 @@ def services_required() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def redis_or_skip(db: int, flush: bool = True):
+    """A client of the local Redis database `db` (emptied unless `flush` is False); a skip
+    without Redis, a failure in CI."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=2)
+    try:
+        client.flushdb() if flush else client.ping()
+    except redis.exceptions.ConnectionError:
+        if services_required():
+            pytest.fail("Redis at 127.0.0.1:6379 is required in CI and is not reachable")
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    return client
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch) -> Path:
     """A fresh SHIPDELAY_DATA_DIR for code that reads Settings."""

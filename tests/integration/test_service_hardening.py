@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pytest
 
 from shipdelay.settings import get_settings
-from tests.conftest import services_required
+from tests.conftest import redis_or_skip
 from tests.integration import test_service
 from tests.integration.test_service import API_KEY, AS_OF, KEY, UNKNOWN_ID, serving
 from tests.net import free_port
@@ -37,19 +37,6 @@ CLIENT_LIMIT = 4  # requests one client address may have in flight in the served
 BODY_TIMEOUT_S = 3.0
 CIPHER = "ECDHE-ECDSA-CHACHA20-POLY1305"  # what `--ssl-ciphers` asks for in the served process
 ATTACKER = "127.0.0.2"  # another client address on the loopback network
-
-
-def _redis(db: int):
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        if services_required():
-            pytest.fail("Redis at 127.0.0.1:6379 is required in CI and is not reachable")
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return client
 
 
 # ------------------------------------------------------------- a served process, guarded
@@ -244,7 +231,7 @@ def test_empty_redis_is_not_ready_until_rows_are_written(service_over, world):
     from features.online_direct import SqliteOnline, open_direct
     from features.store import repo_config
 
-    _redis(EMPTY_DB).flushdb()
+    redis_or_skip(EMPTY_DB)
     try:
         service = service_over(f"redis://127.0.0.1:6379/{EMPTY_DB}")
         assert service.reader is not None
@@ -262,7 +249,7 @@ def test_empty_redis_is_not_ready_until_rows_are_written(service_over, world):
         assert service.__is_ready__()
         assert service.not_ready_because is None
     finally:
-        _redis(EMPTY_DB).flushdb()
+        redis_or_skip(EMPTY_DB)
 
 
 # ------------------------------------------------------------- a password with any characters
@@ -281,7 +268,7 @@ def test_redis_password_with_commas_and_percents_reaches_redis(tmp_path):
     from features.store import repo_config
     from shipdelay.settings import Settings
 
-    admin = _redis(PASSWORD_DB)
+    admin = redis_or_skip(PASSWORD_DB, flush=False)
     user = f"shipdelay-test-{tmp_path.name}"
     password = 'p,w%d=1%25"x@y/z:,password=0'
     admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],

@@ -25,7 +25,7 @@ from serving.kafka_mock import MockCluster
 from serving.replay import lake_events, publish, to_messages
 from serving.stream_setup import rewind, workspace
 from shipdelay.settings import Settings
-from tests.conftest import services_required
+from tests.conftest import redis_or_skip
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -46,19 +46,6 @@ class Case:
 def redis_db() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return REDIS_DBS[int(worker[2:] or 0) % len(REDIS_DBS)]
-
-
-def redis_or_skip(db: int):
-    import redis
-
-    client_ = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=2)
-    try:
-        client_.flushdb()
-    except redis.exceptions.ConnectionError:
-        if services_required():
-            pytest.fail("Redis at 127.0.0.1:6379 is required in CI and is not reachable")
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    return client_
 
 
 @pytest.fixture(scope="session")
