@@ -63,6 +63,7 @@ SHIPMENT_PROGRESS = {
     "slip_h": "float",  # furthest milestone's scan time minus its planned time, hours
     "slip_trend_h": "float",  # slip_h minus the slip at the first departure
     "planned_h_ahead": "float",  # planned hours from the furthest milestone to delivery
+    "next_planned_s": "float",  # planned time of the next milestone after the furthest (NaN: none)
     "legs_ahead": "int",  # planned legs not yet departed
     "next_mode": "str",  # mode of the next planned movement
     "customs_holds": "int",
@@ -137,7 +138,8 @@ TIMESTAMP = "event_timestamp"  # every offline feature table's availability time
 
 # What the delay model sees (the FeatureService delay_model_v1), view by view.
 _INTERNAL = {"milestone_mask", "furthest_time_s", "first_departure_s", "last_event_s",
-             "last_event_code", "current_hub", "event_count", "delivered"}
+             "last_event_code", "current_hub", "event_count", "delivered",
+             "next_planned_s"}
 _PROFILE_KEYS = {"lane_id", "customer_id", "carrier_id", "origin_hub", "destination_hub",
                  "booked_at_s", "promised_at_s", "planned_arrival_s", "plan_times_s",
                  "plan_hubs", "plan_modes"}

@@ -322,6 +322,10 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
                           .to_numpy(zero_copy_only=False), dtype=np.float64)
     departed = np.where(ford <= 0, 0, np.minimum(n, (ford + 1) // 2))
     next_mode = _take(m_flat, m_start, m_len, pos, np.minimum(ford + 1, 2 * n + 2))
+    # the next planned milestone after the furthest (none once delivered)
+    next_planned = np.asarray(_take(t_flat, t_start, t_len, pos,
+                                    np.where(ford >= 2 * n + 2, -1, ford + 1))
+                              .to_numpy(zero_copy_only=False), dtype=np.float64)
 
     hold = (mask >> HOLD_SHIFT) & _LEG_BYTE
     release = (mask >> RELEASE_SHIFT) & _LEG_BYTE
@@ -348,6 +352,7 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
         "slip_h": slip,
         "slip_trend_h": trend,
         "planned_h_ahead": (plan_end - plan_t) / 3600.0,
+        "next_planned_s": next_planned,
         "legs_ahead": n - departed,
         "next_mode": pd.array(next_mode.to_numpy(zero_copy_only=False), dtype=STR),
         "customs_holds": _popcount(hold),
