@@ -94,6 +94,32 @@ class Settings(BaseSettings):
     serve_body_timeout_s: float = Field(5.0, gt=0, description="seconds a client has to send a "
                                         "request body once its headers arrived, 408 after")
     seed: int = Field(7, description="default random seed")
+    # model monitoring: the prediction log and `shipdelay monitor` (monitoring/)
+    prediction_log: bool = Field(True, description="log every prediction of the service, the "
+                                 "stream and the batch to <data_dir>/predictions")
+    prediction_log_flush_s: float = Field(5.0, gt=0, description="the service writes its "
+                                          "logged predictions at least this often")
+    prediction_log_flush_rows: int = Field(5_000, ge=1, description="... or once this many "
+                                           "are waiting")
+    prediction_log_max_rows: int = Field(200_000, ge=1, description="most predictions the "
+                                         "service holds unwritten; beyond, new ones are "
+                                         "counted as dropped, never waited for")
+    monitor_days: int = Field(30, ge=1, description="days `shipdelay monitor` looks back")
+    monitor_psi: float = Field(0.25, gt=0, description="drift alarm: population stability "
+                               "index of a feature or of P(late) against the training window")
+    monitor_psi_min_rows: int = Field(500, ge=1, description="fewest predictions a slice needs "
+                                      "before its drift is judged")
+    monitor_log_loss_rise: float = Field(0.15, gt=0, description="performance alarm: realized "
+                                         "log loss above the model's validation log loss by "
+                                         "this share")
+    monitor_min_judged: int = Field(300, ge=1, description="fewest judged predictions before "
+                                    "a realized metric can alarm")
+    monitor_ece: float = Field(0.05, gt=0, description="calibration alarm: expected "
+                               "calibration error of the judged predictions")
+    monitor_volume_drop: float = Field(0.5, gt=0, le=1, description="volume alarm: a source's "
+                                       "daily inputs below this share of its median day")
+    monitor_freshness_h: float = Field(6.0, gt=0, description="freshness alarm: a feature "
+                                       "view's newest row older than this at the cut-off")
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +133,12 @@ class Settings(BaseSettings):
     def lake_dir(self) -> Path:
         """Current lake: a symlink swapped atomically by full rewrites."""
         return self.data_dir / "lake"
+
+    @property
+    def predictions_dir(self) -> Path:
+        """The prediction log, `day=YYYY-MM-DD/path=<door>/` partitions: beside the lake, not in
+        it, so that a full rewrite of the lake never drops what was predicted."""
+        return self.data_dir / "predictions"
 
     @property
     def scores_dir(self) -> Path:
