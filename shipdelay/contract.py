@@ -7,11 +7,14 @@ where the data came from. All times are UTC; weights in kg, volumes in m3, delay
 
 from __future__ import annotations
 
+import zoneinfo
+
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
 MODES = ("truck", "rail", "air", "ocean")
+# The simulator's service levels and hub kinds; real data may bring others (any text is accepted).
 SERVICE_LEVELS = ("economy", "standard", "express")
 HUB_KINDS = ("seaport", "airport", "rail", "depot")
 EVENT_TYPES = (
@@ -23,7 +26,25 @@ EVENT_TYPES = (
     "exception",
     "out_for_delivery",
     "delivered",
+    # handling steps, appended (an event's type index is packed in 4 bits: at most 16 types)
+    "received",  # freight received from the shipper at the origin hub (shipment level)
+    "checked_in",  # accepted for a leg at that leg's departure hub (per leg)
+    "handed_over",  # handed to the leg's carrier, loaded (per leg)
+    "collected",  # collected by the consignee or its agent at the destination hub (shipment level)
 )
+# Steps that belong to one leg: an event of these types with no leg_index is mapped to the
+# plan's leg by its hub (`shipdelay.itinerary`) or rejected. The others are shipment-level.
+LEG_EVENTS = ("departed", "arrived", "customs_hold", "customs_released", "exception",
+              "checked_in", "handed_over")
+# Where an unlabelled leg event happens: at the leg's departure hub, or at its arrival hub
+# (then, for customs and exceptions, at its departure hub).
+FROM_HUB_EVENTS = ("departed", "checked_in", "handed_over")
+# The milestones a `milestone_plans` row may plan: departures and arrivals are planned in
+# `legs`, holds and exceptions are never planned. Per leg: checked_in, handed_over; the rest
+# are shipment-level (leg_index empty).
+PLANNED_STEPS = ("received", "picked_up", "checked_in", "handed_over", "out_for_delivery",
+                 "delivered", "collected")
+PLANNED_LEG_STEPS = ("checked_in", "handed_over")
 
 STR = pd.StringDtype("pyarrow")
 UTC = pd.DatetimeTZDtype("ns", "UTC")
@@ -49,16 +70,26 @@ def _float(*checks: pa.Check, nullable: bool = False) -> pa.Column:
     return pa.Column(float, checks=[_FINITE, *checks], nullable=nullable, coerce=True)
 
 
+_TIME_ZONES = sorted(zoneinfo.available_timezones())
+_TIME_ZONE = pa.Check.isin(_TIME_ZONES, error="not an IANA time zone name such as Europe/Berlin")
+# A mode outside MODES has no place in the mode shares; the importer maps it to one of them.
+_MODE = pa.Check.isin(MODES, error=f"must be one of {', '.join(MODES)} (map other modes to "
+                                   "one of them with --map-values mode=VALUE:MODE)")
+
+# Attributes real data often lacks are nullable: the features built from them are then
+# missing, never invented (docs/data-contract.md).
 HUBS = pa.DataFrameSchema(
     {
         "hub_id": _str(pa.Check.str_length(1, 64), unique=True),
-        "name": _str(),
-        "kind": _str(_one_of(HUB_KINDS)),
-        "city": _str(),
-        "country": _str(pa.Check.str_length(2, 2, error="ISO 3166 alpha-2 country code")),
-        "region": _str(),
-        "latitude": _float(pa.Check.in_range(-90, 90)),
-        "longitude": _float(pa.Check.in_range(-180, 180)),
+        "name": _str(nullable=True),
+        "kind": _str(nullable=True),
+        "city": _str(nullable=True),
+        "country": _str(pa.Check.str_length(2, 2, error="ISO 3166 alpha-2 country code"),
+                        nullable=True),
+        "region": _str(nullable=True),
+        "latitude": _float(pa.Check.in_range(-90, 90), nullable=True),
+        "longitude": _float(pa.Check.in_range(-180, 180), nullable=True),
+        "timezone": _str(_TIME_ZONE, nullable=True),
     },
     strict="filter",
     name="hubs",
@@ -67,12 +98,12 @@ HUBS = pa.DataFrameSchema(
 SHIPMENTS = pa.DataFrameSchema(
     {
         "shipment_id": _str(pa.Check.str_length(1, 64), unique=True),
-        "customer_id": _str(),
+        "customer_id": _str(nullable=True),
         "origin_hub": _str(),
         "destination_hub": _str(),
-        "service_level": _str(_one_of(SERVICE_LEVELS)),
-        "weight_kg": _float(pa.Check.gt(0, error="weight must be > 0 kg")),
-        "volume_m3": _float(pa.Check.gt(0, error="volume must be > 0 m3")),
+        "service_level": _str(nullable=True),
+        "weight_kg": _float(pa.Check.gt(0, error="weight must be > 0 kg"), nullable=True),
+        "volume_m3": _float(pa.Check.gt(0, error="volume must be > 0 m3"), nullable=True),
         "parcel_count": pa.Column("int64", pa.Check.ge(1), coerce=True),
         "booked_at": _time(),
         "promised_at": _time(),
@@ -93,19 +124,27 @@ LEGS = pa.DataFrameSchema(
     {
         "shipment_id": _str(),
         "leg_index": pa.Column("int64", pa.Check.in_range(0, 31), coerce=True),
-        "mode": _str(_one_of(MODES)),
-        "carrier_id": _str(),
+        "mode": _str(_MODE),
+        "carrier_id": _str(nullable=True),
         "from_hub": _str(),
         "to_hub": _str(),
         "planned_departure": _time(),
         "planned_arrival": _time(),
+        # the leg this leg's cargo continues on; empty: leg_index + 1 (none for the last leg).
+        # Two legs feeding one leg are a consolidation (parallel inbound legs merging).
+        "feeds_leg": pa.Column("Int64", pa.Check.in_range(0, 31), nullable=True, coerce=True),
     },
     checks=[
         pa.Check(
             lambda df: df["planned_arrival"] > df["planned_departure"],
             element_wise=False,
             error="planned_arrival must be after planned_departure",
-        )
+        ),
+        pa.Check(
+            lambda df: (df["feeds_leg"].isna() | (df["feeds_leg"] > df["leg_index"])).astype(bool),
+            element_wise=False,
+            error="feeds_leg must be after leg_index",
+        ),
     ],
     unique=["shipment_id", "leg_index"],
     strict="filter",
@@ -135,6 +174,29 @@ TRACKING_EVENTS = pa.DataFrameSchema(
     ],
     strict="filter",
     name="tracking_events",
+)
+
+# Optional: planned times of handling steps (see PLANNED_STEPS), beside the legs' planned
+# departures and arrivals. A shipment without rows here is planned by its legs and promise.
+MILESTONE_PLANS = pa.DataFrameSchema(
+    {
+        "shipment_id": _str(),
+        "event_type": _str(pa.Check.isin(PLANNED_STEPS, error="must be a planned step: "
+                                         + ", ".join(PLANNED_STEPS))),
+        "leg_index": pa.Column("Int64", pa.Check.in_range(0, 31), nullable=True, coerce=True),
+        "planned_at": _time(),
+    },
+    checks=[
+        pa.Check(
+            lambda df: (df["leg_index"].notna() == df["event_type"].isin(PLANNED_LEG_STEPS)
+                        ).astype(bool),
+            element_wise=False,
+            error="leg_index is required for checked_in and handed_over, and must be empty for "
+                  "shipment-level steps",
+        )
+    ],
+    strict="filter",
+    name="milestone_plans",
 )
 
 OUTCOMES = pa.DataFrameSchema(
@@ -224,6 +286,7 @@ SCHEMAS: dict[str, pa.DataFrameSchema] = {
     "tracking_events": TRACKING_EVENTS,
     "outcomes": OUTCOMES,
     "hub_weather": HUB_WEATHER,
+    "milestone_plans": MILESTONE_PLANS,
     "ceiling": CEILING,
     "rejects": REJECTS,
 }
@@ -236,6 +299,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "tracking_events": ("event_id",),
     "outcomes": ("shipment_id",),
     "hub_weather": ("hub_id", "observed_at"),
+    "milestone_plans": ("shipment_id", "event_type", "leg_index"),
     "ceiling": ("shipment_id", "as_of"),
     "rejects": ("table", "source", "row_number"),
 }
@@ -248,6 +312,7 @@ FUTURE_ALLOWANCE: dict[str, pd.Timedelta] = {
     "promised_at": pd.Timedelta(days=366),
     "planned_departure": pd.Timedelta(days=366),
     "planned_arrival": pd.Timedelta(days=366),
+    "planned_at": pd.Timedelta(days=366),
 }
 
 # The time column each table is partitioned by (one folder per UTC day); None = unpartitioned.
@@ -258,6 +323,7 @@ PARTITION_BY: dict[str, str | None] = {
     "tracking_events": "ingested_at",
     "outcomes": "delivered_at",
     "hub_weather": "observed_at",
+    "milestone_plans": "planned_at",
     "ceiling": "as_of",
     "rejects": "rejected_at",
 }
@@ -269,5 +335,11 @@ def columns(table: str) -> list[str]:
 
 
 def validate(table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Validate and coerce a frame against its table schema; raises SchemaErrors listing all."""
-    return SCHEMAS[table].validate(frame, lazy=True)
+    """Validate and coerce a frame against its table schema; raises SchemaErrors listing all.
+    An absent nullable column (an optional one added after the data was written) is null."""
+    schema = SCHEMAS[table]
+    absent = [c for c, col in schema.columns.items() if col.nullable and c not in frame]
+    if absent:
+        frame = frame.assign(**{c: pd.Series(pd.NA, index=frame.index, dtype=object)
+                                for c in absent})
+    return schema.validate(frame, lazy=True)
