@@ -50,10 +50,11 @@ NOTE_PATTERNS: dict[str, re.Pattern[str]] = {k: re.compile(p) for k, p in {
 }.items()}
 
 # Milestone bits: picked_up 0, departed 1+i, arrived 9+i, customs_hold 17+i, customs_released
-# 25+i, exception 33+i, out_for_delivery 41, delivered 42 (legs clamped to 0..7).
+# 25+i, exception 33+i, out_for_delivery 41, delivered 42, received 43, checked_in 44+i,
+# handed_over 52+i, collected 60 (legs clamped to 0..7).
 MAX_BIT_LEGS = 8
-_BIT_BASE = np.array([0, 1, 9, 17, 25, 33, 41, 42], dtype=np.int64)  # in EVENT_TYPES order
-_BIT_PER_LEG = np.array([0, 1, 1, 1, 1, 1, 0, 0], dtype=np.int64)
+_BIT_BASE = np.array([0, 1, 9, 17, 25, 33, 41, 42, 43, 44, 52, 60], dtype=np.int64)  # EVENT_TYPES
+_BIT_PER_LEG = np.array([0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0], dtype=np.int64)
 _LEG_BYTE = 0xFF
 HOLD_SHIFT, RELEASE_SHIFT, EXCEPTION_SHIFT = 17, 25, 33
 DELIVERED_BIT = 42

@@ -42,6 +42,7 @@ import pandera.pandas as pa
 
 from shipdelay import contract
 from shipdelay.ingest_files import FileRefused, RawFile, UsageError, read_file
+from shipdelay.ingest_value_map import apply_value_map, check_value_map, load_value_map
 from shipdelay.ingest_values import coerce, problems_frame, show, text_problems
 from shipdelay.lake import Lake
 
@@ -49,7 +50,8 @@ __all__ = ["KINDS", "FileRefused", "IngestReport", "UsageError", "export_table",
            "load_mapping"]
 
 KINDS = {"hubs": "hubs", "shipments": "shipments", "legs": "legs",
-         "events": "tracking_events", "outcomes": "outcomes", "weather": "hub_weather"}
+         "events": "tracking_events", "outcomes": "outcomes", "weather": "hub_weather",
+         "milestone_plans": "milestone_plans"}
 
 # Foreign keys: column -> (referenced table, its key column), checked against the lake.
 _HUB, _SHIPMENT = ("hubs", "hub_id"), ("shipments", "shipment_id")
@@ -59,6 +61,7 @@ REFERENCES: dict[str, list[tuple[str, tuple[str, str]]]] = {
     "tracking_events": [("shipment_id", _SHIPMENT), ("hub_id", _HUB)],
     "outcomes": [("shipment_id", _SHIPMENT)],
     "hub_weather": [("hub_id", _HUB)],
+    "milestone_plans": [("shipment_id", _SHIPMENT)],
 }
 _PAIR = "contract_column=source_column"
 
@@ -134,16 +137,19 @@ def _mapping_file(path: Path) -> dict[str, str]:
 
 
 def ingest(path: str | Path, kind: str, lake: Lake, mapping: Mapping[str, str] | None = None,
-           source: str | None = None, now: pd.Timestamp | None = None) -> IngestReport:
+           source: str | None = None, now: pd.Timestamp | None = None,
+           values: Mapping[str, Mapping[str, str]] | None = None) -> IngestReport:
     """Import one CSV or Parquet file of `kind` into the lake; bad rows go to `rejects`.
 
     Raises UsageError (a bad mapping or file type) or FileRefused (an unreadable file) before
     writing anything. `now` is the import's clock (default: the wall clock), the horizon for
-    times too far in the future."""
+    times too far in the future. `values` ({column: {value: replacement}}, `--map-values`)
+    rewrites a file's own words for the contract's (`shipdelay.ingest_value_map`)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not '{kind}'")
     table, path, mapping = KINDS[kind], Path(path), load_mapping(mapping)
     schema, source = contract.SCHEMAS[table], _printable(source or path.name)
+    check_value_map(values := load_value_map(values), schema)
     unknown = sorted(set(mapping) - set(schema.columns))
     if unknown:
         raise UsageError("--map", f"{', '.join(map(repr, unknown))} is not a column of table "
@@ -176,6 +182,7 @@ def ingest(path: str | Path, kind: str, lake: Lake, mapping: Mapping[str, str] |
             return IngestReport(table, source, rows, 0, 0, len(rejects), missing, ignored,
                                 rejects)
         frame, unparsed = _select(raw_file, sources, schema)
+        frame = apply_value_map(frame, values)
         frame, problems = coerce(frame, schema, clock)
         unparsed = pd.concat([unparsed, problems], ignore_index=True)
         problems = pd.concat([unparsed, _schema_problems(frame, schema, unparsed),
