@@ -101,10 +101,14 @@ def ingest_cmd(
                                       "events, outcomes or weather (optional)")],
     map_: Annotated[list[str] | None, typer.Option("--map", help="column mapping: "
                     "contract=source (repeatable) or a JSON file")] = None,
+    map_values: Annotated[list[str] | None, typer.Option(
+        "--map-values", help="value mapping: column=value:replacement[,value:replacement] "
+        "(repeatable) or a JSON file, e.g. mode=barge:ocean")] = None,
 ) -> None:
     """Import real data: good rows into the lake, bad rows to rejects with their reasons.
     Exits 1 if the file cannot be read or none of its rows could be imported."""
     from shipdelay.ingest import KINDS, FileRefused, UsageError, ingest, load_mapping
+    from shipdelay.ingest_value_map import load_value_map
     from shipdelay.lake import open_lake
 
     if kind not in KINDS:
@@ -113,7 +117,11 @@ def ingest_cmd(
     as_file = bool(one) and "=" not in one and (one.lower().endswith(".json") or Path(one).is_file())
     try:
         lake = open_lake(get_settings().lake_dir)
-        report = ingest(path, kind, lake, mapping=load_mapping(one if as_file else map_))
+        values = map_values or None
+        if values and len(values) == 1 and "=" not in values[0]:
+            values = values[0]  # a JSON file
+        report = ingest(path, kind, lake, mapping=load_mapping(one if as_file else map_),
+                        values=load_value_map(values))
     except UsageError as err:
         raise typer.BadParameter(str(err), param_hint=err.param) from None
     except FileRefused as err:
