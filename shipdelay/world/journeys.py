@@ -32,6 +32,13 @@ from functools import partial
 
 import numpy as np
 
+from shipdelay.world.handling import (
+    PICKUP_LEAD_HOURS,
+    RECEIVE_HOURS,
+    TYPICAL_CONGESTION,
+    HandlingDraws,
+    congestion_factor,
+)
 from shipdelay.world.network import AIR, OCEAN, RAIL, SERVICE_INTERVAL_HOURS, TRUCK
 
 WX_DEPARTURE_HOURS = np.array([4.0, 6.0, 10.0, 22.0])  # per unit of weather severity, by mode
@@ -68,9 +75,28 @@ class Plan:
     planned_arr: np.ndarray  # n x L
     customs_leg: np.ndarray  # leg after whose arrival customs is cleared, -1 = none
     hold_rate: np.ndarray  # P(customs hold) for the shipment's country pair
+    # n x L: the leg each leg's cargo continues on (-1: the final leg, or no leg). Two or more
+    # legs feeding one leg are a consolidation; None means one chain (leg i feeds leg i + 1)
+    feeds: np.ndarray | None = None
+    steps: np.ndarray | None = None  # bool: handling steps planned and scanned (handling.py)
+    collects: np.ndarray | None = None  # bool: collected at the destination hub (with steps)
+    first_handling: np.ndarray | None = None  # speed-up of the first legs' handling (steps)
+
+    def __post_init__(self):
+        n, L = self.mode.shape
+        if self.feeds is None:
+            nxt = np.arange(1, L + 1)[None, :]
+            self.feeds = np.where(nxt < self.n_legs[:, None], nxt, -1)
+        for name, value in (("steps", False), ("collects", False), ("first_handling", 1.0)):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, value))
 
     def take(self, rows: np.ndarray) -> Plan:
         return Plan(**{k: v[rows] for k, v in self.__dict__.items()})
+
+    def roots(self, i: int) -> np.ndarray:
+        """Rows whose leg `i` is fed by no leg: it starts from the pickup."""
+        return ~(self.feeds[:, :i] == i).any(axis=1)
 
 
 @dataclass
@@ -95,6 +121,21 @@ class Journey:
     weather_dep: np.ndarray  # n x L: weather severity at the departure hub when the leg left
     customs_at: np.ndarray  # customs decided (cleared, or a hold begun); NaN without customs
     kept_true: dict = field(default_factory=dict)  # stage -> rows that took the true outcome
+    # handling steps (NaN where the plan has none): see handling.py
+    received: np.ndarray | None = None
+    checked_in: np.ndarray | None = None  # n x L
+    collected: np.ndarray | None = None
+
+    def __post_init__(self):
+        n, L = self.dep.shape
+        for name, shape in (("received", n), ("checked_in", (n, L)), ("collected", n)):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(shape, np.nan))
+
+    @property
+    def handed_over(self) -> np.ndarray:
+        """Handed over to each leg's carrier: the leg is ready to leave (NaN without steps)."""
+        return np.where(np.isnan(self.checked_in), np.nan, self.ready)
 
     def take(self, rows: np.ndarray) -> Journey:
         return Journey(**{k: (v[rows] if isinstance(v, np.ndarray) else v)
@@ -165,7 +206,7 @@ class _Leg:
                    np.where(has, plan.to_hub[:, i], 0))
 
 
-class _Batch:
+class _Batch(HandlingDraws):
     """One run of `simulate_journeys`: the batch, its world, and for a re-simulation the true
     journeys and each row's snapshot moment. Each stage's draw takes the rows to draw for, so
     that rows contradicting their history can be drawn again alone."""
@@ -180,6 +221,8 @@ class _Batch:
         self.slip_h = carriers["slip_hours"].to_numpy()
         self.speed = carriers["speed_factor"].to_numpy()
         self.fail_rate = carriers["failure_rate"].to_numpy()
+        self.handling_hours, self.final_mile_hours = HANDLING_HOURS, FINAL_MILE_HOURS
+        self.last_hub = plan.to_hub[np.arange(self.n), plan.n_legs - 1]
 
     # --- the history ---------------------------------------------------------------------
 
@@ -210,18 +253,27 @@ class _Batch:
         """A draw agrees when its k-th value, a time, is after the snapshot (or missing)."""
         return _later(values[k], self.now[r])
 
+    def where_after(self, on: np.ndarray, r: np.ndarray, values) -> np.ndarray:
+        """A draw agrees where `on` is False, or its time is after the snapshot."""
+        return ~on[r] | _later(values[0], self.now[r])
+
     # --- the stages' draws, for rows r ----------------------------------------------------
 
     def pickup(self, r):
-        p = self.plan.planned_dep[r, 0] - self.rng.uniform(1.0, 4.0, len(r))
-        return (np.maximum(p, self.plan.booked[r] + 0.25),)
+        plan = self.plan
+        p = plan.planned_dep[r, 0] - self.rng.uniform(*PICKUP_LEAD_HOURS, len(r))
+        # with handling steps the freight is received and handled before the first leg leaves
+        first = HANDLING_HOURS[np.maximum(plan.mode[r, 0], 0)] * \
+            congestion_factor(TYPICAL_CONGESTION) * plan.first_handling[r]
+        p = p - np.where(plan.steps[r], RECEIVE_HOURS + first, 0.0)
+        return (np.maximum(p, plan.booked[r] + 0.25),)
 
-    def ready(self, leg: _Leg, prev: np.ndarray, r):
-        """Handling and dwell at the hub before the leg can leave."""
+    def ready(self, leg: _Leg, root: np.ndarray, prev: np.ndarray, r):
+        """Handling and dwell at the hub before the leg can leave (none for a first leg)."""
         c_prev = self.world.take(r).congestion(leg.frm[r], prev[r])
         handling = HANDLING_HOURS[leg.mode[r]] * (1 + 1.6 * c_prev) * \
             self.rng.lognormal(0, 0.25, len(r))
-        return (np.where(leg.has[r], prev[r] + handling, prev[r]),)
+        return (np.where(leg.has[r] & ~root[r], prev[r] + handling, prev[r]),)
 
     def ready_agrees(self, leg: _Leg, r, values):
         return ~leg.has[r] | _later(values[0], self.now[r])
@@ -234,7 +286,8 @@ class _Batch:
         slots = np.where((iv > 0) & (late_by > 0), np.ceil(late_by / np.maximum(iv, 1)), 0)
         base = np.where(iv > 0, sched + slots * iv, np.maximum(sched, ready[r]))
         c, w_dep = w.congestion(leg.frm[r], base), w.weather(leg.frm[r], base)
-        slip = self.rng.exponential(1.0, len(r)) * self.slip_h[leg.car[r]] * (1 + 0.6 * c)
+        slip = self.rng.exponential(1.0, len(r)) * self.slip_h[leg.car[r]] * (1 + 0.6 * c) * \
+            w.regime_scale("carrier", base, leg.car[r])  # a carrier degraded from a date
         d = base + slip + w_dep * WX_DEPARTURE_HOURS[leg.mode[r]] * \
             self.rng.uniform(0.3, 1.7, len(r))
         return d, c, w_dep, leg.has[r] & (slots > 0)
@@ -248,7 +301,8 @@ class _Batch:
             self.speed[car] * rng.lognormal(0, 0.06, k)
         w_arr = w.weather(leg.to[r], d + duration)
         seen = ~np.isnan(met[r])
-        fails = leg.has[r] & ((rng.random(k) < self.fail_rate[car] * (1 + w_dep + w_arr)) | seen)
+        fail_rate = self.fail_rate[car] * w.regime_scale("carrier", d, car)
+        fails = leg.has[r] & ((rng.random(k) < fail_rate * (1 + w_dep + w_arr)) | seen)
         fix = rng.gamma(2.0, FAILURE_HOURS[mode] / 2, k)
         a = d + duration + w_arr * WX_ARRIVAL_HOURS[mode] * rng.uniform(0.3, 1.7, k) + fails * fix
         at = np.where(seen, met[r], d + rng.uniform(*FAILURE_SHARE, k) * duration)
@@ -276,8 +330,12 @@ class _Batch:
         k, rng, here = len(r), self.rng, at_customs[r]
         started = ~np.isnan(begun[r])
         t_c = np.where(started, begun[r], arrived[r] + rng.uniform(*CUSTOMS_CLEARANCE_HOURS, k))
-        held = here & (started | (rng.random(k) < self.plan.hold_rate[r]))
-        end = np.where(held, t_c + rng.gamma(2.0, HOLD_MEAN_HOURS / 2, k), np.nan)
+        entry = self.plan.to_hub[r, np.maximum(self.plan.customs_leg[r], 0)]  # regimes' hub
+        w = self.world.take(r)
+        held = here & (started | (rng.random(k) < self.plan.hold_rate[r]
+                                  * w.regime_scale("hold_rate", arrived[r], entry)))
+        end = np.where(held, t_c + rng.gamma(2.0, HOLD_MEAN_HOURS / 2, k)
+                       * w.regime_scale("hold_hours", arrived[r], entry), np.nan)
         leave = np.where(held, end, np.where(here, t_c, arrived[r]))
         return np.where(here, t_c, np.nan), held, end, leave
 
@@ -313,14 +371,42 @@ def simulate_journeys(plan: Plan, world, carriers, rng: np.random.Generator,
 
     (pickup,) = b.stage("pickup", b.pickup, b.happened("pickup"), b.true("pickup"),
                         partial(b.after, 0))
-    ready = pickup.copy()
+    steps, collects = plan.steps, plan.steps & plan.collects
+    received, checked_in = np.full(n, np.nan), nan.copy()
+    if steps.any():
+        (received,) = b.stage("received", partial(b.received, pickup),
+                              steps & b.happened("received"), b.true("received"),
+                              partial(b.where_after, steps))
+        received = np.where(steps, received, np.nan)
+    origin = np.where(steps, received, pickup)
+    release = nan.copy()  # when each leg's cargo could go on: its arrival, or out of customs
+    carry = pickup.copy()  # the latest release of a row's chain (legs it lacks keep it)
     for i in range(L):
         leg = _Leg.of(plan, i)
         has = leg.has
-        if i > 0:
-            (ready,) = b.stage("ready", partial(b.ready, leg, ready),
-                               has & b.happened("ready", i), b.true("ready", leg=i),
+        root = plan.roots(i)
+        # a leg starts once every leg feeding it has released its cargo (the critical path);
+        # a first leg starts from the pickup, or from the receipt with handling steps
+        fed = np.where(plan.feeds[:, :i] == i, release[:, :i], -np.inf).max(axis=1, initial=-np.inf)
+        prev = np.where(has & ~root, fed, carry)
+        prev = np.where(has & root & (i > 0),
+                        origin + plan.planned_dep[:, i] - plan.planned_dep[:, 0], prev)
+        ready = prev
+        if i > 0 and (~steps).any():
+            (ready,) = b.stage("ready", partial(b.ready, leg, root, prev),
+                               has & (b.happened("ready", i) | steps), b.true("ready", leg=i),
                                partial(b.ready_agrees, leg))
+        if steps.any():
+            on = has & steps
+            start = np.where(steps & (i == 0), received, prev)
+            (ci,) = b.stage("checked_in", partial(b.checked_in, leg, root, start),
+                            on & b.happened("checked_in", i), b.true("checked_in", leg=i),
+                            partial(b.where_after, on))
+            (ho,) = b.stage("handed_over", partial(b.handed_over, leg, root, ci),
+                            on & b.happened("ready", i), b.true("ready", leg=i),
+                            partial(b.where_after, on))
+            checked_in[:, i] = np.where(on, ci, np.nan)
+            ready = np.where(steps, ho, ready)
         ready_at[:, i] = np.where(has, ready, np.nan)
 
         d, c, w_dep, miss = b.stage(
@@ -337,24 +423,37 @@ def simulate_journeys(plan: Plan, world, carriers, rng: np.random.Generator,
         dep[:, i], arr[:, i], failure[:, i], fail_at[:, i] = d, a, fails, at
         cong[:, i], wx[:, i], wx_dep[:, i] = np.where(has, c, 0.0), hit, np.where(has, w_dep, 0.0)
         missed[:, i] = miss
-        ready = np.where(has, a, ready)
+        carry = np.where(has, a, carry)
 
         # customs at the entry hub, after the arrival of the leg that crosses the border
         at_customs = has & (plan.customs_leg == i)
         begun = b.before_now("hold_start", None, at_customs & (given is not None and given.hold))
-        t_c, held, end, ready = b.stage(
-            "customs", partial(b.customs, at_customs, ready, begun),
+        t_c, held, end, carry = b.stage(
+            "customs", partial(b.customs, at_customs, carry, begun),
             at_customs & b.happened("left_customs"),
             b.true("customs_at", "hold", "hold_end", "left_customs"),
             partial(b.customs_agrees, at_customs, begun))
+        release[:, i] = np.where(has, carry, np.nan)
         hold |= held
         hold_start = np.where(held, t_c, hold_start)
         hold_end = np.where(held, end, hold_end)
         customs_at = np.where(at_customs, t_c, customs_at)
 
-    last_hub = plan.to_hub[np.arange(n), plan.n_legs - 1]
-    (ofd,) = b.stage("out_for_delivery", partial(b.out_for_delivery, last_hub, ready),
-                     b.happened("ofd"), b.true("ofd"), partial(b.after, 0))
+    # the final leg is the highest: every other one feeds a later leg
+    last = release[np.arange(n), plan.n_legs - 1]
+    collected = np.full(n, np.nan)
+    ofd = np.full(n, np.nan)
+    if (~collects).any():
+        (ofd,) = b.stage("out_for_delivery", partial(b.out_for_delivery, b.last_hub, last),
+                         b.happened("ofd") | collects, b.true("ofd"), partial(b.after, 0))
+    if collects.any():
+        (collected,) = b.stage("collected", partial(b.collected, last),
+                               collects & b.happened("collected"), b.true("collected"),
+                               partial(b.where_after, collects))
+        collected = np.where(collects, collected, np.nan)
+        (after,) = b.stage("out_for_delivery", partial(b.after_collection, collected),
+                           b.happened("ofd") | ~collects, b.true("ofd"), partial(b.after, 0))
+        ofd = np.where(collects, after, ofd)
     # the outcome of a delivery attempt is known from its report on
     tried = b.happened("attempt_reported")
     failed_before = tried & (given is not None and given.delivery_failed)
@@ -363,7 +462,7 @@ def simulate_journeys(plan: Plan, world, carriers, rng: np.random.Generator,
         b.true("delivery_failed", "delivered"), partial(b.after, 1))
     return Journey(pickup, dep, arr, hold, hold_start, hold_end, ofd, delivered, failure,
                    fail_at, wx, cong, missed, delivery_failed, ready_at, wx_dep, customs_at,
-                   b.kept)
+                   b.kept, received, checked_in, collected)
 
 
 __all__ = ["AIR", "ATTEMPT_HOURS", "MAX_LEGS", "OCEAN", "RAIL", "Journey", "Plan",
