@@ -20,7 +20,7 @@ from feast.data_source import PushMode
 from features import instant
 from features import offline as off
 from features.repo.views import PUSH_SOURCE
-from features.request_time import REQUEST_TIME, request_features
+from features.request_time import REQUEST_INPUTS, REQUEST_TIME, request_features
 from features.schema import (
     ENTITY_KEYS,
     FEATURE_SERVICE,
@@ -177,7 +177,7 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
     return out.reindex(columns=vector_columns())
 
 
-_ON_DEMAND_ORDER = ["booked_at_s", "promised_at_s", "planned_arrival_s", "last_event_s"]
+_ON_DEMAND_ORDER = list(REQUEST_INPUTS)
 _ON_DEMAND_INPUTS = {"shipment_profile": _ON_DEMAND_ORDER[:3],
                      "shipment_progress": _ON_DEMAND_ORDER[3:]}
 _FIRST = {v: list(dict.fromkeys([*FIRST_READ[v], *_ON_DEMAND_INPUTS[v]])) for v in FIRST_READ}

@@ -321,7 +321,8 @@ def model_vectors(store: DirectOnline, profile: pd.DataFrame, progress: pd.DataF
     on_demand = request_features(
         *(instant.blank(profile[c].to_numpy(float), p_fresh)
           for c in ("booked_at_s", "promised_at_s", "planned_arrival_s")),
-        instant.blank(pd.to_numeric(progress["last_event_s"]).to_numpy(float), g_fresh), now)
+        *(instant.blank(pd.to_numeric(progress[c]).to_numpy(float), g_fresh)
+          for c in ("last_event_s", "next_planned_s")), now)
     out |= {c: on_demand[c] for c in ON_DEMAND}
     out[REQUEST_TIME] = now
     return pd.DataFrame(out)

@@ -43,7 +43,7 @@ from features.online import (
 from features.online_cache import CachedTables
 from features.online_decode import DirectReadUnsupported, columns, decode_cells, kind_of
 from features.online_direct import entity_keys
-from features.request_time import REQUEST_TIME, request_features
+from features.request_time import REQUEST_INPUTS, REQUEST_TIME, request_features
 from features.schema import FEATURE_SERVICE, ON_DEMAND, STREAMED_VIEWS
 
 SHIPMENT_KEY = "shipment_id"
@@ -137,7 +137,7 @@ def _on_demand_inputs(odfv, names: list[str]) -> dict:
               for proj in odfv.source_feature_view_projections.values()}
     request = [f.name for src in odfv.source_request_sources.values() for f in src.schema]
     flat = [f for feats in inputs.values() for f in feats]
-    expected = ["booked_at_s", "promised_at_s", "planned_arrival_s", "last_event_s"]
+    expected = list(REQUEST_INPUTS)
     if sorted(flat) != sorted(expected) or request != [REQUEST_TIME]:
         raise DirectReadUnsupported(f"on-demand view {odfv.name} reads {flat} and {request}")
     return {"name": odfv.name, "features": names, "inputs": inputs}
@@ -217,8 +217,7 @@ class OnlineReader:
                     out[present] = values[codes]
                     cols[f] = out
         if self.on_demand:
-            cols.update(request_features(cols["booked_at_s"], cols["promised_at_s"],
-                                         cols["planned_arrival_s"], cols["last_event_s"],
+            cols.update(request_features(*(cols[c] for c in REQUEST_INPUTS),
                                          np.full(n, request_time.timestamp())))
         delivered = cols["delivered"]
         delivered = (delivered == 1) if delivered.dtype != object else np.array(

@@ -118,6 +118,7 @@ ON_DEMAND = {
     "hours_to_promised": "float",
     "transit_elapsed_frac": "float",
     "hours_since_last_scan": "float",
+    "hours_overdue": "float",  # hours the next planned milestone not yet seen is past due
 }
 
 VIEWS = {

@@ -89,7 +89,7 @@ def with_request_features(frame: pd.DataFrame) -> pd.DataFrame:
         "ns").astype("int64") / 1e9
     for name, values in request_features(frame["booked_at_s"], frame["promised_at_s"],
                                          frame["planned_arrival_s"], frame["last_event_s"],
-                                         frame[REQUEST_TIME]).items():
+                                         frame["next_planned_s"], frame[REQUEST_TIME]).items():
         frame[name] = values
     return frame
 

@@ -31,10 +31,12 @@ class Calibrator:
         return np.clip(np.interp(raw, self.x, self.y), 1e-4, 1 - 1e-4)
 
     @classmethod
-    def fit(cls, raw: np.ndarray, label: np.ndarray) -> Calibrator:
+    def fit(cls, raw: np.ndarray, label: np.ndarray,
+            weight: np.ndarray | None = None) -> Calibrator:
         from sklearn.isotonic import IsotonicRegression
 
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, label)
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
+            raw, label, sample_weight=weight)
         return cls(np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float))
 
 

@@ -1,5 +1,6 @@
-"""Training sets: every shipment looked at when booked and after each milestone, joined point in
-time with the features it would have had then, and labelled from its outcome.
+"""Training sets: every shipment looked at when booked, after each milestone and at clock ticks
+while in flight (`shipdelay.snapshots`: silent moments, as serving is asked), joined point in
+time with the features it would have had then, weighted and labelled from its outcome.
 
 The fast path joins the offline feature tables with DuckDB ASOF joins under the exact rules of
 Feast's `get_historical_features` (latest value at or before the snapshot, no older than the
@@ -30,22 +31,24 @@ from features.schema import (
 )
 from shipdelay.lake import Lake, from_arrow
 from shipdelay.parquet_io import sql_source
-from shipdelay.snapshots import snapshot_times
+from shipdelay.snapshots import DEFAULT_TICKS, TickRule, snapshot_times
 
 KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
+SNAPSHOT_EXTRAS = ("milestone", "weight")  # what a snapshot row says besides shipment and time
 _STATS = {"lane_stats": "lane_id", "carrier_stats": "carrier_id",
           "customer_stats": "customer_id", "hub_stats": "hub_id",
           "hub_weather": "hub_id"}
 
 
-def training_snapshots(lake: Lake) -> pd.DataFrame:
-    """(shipment_id, as_of, milestone) for every delivered shipment, by the shared rule."""
+def training_snapshots(lake: Lake, ticks: TickRule = DEFAULT_TICKS) -> pd.DataFrame:
+    """(shipment_id, as_of, milestone, weight) for every delivered shipment, by the shared rule
+    (the one the simulator's ceiling uses too, so both are at the same instants)."""
     shipments = lake.read("shipments", columns=["shipment_id", "booked_at"])
     events = lake.read("tracking_events", columns=["shipment_id", "event_type", "leg_index",
                                                    "ingested_at"])
     outcomes = lake.read("outcomes", columns=["shipment_id", "delivered_at"])
     shipments = shipments[shipments["shipment_id"].isin(outcomes["shipment_id"])]
-    return snapshot_times(shipments, events, outcomes)
+    return snapshot_times(shipments, events, outcomes, ticks)
 
 
 def _cols(alias: str, names) -> str:
@@ -107,7 +110,8 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
         con.sql(f"set memory_limit = '{DUCKDB_MEMORY}'")
         con.sql(f"set temp_directory = '{spill}'")
         con.sql("set preserve_insertion_order = false")
-        con.register("snaps", snapshots[["shipment_id", "as_of"]])
+        carried = [c for c in SNAPSHOT_EXTRAS if c in snapshots]  # kept through the join
+        con.register("snaps", snapshots[["shipment_id", "as_of", *carried]])
         cutoffs = snapshots["as_of"].unique()
         one = len(cutoffs) == 1
         for view in VIEWS:
@@ -128,7 +132,8 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
                                 for v, key in _STATS.items())
         query = f"""
         with k as (
-            select s.shipment_id, s.as_of, {_cols('p', _PROFILE_READ)},
+            select s.shipment_id, s.as_of, {_cols('s', carried) + ',' if carried else ''}
+                   {_cols('p', _PROFILE_READ)},
                    p.{TIMESTAMP} as shipment_profile__ts,
                    g.{TIMESTAMP} as shipment_progress__ts,
                    {_cols('g', SHIPMENT_PROGRESS)},
@@ -149,7 +154,7 @@ def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
     frame[REQUEST_TIME] = frame["as_of"].dt.as_unit("ns").astype("int64") / 1e9
     for name, values in request_features(frame["booked_at_s"], frame["promised_at_s"],
                                          frame["planned_arrival_s"], frame["last_event_s"],
-                                         frame[REQUEST_TIME]).items():
+                                         frame["next_planned_s"], frame[REQUEST_TIME]).items():
         frame[name] = values
     return frame
 
@@ -164,14 +169,16 @@ def _apply_ttl(frame: pd.DataFrame) -> None:
                 frame[c] = frame[c].where(fresh)
 
 
-def build_training_set(lake: Lake, offline: Path,
-                       snapshots: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Snapshots with their point-in-time features and labels (is_late, delay_hours)."""
-    snapshots = training_snapshots(lake) if snapshots is None else snapshots
+def build_training_set(lake: Lake, offline: Path, snapshots: pd.DataFrame | None = None,
+                       ticks: TickRule = DEFAULT_TICKS) -> pd.DataFrame:
+    """Snapshots (by default `training_snapshots` with `ticks`) with their point-in-time
+    features, snapshot label and weight, and labels (is_late, delay_hours)."""
+    snapshots = training_snapshots(lake, ticks) if snapshots is None else snapshots
     outcomes = lake.read("outcomes", columns=["shipment_id", "is_late", "delay_hours",
                                               "delivered_at"])
     keep = list(dict.fromkeys(
-        ["shipment_id", "as_of", *KEYS[1:], *model_feature_names(), "is_late", "delay_hours",
+        ["shipment_id", "as_of", *SNAPSHOT_EXTRAS, *KEYS[1:], *model_feature_names(), "is_late",
+         "delay_hours",
          "delivered_at", "booked_at_s", "promised_at_s", "last_event_s", "delivered",
          REQUEST_TIME]))
 

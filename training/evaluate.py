@@ -1,5 +1,8 @@
 """How good a P(late) score and a delay interval are, overall and where it matters: by main mode
-and by journey stage (a shipment at booking is a different question from one nearly there).
+and by journey stage (a shipment at booking is a different question from one nearly there), and
+by snapshot kind: snapshots taken when something happened (booking, a milestone) apart from
+clock ticks between them (a silent moment, long after the last scan), each kind also by stage
+(slices `stage_milestone` and `stage_tick`).
 
 Everything returns plain dicts or a tidy table `[slice, group, metric, value]`, so a report, an
 MLflow run and a plot read the same numbers. Rows whose score is NaN (e.g. no ceiling estimate)
@@ -21,11 +24,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from shipdelay.snapshots import snapshot_kind
+
 # Journey stages: "booked" = no milestone seen yet; then bands of transit_elapsed_frac (share of
 # the planned booking-to-arrival time already gone); "overdue" = past the planned arrival.
 STAGES = ("booked", "early", "mid", "late", "overdue")
 STAGE_EDGES = (0.33, 0.66, 1.0)  # upper edges of early, mid, late (right-closed)
-SLICES = ("overall", "main_mode", "stage")
+KINDS = ("milestone", "tick")  # snapshot kinds (shipdelay.snapshots.snapshot_kind)
+SLICES = ("overall", "main_mode", "stage", "kind", *(f"stage_{k}" for k in KINDS))
 PROB_CLIP = 1e-4  # the calibrator's and the baselines' bound too
 BOOTSTRAP_DRAWS = 1000
 BOOTSTRAP_LEVEL = 0.9
@@ -119,14 +125,22 @@ def interval_metrics(delay, q10, q50, q90) -> dict[str, float]:
 
 
 def _groups(frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
-    """(slice, group, row mask) for overall, each main mode and each non-empty stage."""
+    """(slice, group, row mask) for overall, each main mode, each non-empty stage, and when the
+    frame says which snapshot each row is (`milestone`), each kind and each kind's stages."""
     out = [("overall", "all", np.ones(len(frame), bool))]
     if "main_mode" in frame:
         mode = frame["main_mode"].astype("string").fillna("unknown").to_numpy()
         out += [("main_mode", str(m), mode == m) for m in sorted(set(mode))]
+    stage = None
     if {"milestones_done", "transit_elapsed_frac"} <= set(frame.columns):
         stage = journey_stage(frame).to_numpy()
         out += [("stage", s, stage == s) for s in STAGES if (stage == s).any()]
+    if "milestone" in frame:
+        kind = snapshot_kind(frame["milestone"].to_numpy(object))
+        out += [("kind", k, kind == k) for k in KINDS if (kind == k).any()]
+        if stage is not None:
+            out += [(f"stage_{k}", s, (stage == s) & (kind == k))
+                    for k in KINDS for s in STAGES if ((stage == s) & (kind == k)).any()]
     return out
 
 
@@ -261,6 +275,7 @@ def gap_closed(model: float, baseline: float, ceiling: float,
 
 
 __all__ = [
+    "KINDS",
     "PROB_CLIP",
     "STAGES",
     "STAGE_EDGES",

@@ -1,6 +1,10 @@
 """Fitting the delay models: a LightGBM classifier for P(late), calibrated on the validation
 window, and LightGBM quantile models for delay hours (P10/P50/P90) whose interval is then
-conformally adjusted on the same window so that it covers what it claims."""
+conformally adjusted on the same window so that it covers what it claims.
+
+Rows carry a `weight` (`shipdelay.snapshots`: clock-tick snapshots of a long journey share a
+bounded weight); the boosters, their early stopping and the calibrator all use it. A frame
+without the column weighs every row 1."""
 
 from __future__ import annotations
 
@@ -45,6 +49,11 @@ LARGE_DATA_CLASSIFIER = {**LARGE_DATA_PARAMS, "learning_rate": 0.1}
 LARGE_DATA_QUANTILE_ROUNDS = 300
 
 
+def row_weights(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' `weight` column as floats, or None (every row 1) without one."""
+    return frame["weight"].to_numpy(float) if "weight" in frame else None
+
+
 @dataclass
 class Matrices:
     """The train and validation windows as LightGBM datasets, binned once per fit and shared
@@ -59,11 +68,12 @@ class Matrices:
     def build(cls, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
               target: str = "is_late") -> Matrices:
         dtrain = lgb.Dataset(spec.matrix(train), label=train[target].to_numpy(float),
-                             categorical_feature=spec.categorical, free_raw_data=False)
+                             weight=row_weights(train), categorical_feature=spec.categorical,
+                             free_raw_data=False)
         X_valid = spec.matrix(valid)
         dvalid = lgb.Dataset(X_valid, label=valid[target].to_numpy(float),
-                             categorical_feature=spec.categorical, reference=dtrain,
-                             free_raw_data=False)
+                             weight=row_weights(valid), categorical_feature=spec.categorical,
+                             reference=dtrain, free_raw_data=False)
         return cls(dtrain, dvalid, X_valid, len(train))
 
     def relabel(self, train: pd.DataFrame, valid: pd.DataFrame, target: str) -> Matrices:
@@ -118,7 +128,8 @@ def fit_bundle(split: Split, params: dict | None = None, max_rounds: int = MAX_R
     classifier = fit_classifier(spec, split.train, split.valid, params, max_rounds=max_rounds,
                                 data=data)
     raw = classifier.predict(data.X_valid)
-    calibrator = Calibrator.fit(raw, split.valid["is_late"].to_numpy(float))
+    calibrator = Calibrator.fit(raw, split.valid["is_late"].to_numpy(float),
+                                row_weights(split.valid))
     quantiles = fit_quantiles(data.relabel(split.train, split.valid, "delay_hours"), max_rounds)
     bundle = Bundle(classifier, quantiles, calibrator, spec)
     bundle.interval_adjust_h = interval_adjustment(bundle, data.X_valid,

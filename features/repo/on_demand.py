@@ -22,7 +22,7 @@ def on_demand_view(profile: FeatureView, progress: FeatureView) -> OnDemandFeatu
     @on_demand_feature_view(
         name=NAME,
         sources=[profile[["booked_at_s", "promised_at_s", "planned_arrival_s"]],
-                 progress[["last_event_s"]], request_source()],
+                 progress[["last_event_s", "next_planned_s"]], request_source()],
         schema=[Field(name=c, dtype=Float64) for c in ON_DEMAND],
         mode="python",
     )
@@ -32,7 +32,7 @@ def on_demand_view(profile: FeatureView, progress: FeatureView) -> OnDemandFeatu
 
         out = request_features(inputs["booked_at_s"], inputs["promised_at_s"],
                                inputs["planned_arrival_s"], inputs["last_event_s"],
-                               inputs["request_time_s"])
+                               inputs["next_planned_s"], inputs["request_time_s"])
         return {k: v.tolist() for k, v in out.items()}
 
     return delay_on_demand
