@@ -76,21 +76,44 @@ def simulate_cmd(
                                                "hours late (out of order)")] = 0.05,
     malformed: Annotated[float, typer.Option(min=0, max=0.5, help="share of raw records that "
                                              "are broken (they go to rejects)")] = 0.002,
+    consolidation_share: Annotated[float, typer.Option(min=0, max=0.9, help="share of "
+                                   "shipments whose freight comes in on two or three parallel "
+                                   "trucks that merge into one leg (a consolidation)")] = 0.0,
+    handling_milestones: Annotated[bool, typer.Option(help="plan and scan handling steps: "
+                                   "received, checked in and handed over before each leg, "
+                                   "collected at the destination")] = False,
+    regime: Annotated[list[str] | None, typer.Option(
+        help="a change of the world from a date (repeatable): kind:target:YYYY-MM-DD[:factor"
+        "[:factor2]] with kind carrier_degrades, hub_congestion, new_lane, feed_silent or "
+        "customs_tightens, or a JSON file of them (docs/design.md, 'A world that "
+        "changes')")] = None,
 ) -> None:
     """Simulate a worldwide multimodal shipping world and write it as the lake."""
     from shipdelay.world.events import Messiness
+    from shipdelay.world.network import build_network
+    from shipdelay.world.regimes import check, parse_regime
     from shipdelay.world.report import print_summary
     from shipdelay.world.simulate import SimConfig, simulate
 
+    try:
+        regimes = tuple(r for text in regime or () if text for r in parse_regime(text))
+        check(regimes, build_network(seed))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--regime") from None
     cfg = SimConfig(shipments=shipments, start=start, days=days, seed=seed,
                     messiness=Messiness(missing_scan, duplicate_scan, late_upload, malformed),
-                    ceiling_shipments=ceiling_shipments, ceiling_draws=ceiling_draws)
+                    ceiling_shipments=ceiling_shipments, ceiling_draws=ceiling_draws,
+                    consolidation_share=consolidation_share,
+                    handling_steps=handling_milestones,
+                    regimes=regimes)
     settings = get_settings()
     with progress() as bar:
         task = bar.add_task("simulating", total=None)
         summary = simulate(cfg, settings.lake_dir, workers=workers,
                            on_chunk=lambda done, total: bar.update(task, completed=done, total=total))
     print_summary(summary, settings.lake_dir, console)
+    for r in regimes:
+        console.print(f"regime change: {r.label}", markup=False, highlight=False)
 
 
 @app.command("ingest")

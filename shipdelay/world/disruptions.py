@@ -65,6 +65,14 @@ class World:
     customs_rate: np.ndarray  # countries x countries, P(hold)
     countries: list[str]
     shock_rate: np.ndarray  # per hub and day, P(a backlog starts)
+    regime: object = None  # shipdelay.world.regimes.Scales: multipliers from regime changes
+
+    def regime_scale(self, name: str, t_hours, index) -> np.ndarray | float:
+        """Regime multiplier `name` (congestion, carrier, hold_rate, hold_hours) at the given
+        times of hubs or carriers `index`: 1 where no regime changed the world."""
+        if self.regime is None:
+            return 1.0
+        return getattr(self.regime, name)[self._day(t_hours), index]
 
     def _day(self, t_hours: np.ndarray) -> np.ndarray:
         days = np.nan_to_num(np.asarray(t_hours, dtype=float) // 24, nan=0.0)  # NaN = no such leg
@@ -73,7 +81,8 @@ class World:
     def congestion(self, hub: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         """Congestion index (>= 0; 0 = fluid, 1 = a bad day, 3 = gridlock) at hubs and times."""
         d = self._day(t_hours)
-        return np.logaddexp(0, self.congestion_level[d, hub] + self.season[d, hub] - 1.0)
+        return np.logaddexp(0, self.congestion_level[d, hub] + self.season[d, hub] - 1.0) * \
+            self.regime_scale("congestion", t_hours, hub)
 
     def weather(self, hub: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         """Weather severity in the hub's region at the given times (0 = clear)."""
@@ -130,6 +139,9 @@ class ConditionalWorld:
         """The view of some rows of the batch (each row has its own `as_of`)."""
         return ConditionalWorld(self.w, self.as_of[rows], self.rng)
 
+    def regime_scale(self, name: str, t_hours, index) -> np.ndarray | float:
+        return self.w.regime_scale(name, t_hours, index)  # regimes are part of the known state
+
     def congestion(self, hub: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         w, t = self.w, np.asarray(t_hours, dtype=float)
         d_now, d = w._day(self.as_of), w._day(t)
@@ -142,7 +154,7 @@ class ConditionalWorld:
         jump = shocks * self.rng.uniform(*SHOCK_SIZE, len(t)) * RHO ** self.rng.uniform(0, np.minimum(lag, 8))
         level = np.where(lag > 0, decay * now_level + spread * self.rng.standard_normal(len(t)) + jump,
                          w.congestion_level[d, hub])
-        return np.logaddexp(0, level + w.season[d, hub] - 1.0)
+        return np.logaddexp(0, level + w.season[d, hub] - 1.0) * w.regime_scale("congestion", t, hub)
 
     def weather(self, hub: np.ndarray, t_hours: np.ndarray) -> np.ndarray:
         w, t = self.w, np.asarray(t_hours, dtype=float)

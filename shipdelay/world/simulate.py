@@ -29,7 +29,9 @@ from shipdelay.world.disruptions import build_world
 from shipdelay.world.events import Messiness, malformed_records, milestones, parcel_scans
 from shipdelay.world.journeys import simulate_journeys
 from shipdelay.world.network import build_network
+from shipdelay.world.plan_tables import feeds_leg, milestone_plans, scan_legs
 from shipdelay.world.plans import ItineraryTable, booking_times, sample_plans
+from shipdelay.world.regimes import Regime, close_new_lanes, open_new_lanes, scales, silence_feeds
 
 STR = contract.STR
 
@@ -45,6 +47,9 @@ class SimConfig:
     ceiling_draws: int = 100
     ceiling_window: float = 0.2  # newest share of the booking period sampled for the ceiling
     chunk_size: int = 50_000
+    consolidation_share: float = 0.0  # shipments with parallel inbound legs (consolidation.py)
+    handling_steps: bool = False  # plan and scan handling steps (handling.py)
+    regimes: tuple[Regime, ...] = ()  # changes of the world from a date (world/regimes.py)
 
 
 @dataclass
@@ -127,8 +132,9 @@ class _Setup:
 def _setup(cfg: SimConfig) -> _Setup:
     start = pd.Timestamp(cfg.start, tz="UTC")
     now_h = cfg.days * 24.0
-    net = build_network(cfg.seed)
+    net = close_new_lanes(build_network(cfg.seed), cfg.regimes)
     world = build_world(net.hubs, start, cfg.days, cfg.seed)
+    world.regime = scales(cfg.regimes, net, world)
     booked = booking_times(cfg.shipments, cfg.days, start, np.random.default_rng([cfg.seed, 4]))
     window_start = now_h * (1 - cfg.ceiling_window)
     in_window = int((booked >= window_start).sum())
@@ -147,7 +153,11 @@ def _chunk(cfg: SimConfig, c: int, lake_root: str) -> SimSummary:
     rng = np.random.default_rng([cfg.seed, 100, c])
     lo, hi = c * cfg.chunk_size, min(cfg.shipments, (c + 1) * cfg.chunk_size)
     numbers = np.arange(lo, hi)
-    plan, book = sample_plans(net, st.table, st.booked[lo:hi], numbers, world.customs_rate, rng)
+    plan, book = sample_plans(net, st.table, st.booked[lo:hi], numbers, world.customs_rate, rng,
+                              consolidation_share=cfg.consolidation_share,
+                              handling_steps=cfg.handling_steps)
+    plan, book = open_new_lanes(plan, book, net, st.table, cfg.regimes, world, world.customs_rate,
+                                np.random.default_rng([cfg.seed, 300, c]), sample_plans)
     journey = simulate_journeys(plan, world, net.carriers, rng)
     n = hi - lo
     sid = _ids("SH", numbers, 8)
@@ -168,9 +178,12 @@ def _chunk(cfg: SimConfig, c: int, lake_root: str) -> SimSummary:
         "to_hub": _strs(hub_ids[plan.to_hub[r, leg]]),
         "planned_departure": clock.ts(plan.planned_dep[r, leg]),
         "planned_arrival": clock.ts(plan.planned_arr[r, leg])})
+    if cfg.consolidation_share > 0:
+        legs["feeds_leg"] = feeds_leg(plan, r, leg)
 
     scans = parcel_scans(milestones(plan, journey, net, world.regions), book.parcels,
                          cfg.messiness, rng)
+    scans = silence_feeds(scans, plan, net, cfg.regimes, world)
     scans = scans[scans["ingested"] <= now_h].reset_index(drop=True)
     k = len(scans)
     srow = scans["row"].to_numpy()
@@ -181,7 +194,7 @@ def _chunk(cfg: SimConfig, c: int, lake_root: str) -> SimSummary:
         "event_time": clock.ts(scans["time"]), "ingested_at": clock.ts(scans["ingested"]),
         "event_type": _strs(scans["event_type"].to_numpy()),
         "hub_id": _strs(hub_ids[scans["hub"].to_numpy()]),
-        "leg_index": pd.array(scans["leg"].to_numpy(), dtype="Int64"),
+        "leg_index": scan_legs(scans["leg"].to_numpy()),
         "latitude": scans["lat"].to_numpy(), "longitude": scans["lon"].to_numpy(),
         "note": _strs(scans["note"].to_numpy())})
     events["parcel_id"] = _ids("", numbers[srow], 8).radd("SH") + "-P" + \
@@ -204,6 +217,8 @@ def _chunk(cfg: SimConfig, c: int, lake_root: str) -> SimSummary:
         "reason": _strs(bad["reason"].to_numpy()), "raw": _strs(bad["raw"].to_numpy()),
         "rejected_at": pd.Series(pd.to_datetime(bad["at"].to_numpy(), utc=True))})
 
+    if cfg.handling_steps:
+        lake.append("milestone_plans", milestone_plans(plan, sid, clock))
     for name, frame in (("shipments", shipments), ("legs", legs),
                         ("tracking_events", events), ("outcomes", outcomes),
                         ("rejects", rejects)):
