@@ -39,8 +39,9 @@ from pathlib import Path
 import pandas as pd
 import pandera.errors
 import pandera.pandas as pa
+import pyarrow.dataset as ds
 
-from shipdelay import contract
+from shipdelay import contract, itinerary
 from shipdelay.ingest_files import FileRefused, RawFile, UsageError, read_file
 from shipdelay.ingest_value_map import apply_value_map, check_value_map, load_value_map
 from shipdelay.ingest_values import coerce, problems_frame, show, text_problems
@@ -186,7 +187,8 @@ def ingest(path: str | Path, kind: str, lake: Lake, mapping: Mapping[str, str] |
         frame, problems = coerce(frame, schema, clock)
         unparsed = pd.concat([unparsed, problems], ignore_index=True)
         problems = pd.concat([unparsed, _schema_problems(frame, schema, unparsed),
-                              _reference_problems(frame, table, lake)], ignore_index=True)
+                              _reference_problems(frame, table, lake),
+                              _itinerary_problems(frame, table, lake)], ignore_index=True)
         candidates = frame.drop(index=problems["row"].unique())
         conflicts, repeats = _repeated_keys(candidates, table)
         good = candidates.drop(index=conflicts["row"]).drop(index=repeats)
@@ -283,13 +285,36 @@ def _reference_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataF
     return pd.concat(problems, ignore_index=True)
 
 
+def _itinerary_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataFrame:
+    """Legs naming a leg their shipment does not have as feeds_leg; tracking events whose leg
+    the plan does not know (`shipdelay.itinerary`): a leg event without a leg_index gets the
+    leg its hub tells (written into `frame`), or is rejected with the reason."""
+    if table not in ("legs", "tracking_events") or frame.empty:
+        return problems_frame([], [])
+    ids = frame["shipment_id"].dropna().astype(str).unique().tolist()
+    known = pd.DataFrame(columns=["shipment_id", "leg_index", "from_hub", "to_hub"])
+    if lake.exists("legs"):
+        known = lake.read("legs", columns=list(known.columns),
+                          filter=ds.field("shipment_id").isin(ids))
+    if table == "legs":
+        reason = itinerary.feeds_problems(frame, known)
+        bad = reason != ""
+        return problems_frame(frame.index[bad], reason[bad].to_numpy(), "feeds_leg")
+    ready = frame["shipment_id"].notna() & frame["event_type"].notna() & frame["hub_id"].notna()
+    leg, reason = itinerary.event_legs(frame[ready], known)
+    frame.loc[ready, "leg_index"] = leg
+    bad = reason != ""
+    return problems_frame(reason.index[bad], reason[bad].to_numpy(), "leg_index")
+
+
 def _repeated_keys(frame: pd.DataFrame, table: str) -> tuple[pd.DataFrame, pd.Index]:
     """Later rows repeating a key of the file: rejects for differing ones, and identical ones."""
     keys = list(contract.KEYS[table])
     repeated = frame.duplicated(subset=keys, keep="first")
     if not repeated.any():
         return problems_frame([], []), frame.index[:0]
-    first_row = frame.index.to_series().groupby([frame[k] for k in keys]).transform("first")
+    first_row = frame.index.to_series().groupby([frame[k] for k in keys],
+                                                dropna=False).transform("first")
     later = frame[repeated]
     first = frame.loc[first_row[repeated].to_numpy()].set_index(later.index)
     same = (later.eq(first).fillna(False) | (later.isna() & first.isna())).all(axis=1)
