@@ -28,6 +28,7 @@ from training.bundle import Bundle
 log = logging.getLogger(__name__)
 
 HISTORY_TAG = "champion_history"
+REASON_TAG = "promotion_reason"  # why the version was trained and promoted: an alarm, "schedule"
 _TAG_LIMIT = 4000  # model version tag values are limited in length by the tracking stores
 
 
@@ -67,9 +68,12 @@ def _only_challenger(evaluation: dict) -> pd.DataFrame:
 
 
 def promote(settings: Settings, evaluate: Callable[[Bundle], dict], stage_margin: float = 0.01,
-            force: bool = False, ece_tolerance: float = 0.0) -> GateResult:
+            force: bool = False, ece_tolerance: float = 0.0,
+            reason: str | None = None) -> GateResult:
     """Make the challenger the champion if the gate passes (or if there is no champion yet, or
-    `force`). Returns the gate's result; `ok` is True exactly when the champion alias moved."""
+    `force`). Returns the gate's result; `ok` is True exactly when the champion alias moved.
+    `reason` (the alarm that asked for a new model, or "schedule") is recorded on the version
+    that becomes champion: tag `promotion_reason` and its description."""
     c = client(settings)
     if alias_version(settings, CHALLENGER) is None:
         raise NoChallengerError(f"no version of {MODEL_NAME!r} has the alias {CHALLENGER!r}: "
@@ -107,6 +111,10 @@ def promote(settings: Settings, evaluate: Callable[[Bundle], dict], stage_margin
     c.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
     c.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
     _record(c, challenger.version, "forced" if forced else "promoted", result.reasons)
+    if reason:
+        c.set_model_version_tag(MODEL_NAME, challenger.version, REASON_TAG, reason[:_TAG_LIMIT])
+        c.update_model_version(MODEL_NAME, challenger.version,
+                               description=f"champion because of {reason}"[:_TAG_LIMIT])
     log.info("version %s is the champion (was %s)", challenger.version,
              champion.version if champion else None)
     return result

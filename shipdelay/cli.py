@@ -421,6 +421,62 @@ def rollback_cmd() -> None:
     console.print(f"champion rolled back from version {old} to version {new}")
 
 
+@app.command("retrain")
+def retrain_cmd(
+    reason: Annotated[str, typer.Option(help="why: recorded on the new version (an alarm's "
+                                        "message, or schedule)")] = "schedule",
+    full: Annotated[bool, typer.Option("--full", help="rebuild every feature day, not only "
+                                       "those since the last build or roll")] = False,
+    stage_margin: Annotated[float, typer.Option(min=0, help="largest log-loss worsening allowed "
+                                                "in any journey stage")] = 0.01,
+) -> None:
+    """Incremental feature build, train, and the promotion gate on the newest holdout; a
+    promotion records its reason on the model version. Exits 3 when the gate refuses."""
+    from monitoring.pipeline import print_retrain, retrain
+    from shipdelay.preflight import need_lake
+
+    need_lake(get_settings(), "shipments", "outcomes")
+    with console.status("retraining") as status:
+        report = retrain(get_settings(), reason, full=full, stage_margin=stage_margin,
+                         step=status.update)
+    print_retrain(report, console)
+    if not report.promoted:
+        raise typer.Exit(3)
+
+
+@app.command("nightly")
+def nightly_cmd(
+    as_of: Annotated[str | None, typer.Option(help="the run's instant, UTC, ISO-8601 (default: "
+                                                 "the lake's now)")] = None,
+    retrain: Annotated[str, typer.Option(help="auto: retrain when monitoring raises a drift or "
+                                         "performance alarm; always: the scheduled retrain; "
+                                         "never")] = "auto",
+    days: Annotated[int | None, typer.Option(min=1, help="days monitoring looks back (default: "
+                                             "the monitor_days setting)")] = None,
+    build_features: Annotated[bool, typer.Option(help="an incremental feature build first (when "
+                                                 "no stream or roll keeps the store fresh)")
+                              ] = False,
+    stage_margin: Annotated[float, typer.Option(min=0, help="the gate's stage margin")] = 0.01,
+) -> None:
+    """score-batch -> monitor -> retrain and promote when monitoring says so (or --retrain
+    always). One summary; exit 0 nothing left to do, 1 a step failed, 3 alarms left."""
+    from monitoring.pipeline import nightly, print_nightly
+    from serving.batch import utc
+
+    if retrain not in ("auto", "always", "never"):
+        raise typer.BadParameter("must be auto, always or never", param_hint="--retrain")
+    try:
+        when = utc(as_of) if as_of else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time", param_hint="--as-of") from exc
+    with console.status("nightly") as status:
+        report = nightly(get_settings(), when, retrain_mode=retrain, days=days,
+                         stage_margin=stage_margin, build_features=build_features,
+                         step=status.update)
+    print_nightly(report, console)
+    raise typer.Exit(report.exit_code)
+
+
 def check_serving(settings, as_of: str | None) -> None:
     """What the service needs before it starts: a valid --as-of and SHIPDELAY_SERVE_* options,
     the feature store and a champion (`shipdelay.preflight`); else one sentence, exit 2 or 1."""
