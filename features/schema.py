@@ -33,10 +33,10 @@ SHIPMENT_PROFILE = {
     "volume_m3": "float",
     "parcel_count": "int",
     "promised_slack_h": "float",  # promised time minus the last planned arrival
-    "international": "int",
+    "international": "float",  # 1 across a border, 0 within a country, NaN: a country unknown
     "booked_weekday": "int",
     "booked_month": "int",
-    "booked_hour": "int",  # UTC hour of the day (real operations have a daily rhythm)
+    "booked_hour": "int",  # hour of the day on the origin hub's clock (UTC if its zone is unknown)
     "booked_at_s": "float",  # epoch seconds, inputs of the on-demand features
     "promised_at_s": "float",
     "planned_arrival_s": "float",

@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from features.local_time import CALENDAR, local_calendar, zones_of
 from features.schema import (
     CARRIER_STATS,
     CUSTOMER_STATS,
@@ -65,7 +66,7 @@ _COLUMNS = {
              "carrier_id": "VARCHAR", "from_hub": "VARCHAR", "to_hub": "VARCHAR",
              "planned_departure": _T, "planned_arrival": _T},
     "hubs": {"hub_id": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
-             "latitude": "DOUBLE", "longitude": "DOUBLE"},
+             "latitude": "DOUBLE", "longitude": "DOUBLE", "timezone": "VARCHAR"},
     "events": {"event_id": "VARCHAR", "shipment_id": "VARCHAR", "event_type": "VARCHAR",
                "leg_index": "BIGINT", "hub_id": "VARCHAR", "event_time": _T,
                "ingested_at": _T, "note": "VARCHAR"},
@@ -78,15 +79,18 @@ _COLUMNS = {
 
 # -- plumbing -------------------------------------------------------------------------------------
 def _connect(**frames: Frame) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with one typed view per input (times as epoch microseconds)."""
+    """A private in-memory DuckDB with one typed view per input (times as epoch microseconds);
+    an optional column the input lacks (data written before the contract had it) is NULL."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")  # naive input times are UTC
     for name, frame in frames.items():
         cols = _COLUMNS[name] if name in _COLUMNS else {c: None for c in _names(frame)}
+        there = set(_names(frame))
         if isinstance(frame, pd.DataFrame):
-            frame = frame[[c for c in cols]]  # never let DuckDB sniff unused (list) columns
+            frame = frame[[c for c in cols if c in there]]  # never sniff unused (list) columns
         con.register(f"{name}_in", frame)
         select = ", ".join(
+            f'CAST(NULL AS {t}) AS "{c}"' if c not in there else
             f'"{c}"' if t is None else
             f'epoch_us(CAST("{c}" AS {t})) AS "{c}"' if t == _T else f'CAST("{c}" AS {t}) AS "{c}"'
             for c, t in cols.items())
@@ -172,8 +176,15 @@ def _versions(source: str, key: str, bucket_us: int) -> str:
 
 # -- 1. shipment profile ------------------------------------------------------------------------
 def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame:
-    """One row per shipment, available at booking: lane, main carrier/mode, shares, the plan."""
+    """One row per shipment, available at booking: lane, main carrier/mode, shares, the plan.
+
+    An attribute the lake lacks gives a missing feature, never an invented one: the distance
+    when a leg's hub has no coordinates, `international` when a country is missing, a region,
+    the carrier of the longest leg, the customer, service level, weight or volume when they
+    are. The booking's weekday, month and hour are on the origin hub's clock
+    (`features.local_time`; UTC when its time zone is unknown)."""
     con = _connect(shipments=shipments, legs=legs, hubs=hubs)
+    zone_by_hub = con.sql("SELECT hub_id, timezone FROM hubs").df().set_index("hub_id")["timezone"]
     shares = ", ".join(f"coalesce(p.dur_{m}, 0) / p.dur AS share_{m}" for m in MODES)
     mode_sums = ", ".join(f"sum(dur) FILTER (WHERE mode = '{m}') AS dur_{m}" for m in MODES)
     sql = f"""
@@ -189,7 +200,7 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
             FROM hav),
     plan AS (
         SELECT shipment_id, count(*) AS n_legs, sum(dur)::DOUBLE AS dur, {mode_sums},
-               sum(km) AS km,
+               CASE WHEN count(km) = count(*) THEN sum(km) END AS km,
                first(carrier_id ORDER BY dur DESC, leg_index) AS carrier_id,
                first(mode ORDER BY dur DESC, leg_index) AS main_mode,
                min_by(planned_departure, leg_index) AS first_dep,
@@ -204,17 +215,14 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
     SELECT s.shipment_id, s.booked_at AS ts_us,
         s.origin_hub || '>' || s.destination_hub AS lane_id, s.customer_id, p.carrier_id,
         s.origin_hub, s.destination_hub,
-        coalesce(o.region, 'unknown') AS origin_region,
-        coalesce(d.region, 'unknown') AS destination_region,
+        o.region AS origin_region, d.region AS destination_region,
         s.service_level, coalesce(p.main_mode, 'unknown') AS main_mode,
         coalesce(p.n_legs, 0) AS n_legs, {shares}, p.km AS distance_km,
         (p.last_arr - s.booked_at) / {HOUR_US}::DOUBLE AS planned_transit_h,
         s.weight_kg, s.volume_m3, s.parcel_count,
         (s.promised_at - p.last_arr) / {HOUR_US}::DOUBLE AS promised_slack_h,
-        coalesce(o.country <> d.country, false)::BIGINT AS international,
-        isodow(make_timestamp(s.booked_at)) - 1 AS booked_weekday,
-        month(make_timestamp(s.booked_at)) AS booked_month,
-        hour(make_timestamp(s.booked_at)) AS booked_hour,
+        (o.country <> d.country)::DOUBLE AS international,
+        0 AS booked_weekday, 0 AS booked_month, 0 AS booked_hour,  -- local time: below
         s.booked_at / 1e6 AS booked_at_s, s.promised_at / 1e6 AS promised_at_s,
         p.last_arr / 1e6 AS planned_arrival_s,
         list_transform([p.first_dep / 1e6] || coalesce(p.mid_times, []::DOUBLE[])
@@ -228,7 +236,13 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
     FROM shipments s LEFT JOIN plan p USING (shipment_id)
     LEFT JOIN hub o ON o.hub_id = s.origin_hub LEFT JOIN hub d ON d.hub_id = s.destination_hub
     ORDER BY s.shipment_id"""
-    return _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
+    profile = _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
+    booked_us = profile[TIMESTAMP].to_numpy(dtype="datetime64[us]").astype("int64")
+    local = local_calendar(booked_us, zones_of(profile["origin_hub"].to_numpy(object),
+                                               zone_by_hub))
+    for name in CALENDAR:
+        profile[name] = local[name]
+    return profile
 
 
 # -- 2. lane / carrier / customer rolling statistics ----------------------------------------------
