@@ -9,7 +9,9 @@ each tracking event belongs to.
   or arrives at it (arrived; for customs and exceptions the arrival hub first, then the
   departure hub). An event whose leg cannot be told this way, or whose leg_index is not a leg of
   the plan, is refused with a reason: ingest writes it to `rejects`, the stream to its dead
-  letters. An event is never folded into a leg it does not name.
+  letters. An event is never folded into a leg it does not name. The legs are those known
+  when the event comes (import legs before events): the events of a shipment without any leg
+  yet cannot be checked and are kept as they are.
 
 Both functions are vectorized over whole frames (merges and group counts, no per-row loop), and
 the stream and ingest call the same `event_legs`, so they refuse and map exactly alike.
@@ -73,16 +75,16 @@ def event_legs(events: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.Series, pd.
     reason = pd.Series("", index=events.index, dtype=object)
     n = sid.map(leg_counts(legs)).fillna(0).astype("int64")
 
-    beyond = (leg.notna() & (leg >= n)).to_numpy(bool)
+    # a shipment without legs (yet) has no plan to check against: its events stay as they are
+    planned = (n > 0).to_numpy(bool)
+    beyond = (leg.notna() & (leg >= n)).to_numpy(bool) & planned
     if beyond.any():
-        reason[beyond] = [
-            f"leg_index: shipment {_show(s)} has no leg {int(i)} "
-            + (f"(its plan has legs 0..{k - 1})" if k else "(it has no legs: import its legs "
-               "first)")
-            for s, i, k in zip(sid[beyond], leg[beyond], n[beyond], strict=True)]
+        reason[beyond] = [f"leg_index: shipment {_show(s)} has no leg {int(i)} (its plan has "
+                          f"legs 0..{k - 1})"
+                          for s, i, k in zip(sid[beyond], leg[beyond], n[beyond], strict=True)]
 
     kind = events["event_type"].astype(str)
-    unlabelled = (leg.isna() & kind.isin(LEG_EVENTS)).to_numpy(bool)
+    unlabelled = (leg.isna() & kind.isin(LEG_EVENTS)).to_numpy(bool) & planned
     if not unlabelled.any():
         return leg, reason
     asks = pd.DataFrame({"row": np.flatnonzero(unlabelled), "shipment_id": sid[unlabelled]
