@@ -1,20 +1,281 @@
-"""`shipdelay monitor`: judge the logged predictions and watch the inputs; alarms out.
+"""`shipdelay monitor`: judge the logged predictions, watch the inputs, raise alarms.
 
-The interface is fixed first (the retraining loop builds on it); the computation follows.
+One pass over the window's days (default: the `monitor_days` days up to the lake's now), one day
+of the prediction log in memory at a time (`monitoring.reader`): each day's predictions are
+de-duplicated, joined to the outcomes known at the cut-off, and reduced to what the report needs
+(judged rows' scores and slices, drift bin counts, missing rates, estimates for the rows not
+judged yet). Then realized metrics (`monitoring.judge`), drift (`monitoring.drift`), inputs
+(`monitoring.inputs`), alarms (`monitoring.alarms`) and the reports (`monitoring.report`).
+
+Bad input is counted, never fatal: days without predictions, predictions without outcomes yet,
+outcomes without predictions, model versions the registry does not know, a missing reference.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
 import pandas as pd
 
+from monitoring import judge
+from monitoring.drift import PREDICTION, Reference, load_reference, psi, reference_from_training
+from monitoring.inputs import (
+    complete_days,
+    source_volume,
+    view_freshness,
+    view_missing,
+)
+from monitoring.reader import LogReader
 from monitoring.summary import Alarm, MonitorSummary
+from shipdelay.lake import Lake
 from shipdelay.settings import Settings
 
 __all__ = ["Alarm", "MonitorSummary", "run_monitor"]
+log = logging.getLogger("shipdelay.monitoring")
+
+RECENT_DAYS = 3  # drift and volume alarms judge the newest days of the window
+DRIFT_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
+Step = Callable[[str, int, int], None]
 
 
-def run_monitor(settings: Settings, as_of=None, days: int | None = None) -> MonitorSummary:
-    """Monitor the `days` (default `settings.monitor_days`) up to `as_of` (default now)."""
-    t = pd.Timestamp(as_of if as_of is not None else pd.Timestamp.now("UTC"))
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return MonitorSummary(as_of=t.isoformat(), days=int(days or settings.monitor_days))
+@dataclass
+class Window:
+    """What the pass over the days keeps."""
+
+    start: date
+    end: date
+    recent_from: date
+    judged: list[pd.DataFrame] = field(default_factory=list)
+    counts_by_day: list[dict] = field(default_factory=list)
+    estimates: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    drift_daily: dict[date, dict[str, np.ndarray]] = field(default_factory=dict)
+    drift_slices: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    pending: list[np.ndarray] = field(default_factory=list)  # P(late) of rows not judged
+
+
+def cutoff(settings: Settings, as_of=None) -> pd.Timestamp:
+    """`as_of` in UTC; default the lake's now (its newest ingestion), else the clock's."""
+    if as_of is not None:
+        t = pd.Timestamp(as_of)
+        return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    try:
+        from serving.batch import lake_now
+
+        return lake_now(Lake(settings.lake_dir))
+    except Exception:  # noqa: BLE001 - no lake yet: the clock
+        return pd.Timestamp.now("UTC")
+
+
+def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
+                log_to_mlflow: bool = True, step: Step | None = None,
+                reference: Reference | None = None) -> MonitorSummary:
+    """Monitor the `days` (default `settings.monitor_days`) days up to `as_of`; write the JSON
+    and HTML reports; return the summary with its alarms."""
+    from monitoring import alarms, report
+
+    step = step or (lambda name, done, total: None)
+    t = cutoff(settings, as_of)
+    days = int(days or settings.monitor_days)
+    end = t.date()
+    start = end - pd.Timedelta(days=days - 1)
+    w = Window(start, end, end - pd.Timedelta(days=RECENT_DAYS - 1))
+    counts = {"empty_days": 0, "duplicates_dropped": 0, "not_judged_yet": 0,
+              "outcomes_without_predictions": 0, "unknown_model_version_rows": 0}
+    ref = reference or _reference(settings, counts)
+    lake = Lake(settings.lake_dir)
+    reader = LogReader(settings.predictions_dir, lake, t)
+    try:
+        for i, (day, frame) in enumerate(reader.days(start, end)):
+            step("reading the prediction log", i, days)
+            if frame.empty:
+                counts["empty_days"] += 1
+                w.counts_by_day.append({"day": day, "path": "all", "logged": 0, "judged": 0})
+                continue
+            _one_day(w, day, frame, ref)
+        step("reading the prediction log", days, days)
+        counts["duplicates_dropped"] = int(reader.duplicates)
+        counts["outcomes_without_predictions"] = reader.outcomes_without_predictions(
+            pd.Timestamp(start, tz="UTC"))
+    finally:
+        reader.close()
+    known = _registered_versions(settings, counts)
+    unknown = {v: n for v, n in w.versions.items() if known is not None and v not in known}
+    counts["unknown_model_version_rows"] = int(sum(unknown.values()))
+
+    step("computing metrics", 0, 1)
+    parts = [j for j in w.judged if len(j)]
+    judged = pd.concat(parts, ignore_index=True) if parts else None
+    by_day = pd.DataFrame(w.counts_by_day)
+    logged = int(by_day.loc[by_day["path"] != "all", "logged"].sum()) if len(by_day) else 0
+    n_judged = int(len(judged)) if judged is not None else 0
+    counts["not_judged_yet"] = logged - n_judged
+    tables = {
+        "daily_counts": by_day,
+        "realized_by_day": judge.by_day(judged) if judged is not None else pd.DataFrame(),
+        "realized_by_slice": judge.by_slice(judged) if judged is not None else pd.DataFrame(),
+        "reliability": judge.reliability(judged) if judged is not None else pd.DataFrame(),
+        "hours_out": judge.hours_out(judged).reset_index(names="band")
+        if judged is not None else pd.DataFrame(),
+        "estimated_by_day": pd.DataFrame(w.estimates),
+        "missing_by_view": pd.DataFrame(w.missing),
+        "drift_by_day": _drift_by_day(w, ref),
+        "drift_recent": _drift_recent(w, ref, settings.monitor_psi_min_rows),
+    }
+    step("checking the inputs", 0, 1)
+    volume = source_volume(lake, start, t) if lake.exists("shipments") else pd.DataFrame(
+        columns=["source", "day", "rows"])
+    path_volume = by_day[by_day["path"] != "all"].rename(columns={"logged": "rows"}) \
+        if len(by_day) else pd.DataFrame(columns=["path", "day", "rows"])
+    volume = pd.concat([volume, path_volume.assign(source="predictions:" + path_volume["path"])
+                        [["source", "day", "rows"]]], ignore_index=True)
+    tables["volume"] = complete_days(volume, start, t)
+    tables["freshness_h"] = _freshness(settings, t, counts)
+    found = alarms.find(settings, tables, judged, ref, w.recent_from, unknown)
+    summary = MonitorSummary(as_of=t.isoformat(), days=days, alarms=found, judged=n_judged,
+                             logged=logged, counts=counts,
+                             headline=_headline(tables, judged, w, found, logged, n_judged))
+    step("writing the reports", 0, 1)
+    report.write(settings, summary, tables, judged, ref, log_to_mlflow=log_to_mlflow)
+    return summary
+
+
+def _one_day(w: Window, day: date, frame: pd.DataFrame, ref: Reference | None) -> None:
+    c = judge.compact(frame, day)
+    judged = c["y"].notna().to_numpy()
+    w.judged.append(c[judged])
+    for version, n in frame["model_version"].astype(str).value_counts().items():
+        w.versions[version] = w.versions.get(version, 0) + int(n)
+    for path, part in c.groupby("path", observed=True):
+        w.counts_by_day.append({"day": day, "path": str(path), "logged": len(part),
+                                "judged": int(part["y"].notna().sum())})
+        w.estimates.append({"day": day, "path": str(path),
+                            **judge.estimated(part.loc[part["y"].isna(), "p"])})
+    w.pending.append(c.loc[~judged, "p"].to_numpy(np.float32))
+    w.estimates.append({"day": day, "path": "all", **judge.estimated(w.pending[-1])})
+    w.missing += [{"day": day, "view": v, "missing_rate": r}
+                  for v, r in view_missing(frame).items()]
+    if ref is None:
+        return
+    columns = {n: frame[n if n != PREDICTION else "p_late"] for n in ref.binnings
+               if (n if n != PREDICTION else "p_late") in frame}
+    codes = {n: ref.binnings[n].codes(v) for n, v in columns.items()}
+    w.drift_daily[day] = {n: np.bincount(c_, minlength=ref.binnings[n].bins)
+                          for n, c_ in codes.items()}
+    if day < w.recent_from:
+        return
+    for name, column in DRIFT_SLICES.items():
+        groups, uniques = pd.factorize(frame[column])
+        # a slice's own defining feature always "drifts" inside it: left out
+        keep = groups >= 0
+        for n, c_ in codes.items():
+            if n == column:
+                continue
+            bins = ref.binnings[n].bins
+            counts = np.bincount(groups[keep] * bins + c_[keep],
+                                 minlength=len(uniques) * bins).reshape(len(uniques), bins)
+            for g, group in enumerate(uniques):
+                slot = w.drift_slices.setdefault((name, str(group)), {})
+                slot[n] = slot[n] + counts[g] if n in slot else counts[g]
+
+
+def _drift_by_day(w: Window, ref: Reference | None) -> pd.DataFrame:
+    rows = [(day, n, psi(ref.binnings[n].shares, c), int(c.sum()))
+            for day, per in w.drift_daily.items() for n, c in per.items()] if ref else []
+    return pd.DataFrame(rows, columns=["day", "feature", "psi", "rows"])
+
+
+def _drift_recent(w: Window, ref: Reference | None, min_rows: int) -> pd.DataFrame:
+    """PSI over the recent days, overall and per slice group with at least `min_rows` rows."""
+    if ref is None:
+        return pd.DataFrame(columns=["slice", "feature", "psi", "rows"])
+    total: dict[str, np.ndarray] = {}
+    for day, per in w.drift_daily.items():
+        if day >= w.recent_from:
+            for n, c in per.items():
+                total[n] = total[n] + c if n in total else c
+    rows = [("overall", n, psi(ref.binnings[n].shares, c), int(c.sum()))
+            for n, c in total.items()]
+    for (name, group), per in w.drift_slices.items():
+        rows += [(f"{name}={group}", n, psi(ref.binnings[n].shares, c), int(c.sum()))
+                 for n, c in per.items() if c.sum() >= min_rows]
+    return pd.DataFrame(rows, columns=["slice", "feature", "psi", "rows"])
+
+
+def _reference(settings: Settings, counts: dict) -> Reference | None:
+    """The champion's reference, built from the training window the first time."""
+    try:
+        from registry.loader import CHAMPION, alias_version
+
+        version = alias_version(settings, CHAMPION)
+    except Exception as err:  # noqa: BLE001 - a registry that does not answer: no drift
+        log.warning("no champion to compare drift with: %s", err)
+        counts["no_reference"] = 1
+        return None
+    if version is None:
+        counts["no_reference"] = 1
+        return None
+    ref = load_reference(settings.data_dir, version)
+    if ref is None:
+        try:
+            ref = reference_from_training(settings, version)
+        except Exception as err:  # noqa: BLE001 - reported, the rest of monitoring goes on
+            log.warning("could not build the training reference of version %s: %s",
+                        version, err)
+            counts["no_reference"] = 1
+    return ref
+
+
+def _registered_versions(settings: Settings, counts: dict) -> set[str] | None:
+    try:
+        from registry.store import MODEL_NAME, client
+
+        return {str(mv.version) for mv in
+                client(settings).search_model_versions(f"name='{MODEL_NAME}'")}
+    except Exception as err:  # noqa: BLE001 - unknown versions then go uncounted
+        log.warning("registry unavailable, model versions not checked: %s", err)
+        counts["registry_unavailable"] = 1
+        return None
+
+
+def _freshness(settings: Settings, t: pd.Timestamp, counts: dict) -> dict[str, float]:
+    from features.store import offline_dir
+
+    if not offline_dir(settings).exists():  # no feature store here: nothing to age
+        counts["freshness_unavailable"] = 1
+        return {}
+    try:
+        return view_freshness(settings, t)
+    except Exception as err:  # noqa: BLE001 - no feature store: reported, not fatal
+        log.warning("feature freshness unavailable: %s", err)
+        counts["freshness_unavailable"] = 1
+        return {}
+
+
+def _headline(tables: dict, judged: pd.DataFrame | None, w: Window, found: list[Alarm],
+              logged: int, n_judged: int) -> dict[str, float]:
+    out = {"logged": float(logged), "judged": float(n_judged),
+           "judged_share": n_judged / logged if logged else float("nan"),
+           "alarms": float(len(found)),
+           "should_retrain": float(any(a.kind in ("drift", "performance") for a in found))}
+    if judged is not None and len(judged):
+        real = judge.realized(judged)
+        out |= {k: real[k] for k in ("roc_auc", "log_loss", "brier", "ece", "coverage_p10_p90",
+                                     "eta_mae_h")}
+    if w.pending:  # the window's predictions not judged yet, estimated together
+        estimate = judge.estimated(np.concatenate(w.pending))
+        out |= {k: estimate[k] for k in ("expected_roc_auc", "expected_log_loss",
+                                         "expected_late_rate")}
+    drift = tables["drift_recent"]
+    overall = drift[drift["slice"] == "overall"] if len(drift) else drift
+    if len(overall):
+        features = overall[overall["feature"] != PREDICTION]
+        out["max_feature_psi"] = float(features["psi"].max()) if len(features) else np.nan
+        pred = overall[overall["feature"] == PREDICTION]["psi"]
+        out["prediction_psi"] = float(pred.iloc[0]) if len(pred) else np.nan
+    return out

@@ -235,9 +235,12 @@ def check_freshness(offline: Path, as_of, max_age_h: float) -> dict[str, float]:
 
 def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: Path,
                 step: Step, rows_per_file: int = ROWS_PER_FILE,
-                rule: ReasonsRule | None = None) -> tuple[int, list[str]]:
+                rule: ReasonsRule | None = None,
+                log_to: Path | None = None) -> tuple[int, list[str]]:
     """Point-in-time features, scores, then the reasons of the shipments `rule` picks; written
-    `rows_per_file` shipments at a time."""
+    `rows_per_file` shipments at a time. With `log_to`, each chunk's predictions and feature
+    vectors also go to the prediction log there (`monitoring.prediction_log`; a failed write
+    is logged, the scores are written all the same)."""
     step("joining point-in-time features", 0, 1)
     vectors = point_in_time(offline, snapshots)
     known = vectors["booked_at_s"].notna().to_numpy()
@@ -249,6 +252,10 @@ def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: 
         step("scoring", i, chunks)
         part = vectors.iloc[i * rows_per_file:(i + 1) * rows_per_file]
         parts.append(scores_frame(scorer, part, reasons=False))
+        if log_to is not None:
+            from monitoring.prediction_log import log_now
+
+            log_now(log_to, "batch", parts[-1], part, part["as_of"])
     scores = pd.concat(parts, ignore_index=True)  # chunks >= 1: an empty frame scores empty
     step("explaining the riskiest", 0, 1)
     explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
@@ -322,7 +329,9 @@ class Job:
         with partitions.publish(self.settings.scores_dir, t.date()) as folder:
             if self.engine == "local":
                 scored, missing = score_local(offline, snapshots, self.scorer, folder, self.step,
-                                              self.rows_per_file, self.reasons)
+                                              self.rows_per_file, self.reasons,
+                                              self.settings.predictions_dir
+                                              if self.settings.prediction_log else None)
             else:
                 from serving.batch_spark import score_spark
 

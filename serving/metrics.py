@@ -59,6 +59,38 @@ class Metrics:
             "shipdelay_rejected_requests", "Requests refused before scoring, by reason "
             "(client_limit, unauthorized, too_large, media_type, body_timeout, invalid)",
             ["reason"], registry=r)
+        self.prediction_log = pc.Counter(
+            "shipdelay_prediction_log_rows", "Predictions for the prediction log by outcome "
+            "(written, dropped: buffer full, failed: the write failed)", ["outcome"],
+            registry=r)
+        # the newest `shipdelay monitor` summary's headline numbers (monitoring.report)
+        self.monitor = pc.Gauge(
+            "shipdelay_monitor", "Headline numbers of the newest monitoring run (realized AUC, "
+            "log loss, Brier, ECE, P10-P90 coverage, ETA error, largest PSI, estimated AUC "
+            "before labels, alarms, judged and logged predictions)", ["metric"], registry=r,
+            multiprocess_mode="mostrecent")
+        self._monitor_seen: float | None = None
+
+    def count_logged(self, outcome: str, rows: int) -> None:
+        self.prediction_log.labels(outcome).inc(rows)
+
+    def refresh_monitor(self, summary_file) -> None:
+        """Set the monitoring gauges from the newest summary (`summary_file`, JSON) when it
+        changed since the last look; a missing or unreadable file changes nothing."""
+        import json
+        import os
+
+        try:
+            changed = os.stat(summary_file).st_mtime
+            if changed == self._monitor_seen:
+                return
+            headline = json.loads(open(summary_file, encoding="utf-8").read())["headline"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        for name, value in headline.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                self.monitor.labels(name).set(float(value))
+        self._monitor_seen = changed
 
     def model_event(self, outcome: str, version: str | None) -> None:
         self.model_events.labels(outcome).inc()

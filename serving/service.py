@@ -10,6 +10,9 @@ rows) and `/metrics` (BentoML's own metrics, labelled by route with every other 
 Both prediction routes answer one item per shipment, in request order, through the one scorer
 (`serving/scorer.py`). A shipment that cannot be scored gets `ok: false` and an `error`
 ("unknown shipment", "already delivered", ...); the request itself never fails because of one id.
+Every /predict forecast goes to the prediction log, to be judged once the outcome is known
+(`monitoring.log_buffer`: buffered, written by a background thread, never waited for); what-if
+answers do not, since they describe no real moment of a shipment.
 
 Online features come through the FeatureService `delay_model_v1`: by default read directly from
 the online store's tables (`features.online_fast.OnlineReader`, the same values as Feast's
@@ -107,6 +110,14 @@ class ShipDelay:
         if self.options.cpus is not None:
             pin_threads(self.options.cpus)
         self.metrics = metrics()
+        from monitoring.log_buffer import PredictionBuffer
+        from monitoring.report import latest_summary_path
+
+        # every /predict answer is logged to be judged later, by a background writer
+        self.prediction_log = PredictionBuffer.from_settings(self.settings, "service",
+                                                             self.metrics.count_logged)
+        self.monitor_summary = latest_summary_path(self.settings)
+        self.metrics.refresh_monitor(self.monitor_summary)
         startup.report(startup.OPENING_STORE)
         self.store = get_store(self.settings)
         self.store_lock = threading.Lock()  # one online read at a time per worker
@@ -165,12 +176,18 @@ class ShipDelay:
         return self.holder.scorer
 
     def _score(self, scorer, vectors: dict[str, np.ndarray], reasons_from: float | None,
-               memory: ReasonsMemory | None = None) -> list[Prediction]:
-        """Score rows together; if that fails, row by row, so one bad row fails alone."""
+               memory: ReasonsMemory | None = None,
+               logged_at: pd.Timestamp | None = None) -> list[Prediction]:
+        """Score rows together; if that fails, row by row, so one bad row fails alone. With
+        `logged_at` (the instant the features describe) the predictions go to the prediction
+        log: the buffer keeps references to these arrays, the writer thread does the rest."""
         limit = self.options.max_feature_age_h
         try:
-            return predictions(scorer.score_columns(vectors, reasons_from, memory), vectors,
-                               limit)
+            scored = scorer.score_columns(vectors, reasons_from, memory)
+            answers = predictions(scored, vectors, limit)
+            if logged_at is not None and self.prediction_log is not None:
+                self.prediction_log.add(scored, vectors, logged_at)
+            return answers
         except Exception:
             log.exception("scoring %d row(s) failed; retrying one by one",
                           len(vectors["shipment_id"]))
@@ -230,7 +247,7 @@ class ShipDelay:
             observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
             answers.update({item.shipment_id: item for item in
                             self._score(scorer, live, self.options.reasons_from,
-                                        self.reasons_memory)})
+                                        self.reasons_memory, logged_at=asked)})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
         return answers
 
@@ -243,7 +260,7 @@ class ShipDelay:
             items = [failed(label, NO_MODEL) for label in labels]
         else:
             frame = pd.DataFrame([{k: v for k, v in r.items() if k != ID_FIELD} for r in rows],
-                                 columns=scorer.features)
+                                 columns=scorer.inputs)
             frame = frame.assign(shipment_id=labels, request_time_s=self.now().timestamp())
             items = self._score(scorer, _arrays(frame), reasons_from=0.0)  # what if: every why
             self.metrics.latency.labels("predict_features", "score").observe(
@@ -303,7 +320,15 @@ class ShipDelay:
             self.not_ready_because = why
         return False
 
+    @bentoml.on_shutdown
+    def _write_prediction_log(self) -> None:
+        """Write the predictions still buffered before the worker exits."""
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
     def __metrics__(self, content: str) -> str:
+        # read at each scrape, set for the next: the newest monitoring run's numbers
+        self.metrics.refresh_monitor(self.monitor_summary)
         if self.metrics.multiprocess:  # already collected from the shared files
             return content
         return content + self.metrics.exposition()

@@ -7,8 +7,10 @@ A consumer in the stream's group takes micro-batches (up to `stream_batch_max` e
    alerts (`serving.stream_batch`);
 2. publishes dead letters and risk updates, then explains the alerts and publishes them, each
    time waiting for the brokers' acknowledgements;
-3. stages the new progress rows offline, commits the online rows with the batch's event ids and a
-   token in one transaction, and publishes the staged rows (`serving.stream_offline`);
+3. writes the batch's predictions to the prediction log (`monitoring.prediction_log`, unless
+   `prediction_log` is off), stages the new progress rows offline, commits the online rows with
+   the batch's event ids and a token in one transaction, and publishes the staged rows
+   (`serving.stream_offline`);
 4. commits the consumer offsets.
 A crash anywhere reprocesses the batch: events already in the online store are recognised by
 their ids and skipped, so no state counts twice; outputs of the interrupted batch may be
@@ -22,12 +24,14 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.online_direct import open_direct
 from features.stats_at import StatsAt
+from monitoring.prediction_log import log_now
 from features.store import get_store, offline_dir
 from serving.kafka import Topics, consumer_config, producer_config
 from serving.stream_batch import AlertRule, explain_alerts, process
@@ -125,7 +129,8 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
             partitions.update(m.partition() for m in messages)
             first_at = first_at or time.monotonic()
             _one_batch(messages, consumer, producer, store, stager, holder.scorer, topics, rule,
-                       metrics, settings.stream_max_message_bytes, roller)
+                       metrics, settings.stream_max_message_bytes, roller,
+                       settings.predictions_dir if settings.prediction_log else None)
             last_at = time.monotonic()
             if metrics.batches % options.summary_every == 0:
                 metrics.set_lag(_lag(consumer))
@@ -155,7 +160,8 @@ def _track_partitions(what: str, assigned: list[int]):
 
 
 def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule, metrics,
-               max_bytes: int, roller: StreamRoller | None = None) -> None:
+               max_bytes: int, roller: StreamRoller | None = None,
+               log_to: Path | None = None) -> None:
     started = time.monotonic()
     values = [m.value() for m in messages]
     keys = [m.key() for m in messages]
@@ -184,6 +190,12 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
     out["alert"] = (topics.alerts, *alert_records(explain_alerts(scorer, result), rule))
     _publish(producer, {"alert": out["alert"]})
 
+    if log_to is not None and result.vectors is not None:
+        # before the online commit: once the events are in the online store a replay skips
+        # them and would never score them again; a replay of a batch logged but not committed
+        # logs the same predictions again, and readers keep one per key
+        moving = result.risk[~result.risk["delivered"].to_numpy(bool)]
+        log_now(log_to, "stream", moving, result.vectors, moving["as_of"], result.counts)
     if len(result.latest):
         token = stager.next_token()
         staged = stager.stage(result.states, token)

@@ -53,6 +53,8 @@ class BatchResult:
     dead: pd.DataFrame  # partition, offset, reason (events refused for the shipment's state)
     counts: dict = field(default_factory=dict)
     alert_vectors: pd.DataFrame | None = None  # the alerting shipments' features, for reasons
+    vectors: pd.DataFrame | None = None  # the scored (moving) shipments' features, in the
+    # order of their rows in `risk`, for the prediction log
 
 
 def _key(sid: pd.Series, eid: pd.Series) -> pd.MultiIndex:
@@ -129,8 +131,8 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     old = state.loc[touched]
     joined = [was + new for was, new in zip(old["applied"], new_ids)]  # per shipment
 
-    scored, alerts, alerting = _score(store, scorer, plans, now, old["p_late"].to_numpy(),
-                                      rule)
+    scored, alerts, alerting, vectors = _score(store, scorer, plans, now,
+                                               old["p_late"].to_numpy(), rule)
     first_ms = fresh.groupby(fresh["shipment_id"].astype(str), sort=False)["produced_ms"].min()
     risk = scored.assign(events_applied=fresh["shipment_id"].astype(str).value_counts()
                          .loc[touched].to_numpy(),
@@ -140,7 +142,8 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     new_state = pd.DataFrame({"shipment_id": touched, "applied": pd.Series(joined, dtype=object),
                               "p_late": p_new})
     counts["alerts"] = len(alerts)
-    return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts, alerting)
+    return BatchResult(states, now, new_state, risk, alerts, dead_rows, counts, alerting,
+                       vectors)
 
 
 # what the scorer adds to each moving shipment's risk update
@@ -171,9 +174,10 @@ def explain_alerts(scorer: Scorer, result: BatchResult) -> pd.DataFrame:
 
 
 def _score(store, scorer, plans, now, previous, rule
-           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
     """Risk updates for the shipments of `now` (delivered ones are reported, not scored), the
-    alerts among them (without reasons) and the alerting shipments' feature vectors."""
+    alerts among them (without reasons), the alerting shipments' feature vectors and all the
+    scored (moving) shipments' vectors."""
     as_of = now[TIMESTAMP]
     n = len(now)
     moving = now["delivered"].to_numpy() != 1
@@ -207,4 +211,4 @@ def _score(store, scorer, plans, now, previous, rule
         alerts["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     # hit implies moving: the alerting rows of the moving shipments' vectors
     alerting = vectors[hit[moving]].reset_index(drop=True) if hit.any() else None
-    return base, alerts, alerting
+    return base, alerts, alerting, vectors

@@ -1,0 +1,178 @@
+"""Drift before the labels: the population stability index (PSI) of each model feature and of
+P(late) against the model's training window.
+
+The reference is a small JSON artifact per model version (`<data_dir>/monitoring/reference/
+<version>.json`): for each numeric feature the edges of its deciles in the training window and
+the share of rows in each bin (plus one bin for missing values), for each categorical feature
+its levels' shares (plus "other" and missing), the same for P(late) on the training rows, and
+the model's log loss on its validation window (what realized log loss is compared with). It is
+built from the training set once (`build_reference`: at training time, or by `shipdelay monitor`
+from the lake's current training window the first time it meets a version without one), then
+only read: bins are fixed, so a day's counts are a few bincounts and never need the training
+data again.
+
+PSI = sum over bins of (a - e) * ln(a / e), shares floored at `FLOOR` so an empty bin costs a
+bounded amount. Read it as: < 0.1 stable, 0.1-0.25 a shift worth a look, > 0.25 a real shift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serving.columns import as_array, as_numbers
+
+FLOOR = 1e-4
+DECILES = np.linspace(0.1, 0.9, 9)
+MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
+PREDICTION = "p_late"  # the prediction's drift is reported next to the features'
+
+
+@dataclass
+class Binning:
+    """How one column is cut into bins: numeric edges, or categorical levels."""
+
+    name: str
+    edges: np.ndarray | None = None  # numeric: bins (-inf, e0], (e0, e1], ..., (ek, inf), missing
+    levels: list[str] | None = None  # categorical: each level, other, missing
+    shares: np.ndarray | None = None  # the reference's share of rows per bin
+
+    @property
+    def bins(self) -> int:
+        return len(self.edges) + 2 if self.edges is not None else len(self.levels) + 2
+
+    def codes(self, values) -> np.ndarray:
+        """The bin of each value (vectorized)."""
+        if self.edges is not None:
+            x = as_numbers(values)
+            out = np.searchsorted(self.edges, x, side="left")
+            out[np.isnan(x)] = self.bins - 1
+            return out
+        text = pd.Series(as_array(values), dtype=object)
+        codes = pd.Index(self.levels).get_indexer(text.where(text.notna(), None))
+        return np.where(text.isna().to_numpy(), self.bins - 1,
+                        np.where(codes >= 0, codes, self.bins - 2))
+
+    def counts(self, values) -> np.ndarray:
+        return np.bincount(self.codes(values), minlength=self.bins)
+
+    def to_dict(self) -> dict:
+        out = {"shares": self.shares.tolist()}
+        if self.edges is not None:
+            out["edges"] = self.edges.tolist()
+        else:
+            out["levels"] = self.levels
+        return out
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> Binning:
+        edges = np.asarray(data["edges"], float) if "edges" in data else None
+        return cls(name, edges, data.get("levels"), np.asarray(data["shares"], float))
+
+
+def fit_binning(name: str, values, categorical: bool) -> Binning:
+    """Bins from the reference's values, with the reference's shares."""
+    if categorical:
+        text = pd.Series(as_array(values), dtype=object).dropna().astype(str)
+        levels = text.value_counts().index[:MAX_LEVELS].tolist()
+        b = Binning(name, levels=levels)
+    else:
+        x = as_numbers(values)
+        x = x[np.isfinite(x)]
+        edges = np.unique(np.quantile(x, DECILES)) if len(x) else np.array([], float)
+        b = Binning(name, edges=edges)
+    counts = b.counts(values)
+    b.shares = counts / max(counts.sum(), 1)
+    return b
+
+
+def psi(expected: np.ndarray, actual_counts: np.ndarray) -> float:
+    """PSI of observed counts against expected shares (NaN without observations)."""
+    total = actual_counts.sum(axis=-1, keepdims=True)
+    a = np.maximum(actual_counts / np.maximum(total, 1), FLOOR)
+    e = np.maximum(np.asarray(expected, float), FLOOR)
+    value = ((a - e) * np.log(a / e)).sum(axis=-1)
+    return np.where(total[..., 0] > 0, value, np.nan) if np.ndim(value) else (
+        float(value) if total[0] > 0 else float("nan"))
+
+
+@dataclass
+class Reference:
+    """The training window's distributions for one model version."""
+
+    version: str
+    binnings: dict[str, Binning]
+    log_loss: float  # the model's log loss on its validation window
+    rows: int
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "log_loss": self.log_loss, "rows": self.rows,
+                "source": self.source,
+                "columns": {n: b.to_dict() for n, b in self.binnings.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Reference:
+        return cls(str(data["version"]),
+                   {n: Binning.from_dict(n, d) for n, d in data["columns"].items()},
+                   float(data.get("log_loss", float("nan"))), int(data.get("rows", 0)),
+                   str(data.get("source", "")))
+
+
+def build_reference(version: str, frame: pd.DataFrame, features: list[str],
+                    categorical: set[str], p_late, log_loss: float, source: str) -> Reference:
+    """A reference from training rows (`frame` holds the features) and their P(late)."""
+    binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features if f in frame}
+    binnings[PREDICTION] = fit_binning(PREDICTION, p_late, False)
+    return Reference(version, binnings, float(log_loss), len(frame), source)
+
+
+def reference_path(data_dir: Path, version: str) -> Path:
+    return Path(data_dir) / "monitoring" / "reference" / f"{version}.json"
+
+
+def save_reference(data_dir: Path, ref: Reference) -> Path:
+    """Write the artifact atomically (temp file + rename)."""
+    path = reference_path(data_dir, ref.version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(ref.to_dict()))
+    os.replace(tmp, path)
+    return path
+
+
+def load_reference(data_dir: Path, version: str) -> Reference | None:
+    path = reference_path(data_dir, version)
+    if not path.exists():
+        return None
+    return Reference.from_dict(json.loads(path.read_text()))
+
+
+def reference_from_training(settings, version: str) -> Reference:
+    """Build (and save) the reference of a registered version from the lake's current training
+    window: its training rows' features and its P(late) on them, its log loss on validation."""
+    from features.schema import CATEGORICAL
+    from registry.loader import bundle_folder
+    from registry.store import MODEL_NAME, client
+    from training.bundle import Bundle
+    from training.evaluate import classification_metrics
+    from training.train import current_split, score_frame
+
+    c = client(settings)
+    bundle = Bundle.load(bundle_folder(settings, c, c.get_model_version(MODEL_NAME, version)),
+                         version=version)
+    split = current_split(settings)
+    train = split.train
+    p_train, _ = score_frame(bundle, train)
+    p_valid, _ = score_frame(bundle, split.valid)
+    loss = classification_metrics(split.valid["is_late"].to_numpy(float), p_valid)["log_loss"]
+    ref = build_reference(version, train, bundle.spec.features, set(CATEGORICAL), p_train,
+                          loss, f"training window up to {split.bounds['train_end']}")
+    save_reference(settings.data_dir, ref)
+    return ref

@@ -1,0 +1,111 @@
+"""The service's prediction log: a bounded in-memory buffer that a background thread writes.
+
+A request only hands over references to the arrays it already built (the scorer's output and
+the feature vectors): no conversion, no I/O, a lock held for a list append. The writer thread
+turns what waits into Parquet every `flush_s` seconds, or sooner once `flush_rows` rows wait.
+When more than `max_rows` wait (the disk is slow or failing) new predictions are dropped and
+counted rather than waited for: monitoring never slows or blocks an answer. `close()` writes
+what is left (the service's shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from monitoring.prediction_log import prediction_table, write_predictions
+
+log = logging.getLogger("shipdelay.monitoring")
+
+Counter = Callable[[str, int], None]  # (outcome, rows): written | dropped | failed
+
+
+class PredictionBuffer:
+    """Predictions of one door, buffered and written in the background."""
+
+    def __init__(self, root: Path, path: str = "service", flush_s: float = 5.0,
+                 flush_rows: int = 5_000, max_rows: int = 200_000,
+                 on_count: Counter | None = None):
+        self.root, self.path = Path(root), path
+        self.flush_s, self.flush_rows, self.max_rows = flush_s, flush_rows, max_rows
+        self.on_count = on_count or (lambda outcome, rows: None)
+        self.counts = {"written": 0, "dropped": 0, "failed": 0}
+        self._pending: list[tuple[Mapping, Mapping, object, pd.Timestamp]] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings, path: str = "service",
+                      on_count: Counter | None = None) -> PredictionBuffer | None:
+        """The buffer the settings ask for, or None when logging is off."""
+        if not settings.prediction_log:
+            return None
+        return cls(settings.predictions_dir, path, settings.prediction_log_flush_s,
+                   settings.prediction_log_flush_rows, settings.prediction_log_max_rows,
+                   on_count)
+
+    def add(self, scored: Mapping, vectors: Mapping, instants) -> None:
+        """Keep one scoring call's predictions for the next write (never raises, never waits
+        for I/O). The arrays must not be changed afterwards."""
+        try:
+            n = len(scored["p_late"])
+            with self._lock:
+                full = self._rows + n > self.max_rows or self._closed
+                if not full:
+                    self._pending.append((scored, vectors, instants, pd.Timestamp.now("UTC")))
+                    self._rows += n
+                    wake = self._rows >= self.flush_rows
+            if full:
+                self._count("dropped", n)
+            elif wake:
+                self._wake.set()
+        except Exception as err:  # noqa: BLE001 - never fail an answer because of its log
+            log.warning("prediction not logged: %s", err)
+
+    def _count(self, outcome: str, rows: int) -> None:
+        self.counts[outcome] += rows
+        try:
+            self.on_count(outcome, rows)
+        except Exception:  # noqa: BLE001 - metrics never stop logging
+            pass
+
+    def flush(self) -> int:
+        """Write what waits now; returns rows written (failures counted, never raised)."""
+        with self._lock:
+            batch, self._pending, rows, self._rows = self._pending, [], self._rows, 0
+        if not batch:
+            return 0
+        try:
+            tables = [prediction_table(self.path, s, v, i, at) for s, v, i, at in batch]
+            write_predictions(self.root, pa.concat_tables(tables))
+        except Exception as err:  # noqa: BLE001 - counted, logged, the service goes on
+            log.warning("could not write %d logged prediction(s): %s", rows, err)
+            self._count("failed", rows)
+            return 0
+        self._count("written", rows)
+        return rows
+
+    def _run(self) -> None:
+        next_at = time.monotonic() + self.flush_s
+        while not self._closed:
+            self._wake.wait(max(0.0, next_at - time.monotonic()))
+            self._wake.clear()
+            self.flush()
+            next_at = time.monotonic() + self.flush_s
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and write what is left."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self.flush()
