@@ -1,9 +1,10 @@
 """From journeys to parcel-level tracking events, with real-world messiness.
 
-Every parcel of a shipment is scanned at every milestone. Scans reach the lake after an ingestion
-lag (usually minutes, sometimes hours when a handheld uploads in bulk), so they arrive out of
-order; some scans are missing, some parcels are scanned twice, and a few raw records are broken
-(those go to rejects with the reason, as the ingest path would do).
+Every parcel of a shipment is scanned at every milestone (handling steps included, when the plan
+has them; a shipment-level step, received or collected, has leg -1: no leg). Scans reach the
+lake after an ingestion lag (usually minutes, sometimes hours when a handheld uploads in bulk),
+so they arrive out of order; some scans are missing, some parcels are scanned twice, and a few
+raw records are broken (those go to rejects with the reason, as the ingest path would do).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
                       "lat": None if lat is None else lat[m], "lon": None if lon is None else lon[m]})
 
     none = np.full(n, "", dtype=object)
+    shipment_level = np.full(n, -1)  # leg -1: a shipment-level step (a null leg_index)
     add(np.ones(n, bool), j.pickup, "picked_up", plan.from_hub[:, 0], np.zeros(n, int), none)
+    add(plan.steps, j.received, "received", plan.from_hub[:, 0], shipment_level, none)
     lat, lon = net.hubs["latitude"].to_numpy(), net.hubs["longitude"].to_numpy()
     for i in range(plan.mode.shape[1]):
         has = i < plan.n_legs
@@ -62,6 +65,8 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
         dep_cause = np.where(j.missed[:, i], "missed",
                              np.where(j.weather_dep[:, i] > 0.6, wx_cause,
                                       np.where(j.congestion[:, i] > 1.4, "congestion", "")))
+        add(has & plan.steps, j.checked_in[:, i], "checked_in", frm, leg, none)
+        add(has & plan.steps, j.handed_over[:, i], "handed_over", frm, leg, none)
         add(has, j.dep[:, i], "departed", frm, leg, dep_cause.astype(object))
         fail_cause = np.array(["failure_truck", "failure_rail", "failure_air", "failure_ocean"])[mode]
         # where along the leg it struck: a share of the planned leg, not of the actual one,
@@ -75,6 +80,7 @@ def milestones(plan: Plan, j: Journey, net: Network, region_names: list[str]) ->
         add(has & j.hold & (plan.customs_leg == i), j.hold_start, "customs_hold", to, leg,
             np.full(n, "customs", dtype=object))
         add(has & j.hold & (plan.customs_leg == i), j.hold_end, "customs_released", to, leg, none)
+    add(plan.steps & plan.collects, j.collected, "collected", dest, shipment_level, none)
     add(np.ones(n, bool), j.ofd, "out_for_delivery", dest, last, none)
     add(j.delivery_failed, j.ofd + ATTEMPT_HOURS, "exception", dest, last,
         np.full(n, "delivery_fail", dtype=object))

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from shipdelay.contract import SERVICE_LEVELS
-from shipdelay.world.journeys import MAX_LEGS, Plan
+from shipdelay.world.consolidation import consolidate
+from shipdelay.world.handling import collects, first_leg_factor
+from shipdelay.world.journeys import HANDLING_HOURS, MAX_LEGS, Plan
 from shipdelay.world.network import (
     DWELL_HOURS,
     FIXED_HOURS,
@@ -97,10 +99,14 @@ def _next_slot(earliest: np.ndarray, hub: np.ndarray, mode: np.ndarray) -> np.nd
 
 
 def sample_plans(net: Network, table: ItineraryTable, booked: np.ndarray, numbers: np.ndarray,
-                 customs_rate: np.ndarray, rng: np.random.Generator) -> tuple[Plan, Bookings]:
+                 customs_rate: np.ndarray, rng: np.random.Generator, *,
+                 consolidation_share: float = 0.0,
+                 handling_steps: bool = False) -> tuple[Plan, Bookings]:
     """Who ships what where, and the plan they are promised.
 
     `customs_rate[o, d]` is P(customs hold) by origin and destination country (sorted codes).
+    `consolidation_share` of the shipments get parallel inbound legs (consolidation.py);
+    `handling_steps` plans handling steps for every shipment (handling.py).
     """
     n = len(booked)
     cust = rng.choice(len(net.customers), n, p=net.customers["weight"].to_numpy())
@@ -125,27 +131,43 @@ def sample_plans(net: Network, table: ItineraryTable, booked: np.ndarray, number
     lat, lon = net.hubs["latitude"].to_numpy(), net.hubs["longitude"].to_numpy()
     kind = net.hubs["kind"].to_numpy()
     from_hub, to_hub = hubs[:, :MAX_LEGS], hubs[:, 1:]
+    customs_leg = table.customs[itin]
+    o_hub, d_hub = hubs[:, 0], hubs[np.arange(n), n_legs]
+    feeds = None
+    if consolidation_share > 0:
+        from_hub, to_hub, modes, feeds, customs_leg, n_legs = consolidate(
+            net.hubs, np.where(from_hub >= 0, from_hub, -1), to_hub, modes, customs_leg, n_legs,
+            consolidation_share, rng)
+    L = modes.shape[1]
     safe_from, safe_to = np.where(from_hub >= 0, from_hub, 0), np.where(to_hub >= 0, to_hub, 0)
     km = great_circle_km(lat[safe_from], lon[safe_from], lat[safe_to], lon[safe_to])
     safe_mode = np.where(modes >= 0, modes, 0)
     duration = km / SPEED_KMH[safe_mode] + FIXED_HOURS[safe_mode]
-    customs_leg = table.customs[itin]
     dwell = np.vectorize(DWELL_HOURS.get)(kind)
 
-    planned_dep, planned_arr = np.full((n, MAX_LEGS), np.nan), np.full((n, MAX_LEGS), np.nan)
-    earliest = booked + LEAD_HOURS[level]
-    for i in range(MAX_LEGS):
+    planned_dep, planned_arr = np.full((n, L), np.nan), np.full((n, L), np.nan)
+    ready = np.full((n, L), np.nan)  # when each leg's cargo could go on, planned
+    first = booked + LEAD_HOURS[level]
+    chain = np.arange(1, L + 1)[None, :]
+    feeds_or_chain = np.where(chain < n_legs[:, None], chain, -1) if feeds is None else feeds
+    for i in range(L):
         has = i < n_legs
+        # a leg fed by others leaves after the last of them (the critical path)
+        fed = feeds_or_chain[:, :i] == i
+        earliest = np.where(fed.any(axis=1),
+                            np.where(fed, ready[:, :i], -np.inf).max(axis=1, initial=-np.inf),
+                            first)
         dep = _next_slot(earliest, safe_from[:, i], safe_mode[:, i])
         planned_dep[:, i] = np.where(has, dep, np.nan)
         planned_arr[:, i] = np.where(has, dep + duration[:, i], np.nan)
-        earliest = planned_arr[:, i] + dwell[safe_to[:, i]] + CUSTOMS_PLANNED_HOURS * (customs_leg == i)
+        ready[:, i] = planned_arr[:, i] + dwell[safe_to[:, i]] + \
+            CUSTOMS_PLANNED_HOURS * (customs_leg == i)
     last = planned_arr[np.arange(n), n_legs - 1] + CUSTOMS_PLANNED_HOURS * (customs_leg == n_legs - 1)
     transit = last - booked
     promised = last + FINAL_MILE_PLANNED_HOURS + SLACK_BASE_HOURS[level] + SLACK_SHARE[level] * transit
 
     carriers = net.carriers
-    carrier = np.zeros((n, MAX_LEGS), dtype=np.int64)
+    carrier = np.zeros((n, L), dtype=np.int64)
     for m in range(4):
         ids = np.flatnonzero(carriers["mode"].to_numpy() == m)
         mask = safe_mode == m
@@ -154,13 +176,17 @@ def sample_plans(net: Network, table: ItineraryTable, booked: np.ndarray, number
     country = net.hubs["country"].to_numpy()
     c_index = {c: i for i, c in enumerate(net.hubs["country"].drop_duplicates().sort_values())}
     c_idx = np.vectorize(c_index.get)(country)
-    o_hub, d_hub = hubs[:, 0], hubs[np.arange(n), n_legs]
     hold_rate = np.where(customs_leg >= 0, customs_rate[c_idx[o_hub], c_idx[d_hub]], 0.0)
 
     parcels = 1 + rng.poisson(1.2, n)
     weight = rng.lognormal(np.array([5.5, 4.0, 2.5])[level], 1.0, n).round(2) + 0.1
     plan = Plan(booked, n_legs, modes, carrier, np.where(from_hub >= 0, from_hub, -1), to_hub,
-                planned_dep, planned_arr, customs_leg, hold_rate)
+                planned_dep, planned_arr, customs_leg, hold_rate, feeds)
+    if handling_steps:
+        plan.steps = np.ones(n, bool)
+        plan.collects = collects(modes, level == SERVICE_LEVELS.index("economy"))
+        plan.first_handling = first_leg_factor(
+            booked, planned_dep[:, 0], HANDLING_HOURS[safe_mode[:, 0]])
     book = Bookings(numbers, cust, level, weight, (weight / rng.uniform(150, 350, n)).round(4),
                     parcels, promised, o_hub, d_hub)
     return plan, book
