@@ -150,7 +150,10 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
              for v, cols in FIRST_READ.items() for c in cols}
     known = pd.notna(instant.blank(first["lane_id"].to_numpy(dtype=object),
                                    fresh["shipment_profile"]))
-    rows = pd.DataFrame({"shipment_id": ids, **join_key_values(keyed),
+    # Feast cannot look a missing key up (a shipment without customer or carrier); no entity
+    # has the empty key, so its features read as missing, as in the offline join
+    keys = {k: np.where(pd.notna(v), v, "") for k, v in join_key_values(keyed).items()}
+    rows = pd.DataFrame({"shipment_id": ids, **keys,
                          REQUEST_TIME: request_time.timestamp()})[known]
     delivered = instant.blank(first["delivered"].to_numpy(dtype=object),
                               fresh["shipment_progress"])
