@@ -191,3 +191,41 @@ def page(summary: MonitorSummary, tables: dict) -> str:
              " table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>shipdelay monitoring"
             f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def print_summary(summary: MonitorSummary, console, shown: int = 15) -> None:
+    """What `shipdelay monitor` prints: counts, headline numbers, the alarms."""
+    from rich.table import Table
+
+    h = summary.headline
+    console.print(f"[bold]{summary.logged:,} predictions logged over {summary.days} days up to "
+                  f"{summary.as_of[:16]} UTC, {summary.judged:,} judged[/bold]")
+    numbers = Table("realized (judged)", "value", "estimated (not judged yet)", "value")
+    left = [("AUC", "roc_auc"), ("log loss", "log_loss"), ("Brier", "brier"), ("ECE", "ece"),
+            ("P10-P90 coverage", "coverage_p10_p90"), ("ETA error, h", "eta_mae_h")]
+    right = [("AUC", "expected_roc_auc"), ("log loss", "expected_log_loss"),
+             ("late rate", "expected_late_rate"), ("largest feature PSI", "max_feature_psi"),
+             ("P(late) PSI", "prediction_psi"), ("", "")]
+
+    def shown_value(key: str) -> str:
+        v = h.get(key)
+        return f"{v:.3f}" if isinstance(v, float) and np.isfinite(v) else ("-" if key else "")
+    for (ln, lk), (rn, rk) in zip(left, right):
+        numbers.add_row(ln, shown_value(lk), rn, shown_value(rk))
+    console.print(numbers)
+    bad = {k: v for k, v in summary.counts.items() if v}
+    if bad:
+        console.print("counted: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
+                                              for k, v in bad.items()))
+    if summary.alarms:
+        table = Table("kind", "slice", "what", title=f"{len(summary.alarms)} alarm(s)"
+                      + (f", the {shown} first" if len(summary.alarms) > shown else ""))
+        for a in summary.alarms[:shown]:
+            table.add_row(a.kind, a.slice, a.message)
+        console.print(table)
+        if summary.should_retrain:
+            console.print("drift or performance alarms: retrain (`shipdelay retrain`, or let "
+                          "`shipdelay nightly` do it)")
+    else:
+        console.print("no alarm")
+    console.print(f"report: {summary.html_path}\nsummary: {summary.json_path}")

@@ -477,6 +477,39 @@ def nightly_cmd(
     raise typer.Exit(report.exit_code)
 
 
+@app.command("monitor")
+def monitor_cmd(
+    as_of: Annotated[str | None, typer.Option(help="cut-off, UTC, ISO-8601; default: the "
+                                                 "lake's now (its newest ingestion)")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="days to look back (default: the "
+                                             "monitor_days setting, 30)")] = None,
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="do not log the run to "
+                                            "MLflow")] = False,
+) -> None:
+    """Judge the logged predictions against the outcomes known so far, watch drift, volume and
+    freshness, and raise alarms: a JSON summary and an HTML report (data/reports/monitor), an
+    MLflow run, the service's /metrics gauges."""
+    import pandas as pd
+
+    from monitoring.monitor import run_monitor
+    from monitoring.report import print_summary
+
+    as_of = as_of or None  # MLproject passes ''
+    if as_of is not None:
+        try:
+            pd.Timestamp(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"'{as_of}' is not an ISO-8601 time like 2026-03-01T02:00",
+                                     param_hint="--as-of") from None
+    with progress() as bar:
+        task = bar.add_task("monitor", total=None)
+        summary = run_monitor(get_settings(), as_of=as_of, days=days,
+                              log_to_mlflow=not no_mlflow,
+                              step=lambda name, done, total: bar.update(
+                                  task, description=name, completed=done, total=total))
+    print_summary(summary, console)
+
+
 def check_serving(settings, as_of: str | None) -> None:
     """What the service needs before it starts: a valid --as-of and SHIPDELAY_SERVE_* options,
     the feature store and a champion (`shipdelay.preflight`); else one sentence, exit 2 or 1."""
