@@ -1,10 +1,15 @@
 """Vectorized journeys: planned itineraries in, actual milestone times and their causes out.
 
-One function moves every shipment of a batch stage by stage (a loop over the at most four leg
-positions, never over shipments): pickup; per leg, readiness to leave (handling and dwell after
-the previous leg, which decides whether a scheduled service is missed), departure, the leg under
+One function moves every shipment of a batch stage by stage (a loop over the leg positions,
+never over shipments): pickup; per leg, readiness to leave (handling and dwell after the legs
+that feed it, which decides whether a scheduled service is missed), departure, the leg under
 way (with any equipment failure), customs after the border-crossing leg; out for delivery; the
-delivery attempt.
+delivery attempt. A leg fed by several legs (a consolidation, `Plan.feeds`) starts once the last
+of them released its cargo: the critical path. With handling steps (`Plan.steps`, handling.py)
+the freight is received after pickup, the handling before each leg is two stages, checked in
+then handed over (the leg is ready once handed over), and some shipments are collected at the
+destination before out for delivery; each step is a stage like the others, so the ceiling's
+re-simulation keeps those that had happened.
 
 The same function re-simulates the rest of a journey for the ceiling: pass the true journeys
 (`given`), the snapshot moment of each row (`as_of`) and the conditional world. Everything that
