@@ -70,12 +70,7 @@ SHIPMENT_PROGRESS = {
     "customs_open": "int",  # a hold seen without its release
     "exceptions": "int",
     "missing_milestones": "int",  # core milestones before the furthest never scanned
-    "note_customs": "int",
-    "note_weather": "int",
-    "note_congestion": "int",
-    "note_failure": "int",
-    "note_missed": "int",
-    "note_delivery": "int",
+    "recent_notes": "str",  # the newest notes' text, one per line (see features.notes)
     "delivered": "int",
     "event_count": "int",  # distinct event ids folded in (diagnostics, not a model input)
 }
@@ -101,8 +96,7 @@ HUB_STATS = {
     "hub_dwell_24h": "float",  # mean hours between arrival at and departure from this hub
     "hub_exceptions_24h": "int",
     "hub_customs_holds_24h": "int",
-    "hub_weather_notes_24h": "int",
-    "hub_congestion_notes_24h": "int",
+    "hub_notes_24h": "int",  # tracking notes written at this hub, whatever they say
 }
 # Weather observed at the hub (optional contract table hub_weather): the latest observation.
 HUB_WEATHER = {
@@ -160,5 +154,17 @@ FEATURE_SERVICE = "delay_model_v1"
 
 
 def model_feature_names() -> list[str]:
-    """The flat, ordered list of model inputs."""
+    """The flat, ordered list of the FeatureService's features (what every door reads)."""
     return [c for cols in MODEL_FEATURES.values() for c in cols]
+
+
+# Text the trees never see as text: a bundle's note model (training.note_model), learned from
+# the training window, turns recent_notes into these numbers before the trees.
+NOTE_FEATURES = ["note_risk", "note_latest_risk", "note_count"]
+TEXT_FEATURES = {"recent_notes": NOTE_FEATURES}
+
+
+def model_input_names() -> list[str]:
+    """The model's inputs in order: the FeatureService's features, text replaced by the
+    numbers read from it."""
+    return [f for c in model_feature_names() for f in TEXT_FEATURES.get(c, [c])]

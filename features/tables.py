@@ -40,7 +40,6 @@ from features.schema import (
     TIMESTAMP,
     WINDOW_DAYS,
 )
-from features.transforms import classify_notes
 from shipdelay import contract
 from shipdelay.contract import MODES, STR
 from shipdelay.lake import Lake
@@ -365,7 +364,7 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike,
                                   'shipment_id, event_type, leg_index, hub_id', HOUR_US)})
         WHERE b0 >= {h0 - L - 1} OR event_type = 'arrived'""")
     counted = {"departed": "dep", "arrived": "arr", "exception": "exc", "customs_hold": "hold"}
-    cols = ["dep", "arr", "exc", "hold", "wx", "cong", "slip_n", "slip_s", "dwell_n", "dwell_s"]
+    cols = ["dep", "arr", "exc", "hold", "notes", "slip_n", "slip_s", "dwell_n", "dwell_s"]
 
     def marks(values: dict[str, str], frm: str, start_t: str, end_t: str, where: str = "") -> str:
         """+value from start_t, -value from end_t (one pass: each row times the signs +1, -1)."""
@@ -379,16 +378,12 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike,
     types = ", ".join(f"'{t}'" for t in counted)
     parts = [marks({c: f"(event_type = '{t}')::INT" for t, c in counted.items()}, "ms",
                    "b0 + 1", end_t, f"rn = 1 AND event_type IN ({types})")]
-    # notes are classified by the one shared classifier, once per distinct note
-    distinct = con.sql("SELECT DISTINCT note FROM events WHERE note IS NOT NULL").df()["note"]
-    flags = classify_notes(distinct)
-    con.register("note_class", pd.DataFrame({"note": distinct.astype(object),
-                                             "wx": flags["note_weather"].to_numpy(),
-                                             "cong": flags["note_congestion"].to_numpy()}))
-    notes = (f"(SELECT e.hub_id, e.ingested_at // {HOUR_US} AS b0, n.wx, n.cong "
-             f"FROM events e JOIN note_class n USING (note) WHERE e.ingested_at < {h1 * HOUR_US} "
-             f"AND e.ingested_at >= {(h0 - L - 1) * HOUR_US} AND n.wx + n.cong > 0)")
-    parts += [marks({"wx": "wx", "cong": "cong"}, notes, "b0 + 1", end_t)]
+    # every note written at the hub counts, whatever its words: what notes mean is learned per
+    # shipment by the model's note model, a busy hub writes more of them whatever the language
+    notes = (f"(SELECT hub_id, ingested_at // {HOUR_US} AS b0 FROM events "
+             f"WHERE note IS NOT NULL AND trim(note) <> '' AND ingested_at < {h1 * HOUR_US} "
+             f"AND ingested_at >= {(h0 - L - 1) * HOUR_US})")
+    parts += [marks({"notes": "1"}, notes, "b0 + 1", end_t)]
     # slip: the first value minus the plan, then each improvement of the earliest scan time
     con.execute("CREATE TEMP TABLE dep AS SELECT m.*, l.planned_departure AS planned FROM ms m "
                 "JOIN legs l USING (shipment_id, leg_index) WHERE m.event_type = 'departed'")
@@ -419,7 +414,7 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike,
         coalesce(c.dep, 0) AS hub_departures_24h, coalesce(c.arr, 0) AS hub_arrivals_24h,
         {mean.format('slip', HOUR_US, 'dep_slip')}, {mean.format('dwell', HOUR_US, 'dwell')},
         coalesce(c.exc, 0) AS hub_exceptions_24h, coalesce(c.hold, 0) AS hub_customs_holds_24h,
-        coalesce(c.wx, 0) AS hub_weather_notes_24h, coalesce(c.cong, 0) AS hub_congestion_notes_24h
+        coalesce(c.notes, 0) AS hub_notes_24h
     FROM (SELECT hub_id, t FROM hubs, range({h0}, {h1 + 1}) r(t) WHERE t * {HOUR_US} > first) g
     ASOF LEFT JOIN cum c ON c.hub_id = g.hub_id AND g.t >= c.t
     ORDER BY g.hub_id, g.t"""

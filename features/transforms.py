@@ -1,5 +1,6 @@
-"""Pure feature transforms over tracking events: note classes, milestone bits and ordinals, and
-the one shipment-progress state function `advance_progress(prior, events, plans)`.
+"""Pure feature transforms over tracking events: milestone bits and ordinals, and the one
+shipment-progress state function `advance_progress(prior, events, plans)` (its recent notes are
+folded by `features.notes`).
 
 The historical backfill calls `advance_progress(None, all_events, plans)`; the stream scorer calls
 it with `prior = latest(state last written)` and one micro-batch. Every aggregate is a commutative,
@@ -14,40 +15,14 @@ in as the starting value of each shipment's sequence.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.notes import RECENT_NOTES, fold_recent_notes, note_entries
 from features.schema import SHIPMENT_PROGRESS, TIMESTAMP
 from shipdelay.contract import EVENT_TYPES, STR, UTC
-
-NOTE_COLUMNS = ("note_customs", "note_weather", "note_congestion", "note_failure", "note_missed",
-                "note_delivery")
-
-# Matched against lowercased notes. The alternatives include the abbreviations and the typo
-# shapes notes carry (a dropped letter, two neighbouring letters swapped), so each class has a
-# few spellings of its key words; "missing" (docs missing) must not read as a missed connection.
-NOTE_PATTERNS: dict[str, re.Pattern[str]] = {k: re.compile(p) for k, p in {
-    "note_customs": r"cust|csut|ustoms|x-?ray|\bexam\b|\bduty|\bduy\b|payment|invoice|\bhs code"
-                    r"|inspect|nspection|clearance|\bbroker|docs? missing|tariff",
-    "note_weather": r"\bwx|weather|wather|wether|typh|tpyh|tyhp|storm|\bstrm|snow|sonw|blizz|\bicy"
-                    r"|\bfog\b|\brain\b|heavy ra|flood|\bwinds?\b|\bwnds\b|high w|hurricane|cyclone"
-                    r"|monsoon|severe|sveere",
-    "note_congestion": r"\bcong|\bcog\.|conegst|conest|congst|backlog|bcaklog|queue|anchorage"
-                       r"|heavy vol|sorting del|soritng|cargo not work|cargo no tw",
-    "note_failure": r"fail|filure|fial|breakdown|brakdown|break down|eqpt|eqtp|\bqpt\b|equip|fault"
-                    r"|defect|deect|tech issue|\baog\b|damage|mainten|amintenance|maintennce"
-                    r"|mechanic|mcehanic|engine|\bngine|egnine|trouble|touble|tyre|ytre|\btire"
-                    r"|alarm|reefer|reeefr|locomot|lcoomot|\bcxl\b",
-    "note_missed": r"missed|msised|mssed|mised|missd|imssed|\bmiss\b|rolled|\brolld|\broled|offload"
-                   r"|ofload|rebook|cut-?off|ctoff|ut-off|connection|cnonection|next sailing"
-                   r"|next flight|next departure",
-    "note_delivery": r"recip|rceip|consign|cnosign|no one|no noe|nobody|not home|\baddr|adress"
-                     r"|address|re-?attempt|card left|undeliver|delivery fail|refused|not avail",
-}.items()}
 
 # Milestone bits: picked_up 0, departed 1+i, arrived 9+i, customs_hold 17+i, customs_released
 # 25+i, exception 33+i, out_for_delivery 41, delivered 42, received 43, checked_in 44+i,
@@ -65,23 +40,6 @@ _DELIVERED = EVENT_TYPES.index("delivered")
 
 _DTYPES = {"int": "int64", "float": "float64", "str": STR}
 OUTPUT_COLUMNS = ["shipment_id", TIMESTAMP, *SHIPMENT_PROGRESS]
-
-
-# ---------------------------------------------------------------------------------- notes
-
-def classify_notes(notes: pd.Series) -> pd.DataFrame:
-    """0/1 int64 columns note_customs .. note_delivery per note; nulls give 0.
-
-    Notes repeat a lot (templates), so the patterns run on the distinct lowercased notes only.
-    """
-    codes, uniques = pd.factorize(pd.Series(notes).astype("string").str.lower())
-    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
-    out = {}
-    for col, pattern in NOTE_PATTERNS.items():
-        hit = distinct.str.contains(pattern, regex=True).to_numpy(dtype=bool)
-        hit = np.append(hit, False)  # code -1 (null) reads the appended False
-        out[col] = hit[codes].astype(np.int64)
-    return pd.DataFrame(out, index=pd.Series(notes).index)
 
 
 # ---------------------------------------------------------------------- milestone encoding
@@ -189,7 +147,7 @@ def _prior_seeds(prior: pd.DataFrame | None, ids: pd.Index) -> dict[str, np.ndar
     seeds = {"mask": np.zeros(k, np.int64), "ford": np.full(k, -1, np.int64),
              "ftime": np.full(k, np.nan), "dep0": np.full(k, np.inf),
              "last_s": np.full(k, -np.inf), "code": np.full(k, -1, np.int64),
-             "count": np.zeros(k, np.int64)} | {c: np.zeros(k, np.int64) for c in NOTE_COLUMNS}
+             "count": np.zeros(k, np.int64), "notes": np.full(k, "", dtype=object)}
     if prior is None or prior.empty:
         return seeds
     p = latest(prior)
@@ -207,8 +165,7 @@ def _prior_seeds(prior: pd.DataFrame | None, ids: pd.Index) -> dict[str, np.ndar
     put("last_s", "last_event_s", -np.inf)
     put("code", "last_event_code", -1)
     put("count", "event_count", 0)
-    for c in NOTE_COLUMNS:
-        put(c, c, 0)
+    put("notes", RECENT_NOTES, "")
     return seeds
 
 
@@ -260,8 +217,8 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
     ords = _ord_from(tix, leg, n_legs[g])
     t_ns = _ns(ev["event_time"])
     t_s = t_ns / 1e9
-    notes = (classify_notes(ev["note"]) if "note" in ev
-             else pd.DataFrame(0, index=ev.index, columns=list(NOTE_COLUMNS)))
+    entries = (note_entries(ev["note"], t_ns) if "note" in ev
+               else np.full(len(ev), None, dtype=object))
 
     seeds = _prior_seeds(prior, ids)
 
@@ -282,9 +239,9 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
         "key": key, "last_s": t_s, "code": (t_ns // 10**9) * 16 + tix,
         "dep0": np.where((tix == _DEPARTED) & (leg == 0), t_s, np.inf),
         "add": add, "one": np.ones(len(g), np.int64),
-    } | {c: notes[c].to_numpy() for c in NOTE_COLUMNS})
+    })
     grouped = frame.groupby(g, sort=False)
-    cmax = grouped[["key", "last_s", "code", *NOTE_COLUMNS]].cummax()
+    cmax = grouped[["key", "last_s", "code"]].cummax()
     csum = grouped[["add", "one"]].cumsum()
     cmin = grouped[["dep0"]].cummin()
 
@@ -360,7 +317,7 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
         "customs_open": ((hold & ~release) != 0).astype(np.int64),
         "exceptions": _popcount((mask >> EXCEPTION_SHIFT) & _LEG_BYTE),
         "missing_milestones": np.maximum(0, ford + 1 - seen_core),
-    } | {c: np.maximum(cmax[c].to_numpy()[keep], seeds[c][gk]) for c in NOTE_COLUMNS} | {
+        RECENT_NOTES: fold_recent_notes(g, ing, entries, seeds["notes"], gk, ing[keep]),
         "delivered": (mask >> DELIVERED_BIT) & 1,
         "event_count": seeds["count"][gk] + csum["one"].to_numpy()[keep],
     })

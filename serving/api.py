@@ -37,7 +37,7 @@ from pydantic import (
     field_validator,
 )
 
-from features.schema import CATEGORICAL, model_feature_names
+from features.schema import CATEGORICAL, TEXT_FEATURES, model_feature_names
 from serving.columns import as_numbers
 
 MAX_IDS = 500
@@ -81,7 +81,7 @@ class PredictRequest(BaseModel):
 def row_problems(row: dict[str, object], features: Iterable[str] | None = None) -> list[str]:
     """What is wrong with one what-if row: missing or unknown fields, values of the wrong kind."""
     features = list(features if features is not None else model_feature_names())
-    categorical = set(CATEGORICAL)
+    categorical = {*CATEGORICAL, *TEXT_FEATURES}
     problems = []
     missing = [f for f in features if f not in row]
     if missing:
@@ -117,7 +117,7 @@ def _finite(value: float) -> bool:
 
 def row_schema() -> dict:
     """JSON Schema of one what-if row, so that the OpenAPI document states the whole contract."""
-    categorical = set(CATEGORICAL)
+    categorical = {*CATEGORICAL, *TEXT_FEATURES}
     props = {f: {"anyOf": [{"type": "string" if f in categorical else "number"},
                            {"type": "null"}]} for f in model_feature_names()}
     props[ID_FIELD] = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
@@ -131,7 +131,9 @@ def _rows_schema(schema: dict) -> None:
 
 class PredictFeaturesRequest(BaseModel):
     """Score feature vectors given in the request ("what if"): every model feature must be
-    present (null for unknown); categorical features are strings, the others numbers."""
+    present (null for unknown); categorical features are strings, and so is recent_notes (the
+    newest notes, one per line, each optionally after its UTC time: "2025-10-03T14:05:00Z
+    typhoon warning"); the others numbers."""
 
     model_config = ConfigDict(extra="forbid")
 

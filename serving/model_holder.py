@@ -90,18 +90,18 @@ def check_servable(bundle: Bundle, store) -> None:
         raise FeatureServiceMismatch(
             f"model version {bundle.version} was trained on FeatureService '{spec.service}', "
             f"but the online path reads '{FEATURE_SERVICE}'")
-    outside = [f for f in spec.features if f not in set(model_feature_names())]
+    outside = [f for f in spec.inputs if f not in set(model_feature_names())]
     if outside:
         raise FeatureServiceMismatch(
             f"model version {bundle.version} needs feature(s) the online path does not read: "
             + ", ".join(outside))
     if store is not None:
-        require_features(store, list(spec.features), spec.service)
+        require_features(store, list(spec.inputs), spec.service)
 
 
 def warm_up(scorer: Scorer) -> None:
     """Score one empty row: proves the boosters load and predict before the swap."""
-    row = {f: (None if f in CATEGORICAL else np.nan) for f in scorer.features}
+    row = {f: (None if f in CATEGORICAL else np.nan) for f in scorer.inputs}
     scorer.score(pd.DataFrame([row]).assign(shipment_id="warm-up",
                                             request_time_s=time.time()))
 

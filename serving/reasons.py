@@ -18,12 +18,9 @@ TEMPLATES: dict[str, str] = {
     "slip_trend_h": "slipping further: {v:+.0f} h since departure",
     "customs_open": "customs hold not yet released",
     "customs_holds": "held by customs on this journey",
-    "note_customs": "customs issue reported in a tracking note",
-    "note_weather": "weather disruption reported in a tracking note",
-    "note_congestion": "congestion reported in a tracking note",
-    "note_failure": "equipment failure reported in a tracking note",
-    "note_missed": "missed a scheduled departure or connection",
-    "note_delivery": "delivery attempt problem reported",
+    "note_risk": "recent notes read like delays",  # quoting the note when known (QUOTES)
+    "note_latest_risk": "the newest note reads like a delay",
+    "note_count": "{v:.0f} tracking note(s) written on this journey recently",
     "exceptions": "{v:.0f} exception(s) reported on this journey",
     "missing_milestones": "{v:.0f} milestone scan(s) missing",
     "lane_dep_slip_7d": "lane running {v:.0f} h behind schedule this week",
@@ -35,8 +32,7 @@ TEMPLATES: dict[str, str] = {
     "customer_late_rate_28d": "this customer's shipments late {v:.0%} of the time recently",
     "hub_dep_slip_24h": "departures from the current hub {v:.0f} h late in the last 24 h",
     "hub_dwell_24h": "long dwell at the current hub: {v:.0f} h on average",
-    "hub_congestion_notes_24h": "congestion reported at the current hub today",
-    "hub_weather_notes_24h": "weather reported at the current hub today",
+    "hub_notes_24h": "{v:.0f} tracking notes written at the current hub in the last 24 h",
     "hub_customs_holds_24h": "customs holds at the current hub today",
     "promised_slack_h": "tight promise: {v:.0f} h of slack in the plan",
     "hours_to_promised": "{v:.0f} h left to the promised time",
@@ -87,6 +83,24 @@ TEMPLATES.update({
 })
 
 
+# Note features are explained by quoting the note they were read from (a column the scorer adds
+# next to them: `training.note_model.NoteModel.features`).
+QUOTES = {"note_risk": "note_risk_text", "note_latest_risk": "note_latest_text"}
+QUOTED = {"note_risk": 'recent notes read like delays: "{q}"',
+          "note_latest_risk": 'the newest note reads like a delay: "{q}"'}
+QUOTE_CHARS = 80
+
+
+def _note_sentence(feature: str, value, note) -> str:
+    """A note feature's sentence: the note it read quoted; no notes at all said so."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "no tracking notes to go by"
+    if not isinstance(note, str) or not note:
+        return TEMPLATES[feature]
+    short = note if len(note) <= QUOTE_CHARS else note[:QUOTE_CHARS - 3].rstrip() + "..."
+    return QUOTED[feature].format(q=short)
+
+
 def _sentence(feature: str, value) -> str:
     template = TEMPLATES.get(feature)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -112,7 +126,10 @@ def top_reasons(contrib: np.ndarray, features: list[str], raw: Mapping, k: int =
     order = np.argsort(-c, axis=1)[:, :k]
     out = []
     for i, cols in enumerate(order):  # k sentences per row: cheap next to the trees
-        out.append([_sentence(features[j], _value(raw[features[j]], i)) for j in cols
+        out.append([_note_sentence(features[j], _value(raw[features[j]], i),
+                                   _value(raw[QUOTES[features[j]]], i))
+                    if features[j] in QUOTES and QUOTES[features[j]] in raw
+                    else _sentence(features[j], _value(raw[features[j]], i)) for j in cols
                     if c[i, j] > 0])
     return out
 

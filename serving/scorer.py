@@ -3,20 +3,27 @@
 Probability of being late (calibrated), a risk band, P50 and P90 delay hours, the predicted
 delivery time with its P10-P90 interval, three reasons in plain words and the model version.
 The online service, the stream scorer and the nightly batch all call `Scorer.score`.
+
+Vectors carry the FeatureService's features (`inputs`); the bundle's note model turns their
+recent_notes into the note features the trees read (`with_notes`), here and nowhere else, so
+every door reads notes alike. It keeps each distinct note text's score, so a stream of
+micro-batches scores the notes it has not met yet only.
 """
 
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from features.notes import RECENT_NOTES
 from features.schema import ON_DEMAND
 from serving.columns import as_array, as_numbers
-from serving.reasons import top_reasons
+from serving.reasons import QUOTES, top_reasons
 from serving.reasons_memory import ReasonsMemory
 from training.bundle import Bundle
 
@@ -44,6 +51,8 @@ class Scorer:
         # the inputs that describe a shipment's state (not the clock): reasons' memory key
         self._lasting = np.array([i for i, f in enumerate(spec.features) if f not in ON_DEMAND],
                                  dtype=int)
+        # what reasons read: the features and the note each note feature quotes
+        self._explained = [*spec.features, *(QUOTES[f] for f in spec.features if f in QUOTES)]
 
     @property
     def version(self) -> str:
@@ -51,13 +60,32 @@ class Scorer:
 
     @property
     def features(self) -> list[str]:
+        """The model's inputs, in matrix order (note features included)."""
         return self.bundle.spec.features
+
+    @property
+    def inputs(self) -> list[str]:
+        """The FeatureService's features a vector must carry (recent_notes, not note scores)."""
+        return self.bundle.spec.inputs
+
+    def with_notes(self, vectors: Mapping) -> Mapping:
+        """`vectors` with the note features (and the notes reasons quote) read from their
+        recent_notes by the bundle's note model; as they are when the model reads no notes or
+        they lack recent_notes (`matrix` then names it)."""
+        spec = self.bundle.spec
+        if not spec.reads_notes or RECENT_NOTES not in vectors:
+            return vectors
+        return ChainMap(spec.note_features(vectors), vectors)
 
     def band(self, p: np.ndarray) -> np.ndarray:
         return np.where(p >= self.thresholds.high, "high",
                         np.where(p >= self.thresholds.medium, "medium", "low"))
 
     def matrix(self, vectors: Mapping) -> np.ndarray:
+        """`spec.matrix(vectors)`: the model matrix of vectors carrying `inputs`."""
+        return self._matrix(self.with_notes(vectors))
+
+    def _matrix(self, vectors: Mapping) -> np.ndarray:
         """`spec.matrix(vectors)` as one float64 array, the same values built in bulk: numeric
         columns of numpy dtypes copied as they are, the others converted exactly as the spec
         does; categoricals as codes of the training levels (NaN when unseen or missing).
@@ -99,7 +127,10 @@ class Scorer:
 
     def reasons_for(self, vectors: Mapping) -> list[list[str]]:
         """The top three reasons of each row (as `score` gives them), alone."""
-        return self._reasons(self.matrix(vectors), vectors) if _rows(vectors) else []
+        if not _rows(vectors):
+            return []
+        vectors = self.with_notes(vectors)
+        return self._reasons(self._matrix(vectors), vectors)
 
     def _reasons(self, X: np.ndarray, vectors: Mapping) -> list[list[str]]:
         contrib = self.bundle.classifier.predict(X, pred_contrib=True)
@@ -122,7 +153,8 @@ class Scorer:
         state it has seen are recalled, not computed (needs shipment_id). A request's cost for a
         few rows is mostly frames, so the online service calls this directly."""
         n = _rows(vectors)
-        X = self.matrix(vectors)
+        vectors = self.with_notes(vectors)
+        X = self._matrix(vectors)
         p = self.bundle.p_late(X)
         q = self.bundle.delay_quantiles(X)
         # hours_to_promised is relative to the moment the features describe
@@ -166,7 +198,7 @@ class Scorer:
             missing = [j for j, words in enumerate(recalled) if words is None]
             explain, keys = explain[missing], [keys[j] for j in missing]
         if len(explain):
-            some = {c: _take(vectors[c], explain) for c in self.features}
+            some = {c: _take(vectors[c], explain) for c in self._explained if c in vectors}
             words = self._reasons(X[explain], some)
             for at, w in zip(explain.tolist(), words):
                 out[at] = w

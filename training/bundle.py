@@ -1,7 +1,8 @@
-"""A trained model as files: native LightGBM boosters, the calibrator and the feature spec.
+"""A trained model as files: native LightGBM boosters, the calibrator, the feature spec and
+the note model.
 
 Nothing is pickled: boosters are LightGBM's text format, the isotonic calibrator is its
-breakpoints in JSON, the spec is JSON. The registry stores this folder with each model version
+breakpoints in JSON, the spec is JSON, the note model JSON and a NumPy array. The registry stores this folder with each model version
 and every scoring path loads it with `Bundle.load`.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from training.features import FeatureSpec
+from training.note_model import NoteModel
 
 QUANTILES = (0.1, 0.5, 0.9)
 
@@ -69,18 +71,22 @@ class Bundle:
             {"x": self.calibrator.x.tolist(), "y": self.calibrator.y.tolist(),
              "interval_adjust_h": self.interval_adjust_h}))
         (folder / "spec.json").write_text(json.dumps(self.spec.to_dict(), indent=1))
+        if self.spec.notes is not None:
+            self.spec.notes.save(folder)
         return folder
 
     @classmethod
     def load(cls, folder: Path, version: str = "unregistered") -> Bundle:
         folder = Path(folder)
         cal = json.loads((folder / "calibrator.json").read_text())
+        spec = FeatureSpec.from_dict(json.loads((folder / "spec.json").read_text()))
+        spec.notes = NoteModel.load(folder)
         return cls(
             classifier=lgb.Booster(model_file=str(folder / "classifier.txt")),
             quantiles={q: lgb.Booster(model_file=str(folder / f"delay_q{int(q * 100):02d}.txt"))
                        for q in QUANTILES},
             calibrator=Calibrator(np.asarray(cal["x"]), np.asarray(cal["y"])),
-            spec=FeatureSpec.from_dict(json.loads((folder / "spec.json").read_text())),
+            spec=spec,
             version=version,
             interval_adjust_h=float(cal.get("interval_adjust_h", 0.0)),
         )

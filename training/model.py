@@ -67,7 +67,10 @@ class Matrices:
     @classmethod
     def build(cls, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
               target: str = "is_late") -> Matrices:
-        dtrain = lgb.Dataset(spec.matrix(train), label=train[target].to_numpy(float),
+        # training rows read out-of-fold note scores: the trees never see a note model's
+        # in-sample confidence (training.note_model)
+        X_train = spec.matrix(train, cross_fitted=True)
+        dtrain = lgb.Dataset(X_train, label=train[target].to_numpy(float),
                              weight=row_weights(train), categorical_feature=spec.categorical,
                              free_raw_data=False)
         X_valid = spec.matrix(valid)

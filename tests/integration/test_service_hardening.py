@@ -155,10 +155,10 @@ def test_error_answers_are_the_documented_ones(guarded, world):
     """Real error answers validate against the schemas the served /docs.json states."""
     from jsonschema import Draft202012Validator
 
-    from features.schema import CATEGORICAL, model_feature_names
+    from features.schema import CATEGORICAL, TEXT_FEATURES, model_feature_names
 
     doc = guarded.http.get("/docs.json").json()
-    row = {f: ("truck" if f in CATEGORICAL else 1.0) for f in model_feature_names()}
+    row = {f: ("truck" if f in {*CATEGORICAL, *TEXT_FEATURES} else 1.0) for f in model_feature_names()}
     huge = json.dumps({"rows": [row]}).replace('"slip_h": 1.0', '"slip_h": 1' + "0" * 309)
     assert "0" * 309 in huge
     json_body = {"content-type": "application/json"}

@@ -41,7 +41,7 @@ def rows(trained):
     _, split, _ = trained
     scorer = Scorer(_bundle(trained))
     rows = split.test.sample(min(400, len(split.test)), random_state=11).reset_index(drop=True)
-    rows = rows[["shipment_id", *scorer.features]].copy()
+    rows = rows[["shipment_id", *scorer.inputs]].copy()
     rows["request_time_s"] = pd.Timestamp("2025-06-01", tz="UTC").timestamp()
     for c in scorer.bundle.spec.categories:  # as the online reader gives them
         rows[c] = rows[c].astype(object).where(rows[c].notna(), None)

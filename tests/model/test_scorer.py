@@ -26,7 +26,7 @@ def scorer(trained):
 def vectors(trained, scorer):
     _, split, _ = trained
     rows = split.test.sample(min(300, len(split.test)), random_state=3).reset_index(drop=True)
-    rows = rows[["shipment_id", *scorer.features]].copy()
+    rows = rows[["shipment_id", *scorer.inputs]].copy()
     rows["request_time_s"] = pd.Timestamp("2025-06-01", tz="UTC").timestamp()
     # the online reader's kinds: numbers as float64, categories as text or None
     for c in scorer.bundle.spec.categories:

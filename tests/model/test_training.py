@@ -133,12 +133,17 @@ def test_shipment_id_has_no_effect(bundle, trained):
     assert np.array_equal(_p(bundle, rows), _p(bundle, renamed))
 
 
-def test_customs_hold_note_raises_risk(bundle, trained):
+def test_customs_hold_raises_risk_and_a_delay_note_adds_to_it(bundle, trained):
     _, split, _ = trained
-    rows = split.test[split.test["note_customs"] == 0].sample(300, random_state=2)
-    held = rows.assign(note_customs=1, customs_holds=1, customs_open=1)
+    rows = split.test[split.test["customs_holds"] == 0].sample(300, random_state=2)
+    held = rows.assign(customs_holds=1, customs_open=1)
     before, after = _p(bundle, rows), _p(bundle, held)
     assert (after >= before - 1e-12).all() and after.mean() > before.mean() + 0.02
+    # no list says what a hold note means: the note model learned it from the training window
+    stamp = "2025-12-01T08:00:00Z "
+    noted = held.assign(recent_notes=stamp + "held by customs for exam")
+    routine = held.assign(recent_notes=stamp + "scanned")
+    assert _p(bundle, noted).mean() > _p(bundle, routine).mean() + 0.02
 
 
 def test_interval_and_probability_are_sane(bundle, trained):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from features.schema import CATEGORICAL, model_feature_names
+from features.schema import CATEGORICAL, TEXT_FEATURES, model_feature_names
 from serving.api import (
     MAX_FEATURE_AGE_H,
     MAX_IDS,
@@ -34,7 +34,7 @@ def _errors(model, body: str) -> list[dict]:
 
 
 def _row(**overrides) -> dict:
-    row = {f: ("truck" if f in CATEGORICAL else 1.0) for f in model_feature_names()}
+    row = {f: ("truck" if f in {*CATEGORICAL, *TEXT_FEATURES} else 1.0) for f in model_feature_names()}
     return {**row, **overrides}
 
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from features.schema import CATEGORICAL, model_feature_names
+from features.schema import CATEGORICAL, TEXT_FEATURES, model_feature_names
 from serving.api import REFUSALS, PredictFeaturesRequest, PredictRequest, row_problems
 from serving.middleware import ClientLimitMiddleware, RequestLimitsMiddleware
 from shipdelay.settings import SSL_CIPHERS, Settings
@@ -130,7 +130,7 @@ def test_a_whole_body_is_handed_on_within_the_timeout():
 
 # ------------------------------------------------------------------ numbers past a float's range
 def _row(**overrides) -> dict:
-    return {**{f: ("truck" if f in CATEGORICAL else 1.0) for f in model_feature_names()},
+    return {**{f: ("truck" if f in {*CATEGORICAL, *TEXT_FEATURES} else 1.0) for f in model_feature_names()},
             **overrides}
 
 

@@ -1,4 +1,4 @@
-"""The shipment-progress state: notes, milestone encoding, and the one fold shared by the
+"""The shipment-progress state: milestone encoding, recent notes, and the one fold shared by the
 backfill and the stream (order independence, duplicates, micro-batch parity, leakage)."""
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from pandas.testing import assert_frame_equal
 
 from features.schema import SHIPMENT_PROGRESS, TIMESTAMP
 from features.transforms import (
-    NOTE_COLUMNS,
     advance_progress,
-    classify_notes,
     latest,
     milestone_bit,
     milestone_ord,
 )
 from shipdelay.contract import STR, UTC
-from shipdelay.world.notes import POOL, SPANS
+from shipdelay.world.notes import POOL
 
 T0 = pd.Timestamp("2025-10-01", tz="UTC")
 S0 = T0.timestamp()
@@ -131,39 +129,6 @@ def progress_cols(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[["shipment_id", *SHIPMENT_PROGRESS]].reset_index(drop=True)
 
 
-# -------------------------------------------------------------------------------- notes
-
-def test_classify_notes_reads_abbreviations_and_typos():
-    notes = pd.Series(["Cust hold - HS code qurey", "x-ray exam oredred", "WXD ELAY",
-                       "tpyhoon signal no.8, port closed", "cog. at hub", "yrad congested",
-                       "eqtp fail trk", "AOG - awiting part", "rolled -next sailing",
-                       "msised cutoff", "consigneec losed", "no noe home, card left",
-                       "customs inspection - docs missing", "in transit", "POD pending", None],
-                      dtype=STR)
-    got = classify_notes(notes)
-    assert list(got.columns) == list(NOTE_COLUMNS)
-    assert (got.dtypes == "int64").all()
-    hits = [[c for c in NOTE_COLUMNS if row[c]] for _, row in got.iterrows()]
-    assert hits == [["note_customs"], ["note_customs"], ["note_weather"], ["note_weather"],
-                    ["note_congestion"], ["note_congestion"], ["note_failure"], ["note_failure"],
-                    ["note_missed"], ["note_missed"], ["note_delivery"], ["note_delivery"],
-                    ["note_customs"], [], [], []]
-
-
-def test_classify_notes_covers_the_simulated_pool():
-    expected = {"failure": "note_failure", "weather": "note_weather",
-                "congestion": "note_congestion", "missed": "note_missed",
-                "customs": "note_customs", "delivery": "note_delivery"}
-    for cause, (lo, hi) in SPANS.items():
-        got = classify_notes(pd.Series(POOL[lo:hi]))
-        if cause == "neutral":
-            assert got.to_numpy().sum() == 0
-            continue
-        col = next(v for k, v in expected.items() if cause.startswith(k))
-        assert got[col].mean() >= 0.95, cause
-        assert got.drop(columns=col).to_numpy().sum() <= 0.05 * len(got), cause
-
-
 # ---------------------------------------------------------------------- milestone codes
 
 def test_milestone_bits_and_ords():
@@ -199,8 +164,9 @@ def test_clean_journey_state_at_each_moment():
     assert out["last_event_type"].tolist() == [r[2] for r in CLEAN]
     assert out["furthest_time_s"].tolist() == [S0 + r[4] * H for r in CLEAN]
     assert out["first_departure_s"].isna().tolist() == [True] + [False] * 6
-    assert out["note_congestion"].tolist() == [0, 1, 1, 1, 1, 1, 1]
-    assert out["note_weather"].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    congestion, weather = "2025-10-01T03:00:00Z cong. at hub", "2025-10-02T09:00:00Z WX DELAY"
+    assert out["recent_notes"].tolist() == ["", *[congestion] * 3,
+                                            *[f"{weather}\n{congestion}"] * 3]
     assert out["milestone_mask"].iloc[-1] == (1 | 0b11 << 1 | 0b11 << 9 | 1 << 41 | 1 << 42)
     # the route still ahead of the furthest milestone, from the plan
     assert out["planned_h_ahead"].tolist() == [36.0 - h for h in PLAN_HOURS]
@@ -254,7 +220,7 @@ def test_customs_missing_and_delivered_flags():
     assert out["customs_holds"].tolist() == [0, 1, 1, 1, 2, 2, 2, 2]
     assert out["customs_open"].tolist() == [0, 1, 1, 0, 1, 1, 1, 1]
     assert out["exceptions"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
-    assert out["note_failure"].tolist() == [0] * 5 + [1] * 3
+    assert out["recent_notes"].tolist() == [""] * 5 + ["2025-10-01T20:00:00Z eqpt fail trk"] * 3
     assert out["furthest_ord"].tolist() == [0, 0, 4, 4, 4, 4, 4, 6]
     assert out["missing_milestones"].tolist() == [0, 0, 3, 3, 3, 3, 3, 4]
     assert out["core_done"].tolist() == [1, 1, 2, 2, 2, 2, 2, 3]

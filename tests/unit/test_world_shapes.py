@@ -61,6 +61,13 @@ def test_the_contract_holds_the_new_tables(lake):
     leg_scans = events[events["leg_index"].notna()]
     assert pd.MultiIndex.from_frame(
         leg_scans[["shipment_id", "leg_index"]].astype({"leg_index": "int64"})).isin(known).all()
+    # ... at that leg's own hubs: departures and handling at its from_hub, arrivals at its to_hub
+    hubs = legs.set_index(["shipment_id", "leg_index"])[["from_hub", "to_hub"]]
+    scans = leg_scans.astype({"leg_index": "int64"}).join(hubs, on=["shipment_id", "leg_index"])
+    at_from = scans["event_type"].isin(["departed", "checked_in", "handed_over"])
+    assert (scans.loc[at_from, "hub_id"] == scans.loc[at_from, "from_hub"]).all()
+    arrived = scans["event_type"] == "arrived"
+    assert (scans.loc[arrived, "hub_id"] == scans.loc[arrived, "to_hub"]).all()
     # feeds_leg, read as the contract defines it: one final leg, every leg feeds a later one
     n_legs = legs.groupby("shipment_id")["leg_index"].transform("size")
     target = legs["feeds_leg"].fillna(legs["leg_index"] + 1).astype("int64")
