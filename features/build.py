@@ -34,7 +34,8 @@ from features.transforms import advance_progress
 from shipdelay.lake import Lake, write_parquet_atomic
 from shipdelay.settings import Settings, get_settings
 
-PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
+PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes",
+                "plan_feeds", "plan_steps"]
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
 SHIPMENTS_PER_CHUNK = 100_000

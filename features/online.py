@@ -32,7 +32,8 @@ from features.schema import (
 )
 from features.transforms import advance_progress, latest
 
-PLAN_FIELDS = ["n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes"]
+PLAN_FIELDS = ["n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes", "plan_feeds",
+               "plan_steps"]
 KEY_FIELDS = ["lane_id", "carrier_id", "customer_id", "origin_hub"]
 # The first read of `online_vectors`: what gives a shipment's other entity keys and its flags.
 FIRST_READ = {"shipment_profile": KEY_FIELDS,

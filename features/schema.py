@@ -44,6 +44,8 @@ SHIPMENT_PROFILE = {
     "plan_times_s": "float_list",
     "plan_hubs": "str_list",
     "plan_modes": "str_list",
+    "plan_feeds": "float_list",  # per leg, the leg its cargo continues on (-1: the end)
+    "plan_steps": "float_list",  # planned handling steps: (milestone bit, planned time) pairs
 }
 
 SHIPMENT_PROGRESS = {
@@ -62,14 +64,16 @@ SHIPMENT_PROGRESS = {
     "current_hub": "str",  # the hub of the furthest milestone (origin before any scan)
     "slip_h": "float",  # furthest milestone's scan time minus its planned time, hours
     "slip_trend_h": "float",  # slip_h minus the slip at the first departure
-    "planned_h_ahead": "float",  # planned hours from the furthest milestone to delivery
-    "next_planned_s": "float",  # planned time of the next milestone after the furthest (NaN: none)
-    "legs_ahead": "int",  # planned legs not yet departed
+    "last_slip_h": "float",  # scan minus plan of the seen milestone planned latest, any kind
+    "last_milestone_s": "float",  # first scan time of that milestone (internal)
+    "planned_h_ahead": "float",  # planned hours to delivery from where the critical path stands
+    "next_planned_s": "float",  # earliest planned milestone of any kind not yet seen (NaN: none)
+    "legs_ahead": "int",  # planned legs not yet departed on the critical path
     "next_mode": "str",  # mode of the next planned movement
     "customs_holds": "int",
     "customs_open": "int",  # a hold seen without its release
     "exceptions": "int",
-    "missing_milestones": "int",  # core milestones before the furthest never scanned
+    "missing_milestones": "int",  # planned milestones passed without a scan of their own
     "recent_notes": "str",  # the newest notes' text, one per line (see features.notes)
     "delivered": "int",
     "event_count": "int",  # distinct event ids folded in (diagnostics, not a model input)
@@ -134,10 +138,10 @@ TIMESTAMP = "event_timestamp"  # every offline feature table's availability time
 # What the delay model sees (the FeatureService delay_model_v1), view by view.
 _INTERNAL = {"milestone_mask", "furthest_time_s", "first_departure_s", "last_event_s",
              "last_event_code", "current_hub", "event_count", "delivered",
-             "next_planned_s"}
+             "next_planned_s", "last_milestone_s"}
 _PROFILE_KEYS = {"lane_id", "customer_id", "carrier_id", "origin_hub", "destination_hub",
                  "booked_at_s", "promised_at_s", "planned_arrival_s", "plan_times_s",
-                 "plan_hubs", "plan_modes"}
+                 "plan_hubs", "plan_modes", "plan_feeds", "plan_steps"}
 MODEL_FEATURES = {
     "shipment_profile": [c for c in SHIPMENT_PROFILE if c not in _PROFILE_KEYS],
     "shipment_progress": [c for c in SHIPMENT_PROGRESS if c not in _INTERNAL],

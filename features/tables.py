@@ -40,8 +40,9 @@ from features.schema import (
     TIMESTAMP,
     WINDOW_DAYS,
 )
+from features.transforms import BIT_BASE, BIT_PER_LEG, MAX_BIT_LEGS
 from shipdelay import contract
-from shipdelay.contract import MODES, STR
+from shipdelay.contract import EVENT_TYPES, MODES, STR
 from shipdelay.lake import Lake
 
 Frame = pd.DataFrame | pa.Table | ds.Dataset
@@ -63,7 +64,9 @@ _COLUMNS = {
                   "booked_at": _T, "promised_at": _T},
     "legs": {"shipment_id": "VARCHAR", "leg_index": "BIGINT", "mode": "VARCHAR",
              "carrier_id": "VARCHAR", "from_hub": "VARCHAR", "to_hub": "VARCHAR",
-             "planned_departure": _T, "planned_arrival": _T},
+             "planned_departure": _T, "planned_arrival": _T, "feeds_leg": "BIGINT"},
+    "milestone_plans": {"shipment_id": "VARCHAR", "event_type": "VARCHAR",
+                        "leg_index": "BIGINT", "planned_at": _T},
     "hubs": {"hub_id": "VARCHAR", "country": "VARCHAR", "region": "VARCHAR",
              "latitude": "DOUBLE", "longitude": "DOUBLE", "timezone": "VARCHAR"},
     "events": {"event_id": "VARCHAR", "shipment_id": "VARCHAR", "event_type": "VARCHAR",
@@ -174,15 +177,29 @@ def _versions(source: str, key: str, bucket_us: int) -> str:
 
 
 # -- 1. shipment profile ------------------------------------------------------------------------
-def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame:
+# A planned step's milestone bit (features.transforms.milestone_bit, legs clamped to 0..7).
+_STEP_BIT_SQL = "CASE m.event_type " + " ".join(
+    f"WHEN '{t}' THEN {base} + {per} * least(coalesce(m.leg_index, 0), {MAX_BIT_LEGS - 1})"
+    for t, base, per in zip(EVENT_TYPES, BIT_BASE, BIT_PER_LEG, strict=True)) + " END"
+
+def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame,
+                     milestone_plans: Frame | None = None) -> pd.DataFrame:
     """One row per shipment, available at booking: lane, main carrier/mode, shares, the plan.
 
     An attribute the lake lacks gives a missing feature, never an invented one: the distance
     when a leg's hub has no coordinates, `international` when a country is missing, a region,
     the carrier of the longest leg, the customer, service level, weight or volume when they
     are. The booking's weekday, month and hour are on the origin hub's clock
-    (`features.local_time`; UTC when its time zone is unknown)."""
-    con = _connect(shipments=shipments, legs=legs, hubs=hubs)
+    (`features.local_time`; UTC when its time zone is unknown).
+
+    The plan beside the lists by ord: `plan_feeds`, the leg each leg's cargo continues on (-1:
+    the end; a consolidation has legs feeding one leg), and `plan_steps`, (milestone bit,
+    planned time) pairs of the planned handling steps of `milestone_plans` (a step of a leg
+    the plan does not have is left out)."""
+    if milestone_plans is None:
+        milestone_plans = contract.validate("milestone_plans", pd.DataFrame(
+            {c: [] for c in contract.columns("milestone_plans")}))
+    con = _connect(shipments=shipments, legs=legs, hubs=hubs, milestone_plans=milestone_plans)
     zone_by_hub = con.sql("SELECT hub_id, timezone FROM hubs").df().set_index("hub_id")["timezone"]
     shares = ", ".join(f"coalesce(p.dur_{m}, 0) / p.dur AS share_{m}" for m in MODES)
     mode_sums = ", ".join(f"sum(dur) FILTER (WHERE mode = '{m}') AS dur_{m}" for m in MODES)
@@ -195,8 +212,16 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
                    + cos(f.lat) * cos(t.lat) * pow(sin((t.lon - f.lon) / 2), 2) AS a
         FROM legs l LEFT JOIN hub f ON f.hub_id = l.from_hub
         LEFT JOIN hub t ON t.hub_id = l.to_hub),
-    leg AS (SELECT *, 2 * {EARTH_KM} * asin(sqrt(CASE WHEN a > 1 THEN 1.0 ELSE a END)) AS km
+    leg AS (SELECT *, 2 * {EARTH_KM} * asin(sqrt(CASE WHEN a > 1 THEN 1.0 ELSE a END)) AS km,
+                   count(*) OVER (PARTITION BY shipment_id) AS legs_of
             FROM hav),
+    steps AS (
+        SELECT m.shipment_id, flatten(list([{_STEP_BIT_SQL}, m.planned_at / 1e6]
+                                           ORDER BY {_STEP_BIT_SQL})) AS pairs
+        FROM milestone_plans m
+        WHERE m.leg_index IS NULL OR m.leg_index < (
+            SELECT count(*) FROM legs l WHERE l.shipment_id = m.shipment_id)
+        GROUP BY m.shipment_id),
     plan AS (
         SELECT shipment_id, count(*) AS n_legs, sum(dur)::DOUBLE AS dur, {mode_sums},
                CASE WHEN count(km) = count(*) THEN sum(km) END AS km,
@@ -209,7 +234,9 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
                flatten(list([planned_departure / 1e6, planned_arrival / 1e6] ORDER BY leg_index))
                    AS mid_times,
                flatten(list([from_hub, to_hub] ORDER BY leg_index)) AS mid_hubs,
-               flatten(list([mode, mode] ORDER BY leg_index)) AS mid_modes
+               flatten(list([mode, mode] ORDER BY leg_index)) AS mid_modes,
+               list(coalesce(feeds_leg, CASE WHEN leg_index + 1 < legs_of THEN leg_index + 1
+                                             ELSE -1 END)::DOUBLE ORDER BY leg_index) AS feeds
         FROM leg GROUP BY shipment_id)
     SELECT s.shipment_id, s.booked_at AS ts_us,
         s.origin_hub || '>' || s.destination_hub AS lane_id, s.customer_id, p.carrier_id,
@@ -231,8 +258,11 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame) -> pd.DataFrame
             || [coalesce(p.last_hub, s.destination_hub), coalesce(p.last_hub, s.destination_hub)]
             AS plan_hubs,
         [coalesce(p.first_mode, 'unknown')] || coalesce(p.mid_modes, []::VARCHAR[])
-            || [coalesce(p.last_mode, 'unknown'), coalesce(p.last_mode, 'unknown')] AS plan_modes
+            || [coalesce(p.last_mode, 'unknown'), coalesce(p.last_mode, 'unknown')] AS plan_modes,
+        coalesce(p.feeds, []::DOUBLE[]) AS plan_feeds,
+        coalesce(st.pairs, []::DOUBLE[]) AS plan_steps
     FROM shipments s LEFT JOIN plan p USING (shipment_id)
+    LEFT JOIN steps st USING (shipment_id)
     LEFT JOIN hub o ON o.hub_id = s.origin_hub LEFT JOIN hub d ON d.hub_id = s.destination_hub
     ORDER BY s.shipment_id"""
     profile = _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
@@ -471,7 +501,8 @@ def build_tables(lake: Lake, since: date | None = None,
     """
     shipments, legs = _scan(lake, "shipments"), _scan(lake, "legs")
     events, outcomes = _scan(lake, "tracking_events"), _scan(lake, "outcomes")
-    profile = shipment_profile(shipments, legs, _scan(lake, "hubs"))
+    profile = shipment_profile(shipments, legs, _scan(lake, "hubs"),
+                               _scan(lake, "milestone_plans"))
     tables = {"profile": profile}
     if as_of is None:
         as_of = lake_now(lake)

@@ -21,15 +21,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.notes import RECENT_NOTES, fold_recent_notes, note_entries
+from features.plan_graph import PlanGraph
 from features.schema import SHIPMENT_PROGRESS, TIMESTAMP
 from shipdelay.contract import EVENT_TYPES, STR, UTC
 
 # Milestone bits: picked_up 0, departed 1+i, arrived 9+i, customs_hold 17+i, customs_released
 # 25+i, exception 33+i, out_for_delivery 41, delivered 42, received 43, checked_in 44+i,
-# handed_over 52+i, collected 60 (legs clamped to 0..7).
+# handed_over 52+i, collected 60 (legs clamped to 0..7). A leg event without a leg (one the
+# plan did not know: see shipdelay.itinerary) sets no bit and is no milestone.
 MAX_BIT_LEGS = 8
-_BIT_BASE = np.array([0, 1, 9, 17, 25, 33, 41, 42, 43, 44, 52, 60], dtype=np.int64)  # EVENT_TYPES
-_BIT_PER_LEG = np.array([0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0], dtype=np.int64)
+BIT_BASE = np.array([0, 1, 9, 17, 25, 33, 41, 42, 43, 44, 52, 60], dtype=np.int64)  # EVENT_TYPES
+BIT_PER_LEG = np.array([0, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0], dtype=np.int64)
 _LEG_BYTE = 0xFF
 HOLD_SHIFT, RELEASE_SHIFT, EXCEPTION_SHIFT = 17, 25, 33
 DELIVERED_BIT = 42
@@ -54,18 +56,19 @@ def _type_index(event_type) -> np.ndarray:
 
 
 def _legs(leg_index) -> np.ndarray:
-    legs = pd.to_numeric(pd.Series(leg_index), errors="coerce").fillna(0).to_numpy(np.float64)
-    return np.clip(legs, 0, MAX_BIT_LEGS - 1).astype(np.int64)
+    """Legs clamped to 0..7; -1 where there is none (never leg 0 by default)."""
+    legs = pd.to_numeric(pd.Series(leg_index), errors="coerce").fillna(-1).to_numpy(np.float64)
+    return np.where(legs < 0, -1, np.minimum(legs, MAX_BIT_LEGS - 1)).astype(np.int64)
 
 
 def _bit_from(tix: np.ndarray, leg: np.ndarray) -> np.ndarray:
-    ok = tix >= 0
-    safe = np.where(ok, tix, 0)
-    return np.where(ok, _BIT_BASE[safe] + _BIT_PER_LEG[safe] * leg, -1)
+    safe = np.where(tix >= 0, tix, 0)
+    ok = (tix >= 0) & ((BIT_PER_LEG[safe] == 0) | (leg >= 0))
+    return np.where(ok, BIT_BASE[safe] + BIT_PER_LEG[safe] * leg, -1)
 
 
 def _ord_from(tix: np.ndarray, leg: np.ndarray, n: np.ndarray) -> np.ndarray:
-    in_plan = leg < n
+    in_plan = (leg >= 0) & (leg < n)
     return np.select(
         [tix == _PICKED_UP, (tix == _DEPARTED) & in_plan, (tix == _ARRIVED) & in_plan,
          tix == _OFD, tix == _DELIVERED],
@@ -147,7 +150,8 @@ def _prior_seeds(prior: pd.DataFrame | None, ids: pd.Index) -> dict[str, np.ndar
     seeds = {"mask": np.zeros(k, np.int64), "ford": np.full(k, -1, np.int64),
              "ftime": np.full(k, np.nan), "dep0": np.full(k, np.inf),
              "last_s": np.full(k, -np.inf), "code": np.full(k, -1, np.int64),
-             "count": np.zeros(k, np.int64), "notes": np.full(k, "", dtype=object)}
+             "count": np.zeros(k, np.int64), "notes": np.full(k, "", dtype=object),
+             "last_ms": np.full(k, np.nan)}
     if prior is None or prior.empty:
         return seeds
     p = latest(prior)
@@ -166,6 +170,8 @@ def _prior_seeds(prior: pd.DataFrame | None, ids: pd.Index) -> dict[str, np.ndar
     put("code", "last_event_code", -1)
     put("count", "event_count", 0)
     put("notes", RECENT_NOTES, "")
+    if "last_milestone_s" in src:  # a state written before the column existed has none
+        put("last_ms", "last_milestone_s", np.nan)
     return seeds
 
 
@@ -180,8 +186,11 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
     duplicates and re-scans. Duplicated event ids inside the batch count once, at their earliest
     ingestion. Across batches the caller drops event ids already folded in: every aggregate but
     `event_count` is idempotent anyway, `event_count` (a diagnostic) would count a replay again.
-    plans: shipment_id, n_legs, plan_times_s, plan_hubs, plan_modes for every shipment of
-    `events` (raises ValueError naming the missing ones).
+    plans: shipment_id, n_legs, plan_times_s, plan_hubs, plan_modes and (optional: a chain of
+    legs, no planned handling steps) plan_feeds, plan_steps for every shipment of `events`
+    (raises ValueError naming the missing ones). What remains of the plan (next_planned_s,
+    planned_h_ahead, legs_ahead, missing_milestones) follows the plan's graph
+    (`features.plan_graph`): every kind of milestone, per leg, along the critical path.
     Rows come out in ingestion order; event_timestamp is the ingestion moment.
     """
     if events.empty:
@@ -206,6 +215,7 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
         raise ValueError(f"no plan for {int((prow < 0).sum())} shipment(s), e.g. {missing}")
     plan = plans.iloc[prow]
     n_legs = plan["n_legs"].to_numpy(np.int64)
+    graph = PlanGraph.of(plan)
 
     # per event
     tix = _type_index(ev["event_type"])
@@ -221,6 +231,22 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
                else np.full(len(ev), None, dtype=object))
 
     seeds = _prior_seeds(prior, ids)
+    # the seen milestone planned latest (any kind) and its first scan: max planned time, then
+    # min scan time, as one int key over ranked values (exact, like the furthest milestone)
+    planned = graph.planned_at(g, bit)
+    seed_planned = graph.latest_seen(np.arange(len(ids)), seeds["mask"])
+    seed_on = ~np.isnan(seed_planned) & ~np.isnan(seeds["last_ms"])
+    on = ~np.isnan(planned)
+    plan_values = np.unique(np.concatenate([planned[on], seed_planned[seed_on]]))
+    scan_values = np.unique(np.concatenate([t_s[on], seeds["last_ms"][seed_on]]))
+    m2 = np.int64(len(scan_values) + 1)
+
+    def latest_key(p: np.ndarray, t: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        return np.where(ok, np.searchsorted(plan_values, p) * m2
+                        + (m2 - 1 - np.searchsorted(scan_values, t)), -1)
+
+    lkey = latest_key(planned, t_s, on)
+    seed_lkey = latest_key(seed_planned, seeds["last_ms"], seed_on)
 
     # furthest milestone: max of ord, then min time, as one int key over ranked times (exact)
     seeded = seeds["ford"] >= 0
@@ -231,17 +257,17 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
                         + (m - 1 - np.searchsorted(times, seeds["ftime"])), -1)
 
     # milestone bits: each (shipment, bit) adds its value once, unless the prior had it
-    pair_first = ~pd.Series(g * 64 + bit).duplicated().to_numpy()
-    new_bit = pair_first & (((seeds["mask"][g] >> bit) & 1) == 0)
-    add = np.where(new_bit, np.int64(1) << bit, 0)
+    pair_first = ~pd.Series(g * 64 + bit).duplicated().to_numpy() & (bit >= 0)
+    new_bit = pair_first & (((seeds["mask"][g] >> np.maximum(bit, 0)) & 1) == 0)
+    add = np.where(new_bit, np.int64(1) << np.maximum(bit, 0), 0)
 
     frame = pd.DataFrame({
         "key": key, "last_s": t_s, "code": (t_ns // 10**9) * 16 + tix,
         "dep0": np.where((tix == _DEPARTED) & (leg == 0), t_s, np.inf),
-        "add": add, "one": np.ones(len(g), np.int64),
+        "add": add, "one": np.ones(len(g), np.int64), "lkey": lkey,
     })
     grouped = frame.groupby(g, sort=False)
-    cmax = grouped[["key", "last_s", "code"]].cummax()
+    cmax = grouped[["key", "last_s", "code", "lkey"]].cummax()
     csum = grouped[["add", "one"]].cumsum()
     cmin = grouped[["dep0"]].cummin()
 
@@ -259,6 +285,10 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
     last_s = np.maximum(cmax["last_s"].to_numpy()[keep], seeds["last_s"][gk])
     last_s = np.where(np.isinf(last_s), np.nan, last_s)
     code = np.maximum(cmax["code"].to_numpy()[keep], seeds["code"][gk])
+    lk = np.maximum(cmax["lkey"].to_numpy()[keep], seed_lkey[gk])
+    last_planned = np.append(plan_values, np.nan)[np.where(lk >= 0, lk // m2, len(plan_values))]
+    last_ms = np.append(scan_values, np.nan)[np.where(lk >= 0, m2 - 1 - lk % m2,
+                                                      len(scan_values))]
     types = np.array([*EVENT_TYPES, "none"], dtype=object)
     last_type = types[np.where(code >= 0, code % 16, len(EVENT_TYPES))]
 
@@ -278,16 +308,13 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
     # the route still ahead: what the shipment is still exposed to after its furthest milestone
     plan_end = np.asarray(_take(t_flat, t_start, t_len, pos, 2 * n + 2)
                           .to_numpy(zero_copy_only=False), dtype=np.float64)
-    departed = np.where(ford <= 0, 0, np.minimum(n, (ford + 1) // 2))
     next_mode = _take(m_flat, m_start, m_len, pos, np.minimum(ford + 1, 2 * n + 2))
-    # the next planned milestone after the furthest (none once delivered)
-    next_planned = np.asarray(_take(t_flat, t_start, t_len, pos,
-                                    np.where(ford >= 2 * n + 2, -1, ford + 1))
-                              .to_numpy(zero_copy_only=False), dtype=np.float64)
+    # what remains: the earliest planned milestone not done; the critical path's position
+    ahead = graph.remaining(pos, mask)
+    position = np.where(np.isnan(ahead["position_s"]), plan_end, ahead["position_s"])
 
     hold = (mask >> HOLD_SHIFT) & _LEG_BYTE
     release = (mask >> RELEASE_SHIFT) & _LEG_BYTE
-    seen_core = _popcount(mask & _core_bits_upto(n, ford))
 
     out = pd.DataFrame({
         "shipment_id": pd.array(np.asarray(ids)[gk], dtype=STR),
@@ -309,14 +336,16 @@ def advance_progress(prior: pd.DataFrame | None, events: pd.DataFrame,
                                 .to_numpy(zero_copy_only=False), dtype=STR),
         "slip_h": slip,
         "slip_trend_h": trend,
-        "planned_h_ahead": (plan_end - plan_t) / 3600.0,
-        "next_planned_s": next_planned,
-        "legs_ahead": n - departed,
+        "last_slip_h": (last_ms - last_planned) / 3600.0,
+        "last_milestone_s": last_ms,
+        "planned_h_ahead": (plan_end - position) / 3600.0,
+        "next_planned_s": ahead["next_planned_s"],
+        "legs_ahead": ahead["legs_ahead"],
         "next_mode": pd.array(next_mode.to_numpy(zero_copy_only=False), dtype=STR),
         "customs_holds": _popcount(hold),
         "customs_open": ((hold & ~release) != 0).astype(np.int64),
         "exceptions": _popcount((mask >> EXCEPTION_SHIFT) & _LEG_BYTE),
-        "missing_milestones": np.maximum(0, ford + 1 - seen_core),
+        "missing_milestones": ahead["passed_unseen"],
         RECENT_NOTES: fold_recent_notes(g, ing, entries, seeds["notes"], gk, ing[keep]),
         "delivered": (mask >> DELIVERED_BIT) & 1,
         "event_count": seeds["count"][gk] + csum["one"].to_numpy()[keep],

@@ -3,9 +3,10 @@
 Pure apart from reads of the online store: nothing is written here (the loop in
 `serving.stream` publishes, commits and appends, in that order). Per batch, all vectorized:
 1. read each shipment's profile (its plan), progress and stream state in one call per view;
-2. dead-letter events of unknown shipments, at hubs the lake does not know, and events that
-   arrive after the shipment's delivery (its delivered scan came earlier in the partition, in
-   this batch or before);
+2. dead-letter events of unknown shipments, at hubs the lake does not know, of a leg the
+   shipment's plan does not know (a leg event without a leg_index gets the one leg its hub
+   tells, `shipdelay.itinerary`), and events that arrive after the shipment's delivery (its
+   delivered scan came earlier in the partition, in this batch or before);
 3. drop event ids already folded in (a redelivery after a crash, a re-sent scan);
 4. fold the rest with `advance_progress`, the function the backfill uses;
 5. build the model's vectors from the new state (statistics and weather as of each
@@ -27,6 +28,7 @@ from features.schema import TIMESTAMP
 from features.transforms import advance_progress, latest
 from serving.scorer import Scorer
 from serving.stream_store import StreamStore
+from shipdelay.itinerary import event_legs, legs_of_plans
 
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
@@ -94,6 +96,15 @@ def process(store: StreamStore, scorer: Scorer, events: pd.DataFrame,
     dead = pd.Series(np.where(unknown & no_hub, f"{UNKNOWN}; {UNKNOWN_HUB}",
                               np.where(unknown, UNKNOWN, np.where(no_hub, UNKNOWN_HUB, ""))),
                      index=events.index, dtype=object)
+    # a leg the plan does not know: a leg event without one gets the leg its hub tells, any
+    # other is refused with the reason (shipdelay.itinerary, as ingest does)
+    planned = (dead == "").to_numpy()
+    if planned.any():
+        legs = legs_of_plans(profile.loc[sid[planned].unique()].reset_index())
+        leg, why = event_legs(events[planned], legs)
+        events["leg_index"] = events["leg_index"].astype("Int64")
+        events.loc[planned, "leg_index"] = leg
+        dead[planned] = why.to_numpy()
 
     # already folded in (earlier batch, or the same id earlier in this batch): skip silently
     applied = state["applied"].explode().dropna()

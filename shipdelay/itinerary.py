@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shipdelay.contract import FROM_HUB_EVENTS, LEG_EVENTS
 
@@ -126,3 +128,18 @@ def event_legs(events: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.Series, pd.
                          f"{_show(rows['shipment_id'].iloc[i])} {where} hub "
                          f"{_show(rows['hub'].iloc[i])}")
     return leg, reason
+
+
+def legs_of_plans(plans: pd.DataFrame) -> pd.DataFrame:
+    """The legs (shipment_id, leg_index, from_hub, to_hub) of shipment profiles' plans, whose
+    `plan_hubs` list, by ord, holds leg i's from_hub at 1 + 2i and its to_hub at 2 + 2i."""
+    hubs = pa.array(list(plans["plan_hubs"]), type=pa.list_(pa.string()), from_pandas=True)
+    sizes = pc.list_value_length(hubs).fill_null(0).to_numpy(zero_copy_only=False)
+    sizes = sizes.astype(np.int64)
+    flat = pc.list_flatten(hubs).to_numpy(zero_copy_only=False)
+    n = np.minimum(plans["n_legs"].fillna(0).to_numpy(np.int64), np.maximum((sizes - 1) // 2, 0))
+    start = np.repeat(np.cumsum(sizes) - sizes, n)
+    leg = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    return pd.DataFrame({"shipment_id": np.repeat(plans["shipment_id"].astype(str).to_numpy(), n),
+                         "leg_index": leg, "from_hub": flat[start + 1 + 2 * leg],
+                         "to_hub": flat[start + 2 + 2 * leg]})

@@ -135,8 +135,12 @@ def test_milestone_bits_and_ords():
     types = ["picked_up", "departed", "arrived", "customs_hold", "customs_released",
              "exception", "out_for_delivery", "delivered", "departed", "arrived", "departed"]
     legs = pd.array([None, 0, 1, 2, 3, 9, 1, 1, 7, -2, 2], dtype="Int64")
-    assert milestone_bit(types, legs).tolist() == [0, 1, 10, 19, 28, 40, 41, 42, 8, 9, 3]
-    assert milestone_ord(types, legs, 2).tolist() == [0, 1, 4, -1, -1, -1, 5, 6, -1, 2, -1]
+    # a leg event without a valid leg (-2) is no milestone: never leg 0's
+    assert milestone_bit(types, legs).tolist() == [0, 1, 10, 19, 28, 40, 41, 42, 8, -1, 3]
+    assert milestone_ord(types, legs, 2).tolist() == [0, 1, 4, -1, -1, -1, 5, 6, -1, -1, -1]
+    steps = ["received", "checked_in", "handed_over", "collected", "checked_in", "departed"]
+    step_legs = pd.array([None, 2, 9, None, None, None], dtype="Int64")
+    assert milestone_bit(steps, step_legs).tolist() == [43, 46, 59, 60, -1, -1]
     assert milestone_ord(types, legs, np.full(11, 3)).tolist()[-1] == 5
 
 
