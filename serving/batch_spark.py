@@ -50,7 +50,8 @@ from shipdelay.lake import Lake
 from shipdelay.parquet_io import refuse_foreign_reader
 from shipdelay.settings import Settings
 
-PLAN_LISTS = ("plan_times_s", "plan_hubs", "plan_modes")  # not features; never read
+PLAN_LISTS = ("plan_times_s", "plan_hubs", "plan_modes", "plan_feeds",
+              "plan_steps")  # not features; never read
 PROFILE = [c for c in SHIPMENT_PROFILE if c not in PLAN_LISTS]
 PROGRESS = list(SHIPMENT_PROGRESS)
 STATS = {v: ENTITY_KEYS[VIEW_ENTITY[v]] for v in VIEWS if VIEW_ENTITY[v] != "shipment"}

@@ -16,6 +16,7 @@ _H = "{:.0f} h"
 TEMPLATES: dict[str, str] = {
     "slip_h": "running {v:.0f} h behind schedule at the last milestone",
     "slip_trend_h": "slipping further: {v:+.0f} h since departure",
+    "last_slip_h": "{v:+.0f} h against plan at the latest milestone scanned (handling included)",
     "customs_open": "customs hold not yet released",
     "customs_holds": "held by customs on this journey",
     "note_risk": "recent notes read like delays",  # quoting the note when known (QUOTES)

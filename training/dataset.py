@@ -81,7 +81,8 @@ def point_in_time(offline: Path, snapshots: pd.DataFrame,
 
 
 _PROFILE_READ = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs",
-                                                           "plan_modes")]
+                                                           "plan_modes", "plan_feeds",
+                                                           "plan_steps")]
 # the columns the join reads from each view, besides its key and timestamp (and blanks when
 # stale)
 _READ = {"shipment_profile": _PROFILE_READ, "shipment_progress": list(SHIPMENT_PROGRESS),
