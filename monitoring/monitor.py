@@ -29,7 +29,7 @@ from monitoring.inputs import (
     view_freshness,
     view_missing,
 )
-from monitoring.reader import LogReader
+from monitoring.reader import LogReader, log_days
 from monitoring.summary import Alarm, MonitorSummary
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings
@@ -87,7 +87,9 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
     w = Window(start, end, end - pd.Timedelta(days=RECENT_DAYS - 1))
     counts = {"empty_days": 0, "duplicates_dropped": 0, "not_judged_yet": 0,
               "outcomes_without_predictions": 0, "unknown_model_version_rows": 0}
-    ref = reference or _reference(settings, counts)
+    logged_days = [d for d in log_days(settings.predictions_dir) if start <= d <= end]
+    # the registry is asked only when there is something to compare
+    ref = reference or (_reference(settings, counts) if logged_days else None)
     lake = Lake(settings.lake_dir)
     reader = LogReader(settings.predictions_dir, lake, t)
     try:
@@ -104,7 +106,7 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
             pd.Timestamp(start, tz="UTC"))
     finally:
         reader.close()
-    known = _registered_versions(settings, counts)
+    known = _registered_versions(settings, counts) if w.versions else None
     unknown = {v: n for v, n in w.versions.items() if known is not None and v not in known}
     counts["unknown_model_version_rows"] = int(sum(unknown.values()))
 
