@@ -286,10 +286,11 @@ def _reference_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataF
 
 
 def _itinerary_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataFrame:
-    """Legs naming a leg their shipment does not have as feeds_leg; tracking events whose leg
-    the plan does not know (`shipdelay.itinerary`): a leg event without a leg_index gets the
-    leg its hub tells (written into `frame`), or is rejected with the reason."""
-    if table not in ("legs", "tracking_events") or frame.empty:
+    """Legs naming a leg their shipment does not have as feeds_leg; planned steps of a leg it
+    does not have; tracking events whose leg the plan does not know (`shipdelay.itinerary`): a
+    leg event without a leg_index gets the leg its hub tells (written into `frame`), or is
+    rejected with the reason."""
+    if table not in ("legs", "tracking_events", "milestone_plans") or frame.empty:
         return problems_frame([], [])
     ids = frame["shipment_id"].dropna().astype(str).unique().tolist()
     known = pd.DataFrame(columns=["shipment_id", "leg_index", "from_hub", "to_hub"])
@@ -300,6 +301,12 @@ def _itinerary_problems(frame: pd.DataFrame, table: str, lake: Lake) -> pd.DataF
         reason = itinerary.feeds_problems(frame, known)
         bad = reason != ""
         return problems_frame(frame.index[bad], reason[bad].to_numpy(), "feeds_leg")
+    if table == "milestone_plans":  # a planned step of a leg the plan does not have
+        ready = frame["shipment_id"].notna() & frame["leg_index"].notna()
+        plans = frame[ready].assign(hub_id="", event_type="checked_in")
+        _, reason = itinerary.event_legs(plans, known)
+        bad = reason != ""
+        return problems_frame(reason.index[bad], reason[bad].to_numpy(), "leg_index")
     ready = frame["shipment_id"].notna() & frame["event_type"].notna() & frame["hub_id"].notna()
     leg, reason = itinerary.event_legs(frame[ready], known)
     frame.loc[ready, "leg_index"] = leg

@@ -40,7 +40,8 @@ EVENTS = ("event_id,shipment_id,parcel_id,event_time,ingested_at,event_type,hub_
 PLANS = ("shipment_id,event_type,leg_index,planned_at\n"
          "S1,received,,2025-03-01T20:00:00Z\nS1,checked_in,0,2025-03-01T22:00:00Z\n"
          "S1,checked_in,1,2025-03-01T21:00:00Z\nS1,collected,,2025-03-03T14:00:00Z\n"
-         "S1,departed,0,2025-03-02T00:00:00Z\nS1,checked_in,,2025-03-01T22:00:00Z\n")
+         "S1,departed,0,2025-03-02T00:00:00Z\nS1,checked_in,,2025-03-01T22:00:00Z\n"
+         "S1,handed_over,3,2025-03-02T23:00:00Z\n")
 
 
 def _import(tmp_path, kind: str, text: str):
@@ -79,10 +80,12 @@ def test_consolidation_unknown_legs_and_plans(tmp_path):
     assert "E4" not in got.index and "E2" not in got.index
 
     plans = _import(tmp_path, "milestone_plans", PLANS)
-    assert (plans.accepted, plans.rejected) == (4, 2)
-    assert plans.rejects["row_number"].tolist() == [5, 6]
+    assert (plans.accepted, plans.rejected) == (4, 3)
+    assert plans.rejects["row_number"].tolist() == [5, 6, 7]
     assert "must be a planned step" in plans.rejects["reason"].iloc[0]
     assert "leg_index is required" in plans.rejects["reason"].iloc[1]
+    assert plans.rejects["reason"].iloc[2] == ("leg_index: shipment 'S1' has no leg 3 (its plan "
+                                               "has legs 0..2)")
     again = _import(tmp_path, "milestone_plans", PLANS)
     assert (again.accepted, again.duplicates) == (0, 4)
     assert len(lake.read("milestone_plans")) == 4
