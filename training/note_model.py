@@ -103,6 +103,13 @@ class NoteModel:
             model.oof_auc = float(roc_auc_score(y[seen], scores["note_risk"][seen]))
         return model
 
+    def metrics(self) -> dict[str, float]:
+        """What a training run logs of the note model."""
+        out = {"note_model.examples": float(self.examples)}
+        if not np.isnan(self.oof_auc):
+            out["note_model.oof_auc"] = self.oof_auc
+        return out
+
     # -- scoring ---------------------------------------------------------------------------
     def logits(self, texts: np.ndarray) -> np.ndarray:
         """Log-odds of lateness per note text, each distinct text computed once and kept."""

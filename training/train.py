@@ -209,6 +209,8 @@ def train(settings: Settings | None = None, params: dict | None = None,
         bundle = fit_bundle(split, params)
         fit_seconds = time.perf_counter() - started
         mlflow.log_metric("fit_seconds", fit_seconds)
+        if bundle.spec.notes is not None:  # the note model's own numbers, next to the trees'
+            mlflow.log_metrics(bundle.spec.notes.metrics())
         step("evaluating against baselines (and the ceiling, if the lake has one)")
         table, gap, scored = compare(split, bundle, ceiling)
         _log_metrics(table, gap, scored)
