@@ -266,6 +266,9 @@ def shipment_profile(shipments: Frame, legs: Frame, hubs: Frame,
     LEFT JOIN hub o ON o.hub_id = s.origin_hub LEFT JOIN hub d ON d.hub_id = s.destination_hub
     ORDER BY s.shipment_id"""
     profile = _finish(con, sql, "shipment_id", SHIPMENT_PROFILE)
+    for name in ("plan_feeds", "plan_steps"):  # typed even when every list is empty
+        profile[name] = pd.array(pa.array(profile[name].tolist(), type=pa.list_(pa.float64())),
+                                 dtype=pd.ArrowDtype(pa.list_(pa.float64())))
     booked_us = profile[TIMESTAMP].to_numpy(dtype="datetime64[us]").astype("int64")
     local = local_calendar(booked_us, zones_of(profile["origin_hub"].to_numpy(object),
                                                zone_by_hub))
