@@ -31,7 +31,8 @@ RESULTS = HERE / "results"  # git-ignored
 sys.path.insert(0, str(HERE))  # the bench modules import `harness` whichever cwd we run from
 
 # In run order; a new benchmark adds bench_<name>.py and its name here.
-BENCHMARKS = ("simulate", "features", "online", "train", "fit", "service", "stream", "batch")
+BENCHMARKS = ("simulate", "features", "online", "train", "fit", "service", "stream", "batch",
+              "monitor")
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 

@@ -25,7 +25,6 @@ import pandas as pd
 from monitoring.drift import PREDICTION, Reference
 from monitoring.inputs import volume_drops
 from monitoring.summary import Alarm
-from training.evaluate import classification_metrics
 
 PERFORMANCE_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
 CADENCE_H = {"shipment_progress": 0.0, "lane_stats": 24.0, "carrier_stats": 24.0,
@@ -64,7 +63,8 @@ def _performance(settings, judged: pd.DataFrame | None, ref: Reference | None,
     if judged is None or len(judged) < settings.monitor_min_judged:
         return []
     rise, out = settings.monitor_log_loss_rise, []
-    overall = classification_metrics(judged["y"], judged["p"])
+    whole = slices[slices["slice"] == "overall"]
+    overall = dict(zip(whole["metric"], whole["value"]))
     if ref is not None and np.isfinite(ref.log_loss):
         limit = ref.log_loss * (1 + rise)
         if overall["log_loss"] > limit:

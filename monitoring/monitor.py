@@ -22,7 +22,14 @@ import numpy as np
 import pandas as pd
 
 from monitoring import judge
-from monitoring.drift import PREDICTION, Reference, load_reference, psi, reference_from_training
+from monitoring.drift import (
+    PREDICTION,
+    Reference,
+    load_reference,
+    psi,
+    reference_from_training,
+    reference_path,
+)
 from monitoring.inputs import (
     complete_days,
     source_volume,
@@ -210,18 +217,22 @@ def _drift_recent(w: Window, ref: Reference | None, min_rows: int) -> pd.DataFra
 
 
 def _reference(settings: Settings, counts: dict) -> Reference | None:
-    """The champion's reference, built from the training window the first time."""
+    """The champion's reference, built from the training window the first time; without a
+    champion (or a registry that answers), the newest reference saved."""
     try:
         from registry.loader import CHAMPION, alias_version
 
         version = alias_version(settings, CHAMPION)
-    except Exception as err:  # noqa: BLE001 - a registry that does not answer: no drift
+    except Exception as err:  # noqa: BLE001 - a registry that does not answer
         log.warning("no champion to compare drift with: %s", err)
-        counts["no_reference"] = 1
-        return None
+        version = None
     if version is None:
-        counts["no_reference"] = 1
-        return None
+        saved = sorted(reference_path(settings.data_dir, "x").parent.glob("*.json"),
+                       key=lambda f: f.stat().st_mtime)
+        ref = load_reference(settings.data_dir, saved[-1].stem) if saved else None
+        if ref is None:
+            counts["no_reference"] = 1
+        return ref
     ref = load_reference(settings.data_dir, version)
     if ref is None:
         try:
@@ -265,8 +276,10 @@ def _headline(tables: dict, judged: pd.DataFrame | None, w: Window, found: list[
            "judged_share": n_judged / logged if logged else float("nan"),
            "alarms": float(len(found)),
            "should_retrain": float(any(a.kind in ("drift", "performance") for a in found))}
-    if judged is not None and len(judged):
-        real = judge.realized(judged)
+    slices = tables["realized_by_slice"]
+    if len(slices):  # every judged row, computed once by judge.by_slice
+        whole = slices[slices["slice"] == "overall"]
+        real = dict(zip(whole["metric"], whole["value"]))
         out |= {k: real[k] for k in ("roc_auc", "log_loss", "brier", "ece", "coverage_p10_p90",
                                      "eta_mae_h")}
     if w.pending:  # the window's predictions not judged yet, estimated together

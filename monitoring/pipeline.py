@@ -71,8 +71,10 @@ def incremental_since(settings: Settings) -> pd.Timestamp | None:
 
 
 def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
-            stage_margin: float = 0.01, step: Step | None = None) -> RetrainReport:
-    """Rebuild the features, train a challenger and put it to the gate; see the module doc."""
+            stage_margin: float = 0.01, online: bool = True,
+            step: Step | None = None) -> RetrainReport:
+    """Rebuild the features, train a challenger and put it to the gate; see the module doc.
+    `online=False` leaves the online store as it is (training reads the offline store)."""
     from features.build import build_features
     from registry.promote import promote
     from registry.store import MODEL_NAME, client
@@ -83,7 +85,7 @@ def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
     report = RetrainReport(reason, "full" if since is None else f"incremental from {since:%Y-%m-%d}")
     t = time.perf_counter()
     say(f"features: {report.build} build")
-    build_features(settings, since=since.date() if since is not None else None, online=True)
+    build_features(settings, since=since.date() if since is not None else None, online=online)
     report.seconds["features"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -63,11 +63,13 @@ def _texts(values, n: int) -> pa.Array:
     if values is None:
         return pa.nulls(n, pa.string())
     array = as_array(values)
-    if array.dtype == object:
-        array = np.array([v if isinstance(v, str) else None for v in array.tolist()], dtype=object)
-    else:
-        array = array.astype(str)
-    return pa.array(array, type=pa.string())
+    if array.dtype != object:
+        return pa.array(array.astype(str), type=pa.string())
+    try:  # text with None / NaN for missing: one Arrow conversion
+        return pa.array(array, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # anything else that is not text: missing
+        return pa.array([v if isinstance(v, str) else None for v in array.tolist()],
+                        type=pa.string())
 
 
 def _times(values, n: int) -> pa.Array:
