@@ -172,3 +172,32 @@ def model_input_names() -> list[str]:
     """The model's inputs in order: the FeatureService's features, text replaced by the
     numbers read from it."""
     return [f for c in model_feature_names() for f in TEXT_FEATURES.get(c, [c])]
+
+
+# Named groups of the FeatureService's features, so that a training run can leave some out
+# (`features.feature_sets`). Every feature is in exactly one group, derived from the lists
+# above: calendar features are the profile's "booked_*" times, notes any feature read from
+# tracking notes, the others one group per view.
+_VIEW_GROUP = {"shipment_profile": "profile", "shipment_progress": "progress",
+               "lane_stats": "lane", "carrier_stats": "carrier", "customer_stats": "customer",
+               "hub_stats": "hub", "hub_weather": "weather", "delay_on_demand": "on_demand"}
+FEATURE_GROUP_NAMES = ("calendar", "weather", "notes", "profile", "progress", "hub", "lane",
+                       "carrier", "customer", "on_demand")
+
+
+def feature_group(view: str, feature: str) -> str:
+    """The group of one FeatureService feature of `view`."""
+    if view == "shipment_profile" and feature.startswith("booked_"):
+        return "calendar"
+    if "note" in feature:
+        return "notes"
+    return _VIEW_GROUP[view]
+
+
+def feature_groups() -> dict[str, list[str]]:
+    """Group name -> its features, in FEATURE_GROUP_NAMES and FeatureService order."""
+    groups: dict[str, list[str]] = {g: [] for g in FEATURE_GROUP_NAMES}
+    for view, cols in MODEL_FEATURES.items():
+        for c in cols:
+            groups[feature_group(view, c)].append(c)
+    return groups

@@ -30,9 +30,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from feast.errors import FeatureServiceNotFoundException
 
+from features.feature_sets import from_service
 from features.online import FeatureServiceMismatch, require_features
-from features.schema import CATEGORICAL, FEATURE_SERVICE, model_feature_names
+from features.schema import CATEGORICAL, FEATURE_SERVICE
 from registry.loader import CHAMPION, alias_version, load_by_alias
 from serving import compiled_trees
 from serving.scorer import Scorer
@@ -86,17 +88,29 @@ def check_servable(bundle: Bundle, store) -> None:
     """Raise FeatureServiceMismatch unless the online path can supply every feature `bundle`
     was trained on: same FeatureService, and the store's service provides all its features."""
     spec = bundle.spec
-    if spec.service != FEATURE_SERVICE:
+    try:  # the online path reads FEATURE_SERVICE: a model may use it or one of its feature sets
+        feature_set = from_service(spec.service)
+    except ValueError:
         raise FeatureServiceMismatch(
             f"model version {bundle.version} was trained on FeatureService '{spec.service}', "
-            f"but the online path reads '{FEATURE_SERVICE}'")
-    outside = [f for f in spec.inputs if f not in set(model_feature_names())]
+            f"but the online path reads '{FEATURE_SERVICE}' and its feature sets") from None
+    outside = [f for f in spec.inputs if f not in set(feature_set.features)]
     if outside:
         raise FeatureServiceMismatch(
-            f"model version {bundle.version} needs feature(s) the online path does not read: "
-            + ", ".join(outside))
+            f"model version {bundle.version} needs feature(s) its FeatureService "
+            f"'{spec.service}' does not hold: " + ", ".join(outside))
     if store is not None:
-        require_features(store, list(spec.inputs), spec.service)
+        try:
+            require_features(store, list(spec.inputs), spec.service)
+        except FeatureServiceNotFoundException:
+            store.refresh_registry()  # applied by a training run since the store last looked
+            try:
+                require_features(store, list(spec.inputs), spec.service)
+            except FeatureServiceNotFoundException:
+                raise FeatureServiceMismatch(
+                    f"model version {bundle.version} was trained on FeatureService "
+                    f"'{spec.service}', which the feature store does not hold (a training "
+                    "run applies it)") from None
 
 
 def warm_up(scorer: Scorer) -> None:

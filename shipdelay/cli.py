@@ -321,16 +321,53 @@ def _frame_table(frame, title: str, fmt: str = "{:.3f}") -> Table:
 def train_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="evaluate only; do not "
                                               "register the model")] = False,
+    test_from: Annotated[str | None, typer.Option(
+        help="the test window holds the bookings from this date on (UTC), e.g. 2025-09-01; "
+             "default: the newest --test-share of the bookings")] = None,
+    valid_from: Annotated[str | None, typer.Option(
+        help="the validation window opens on this date (UTC) and ends a gap before the test "
+             "window; default: the --valid-share of the bookings before that")] = None,
+    test_share: Annotated[float, typer.Option(help="share of the booking span tested, when "
+                                              "--test-from is not given")] = 0.15,
+    valid_share: Annotated[float, typer.Option(help="share of the booking span for "
+                                               "validation, when --valid-from is not "
+                                               "given")] = 0.15,
+    gap_days: Annotated[str | None, typer.Option(
+        help="days between the training, validation and test windows, e.g. 3 or 0.5; "
+             "default: the label horizon (95% of labels are known by then) plus one day")] = None,
+    drop_features: Annotated[str | None, typer.Option(
+        help="feature groups to leave out of this run, comma-separated (calendar, weather, "
+             "notes, profile, progress, hub, lane, carrier, customer, on_demand); the model "
+             "gets a FeatureService of its own")] = None,
+    seed: Annotated[int, typer.Option(help="LightGBM's seed: the same lake, options and seed "
+                                      "give the same model")] = 7,
 ) -> None:
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
+    from features.feature_sets import choose
     from shipdelay.preflight import need_features
-    from training.train import train
+    from training.split import SplitError
+    from training.train import SplitOptions, train
 
-    need_features(get_settings())
-    with console.status("training") as status:
-        report = train(get_settings(), register_model=not no_register,
-                       on_step=lambda s: status.update(s))
+    try:
+        feature_set = choose(drop_features)
+    except ValueError as err:  # an unknown group (the valid ones named), or every group
+        raise typer.BadParameter(str(err), param_hint="--drop-features") from None
+    try:
+        gap = float(gap_days) if gap_days else None
+    except ValueError:
+        raise typer.BadParameter(f"'{gap_days}' is not a number of days",
+                                 param_hint="--gap-days") from None
+    try:  # empty texts (the MLproject's defaults) choose the default rule
+        options = SplitOptions(test_from or None, valid_from or None, test_share, valid_share,
+                               gap)
+        need_features(get_settings())
+        with console.status("training") as status:
+            report = train(get_settings(), register_model=not no_register,
+                           on_step=lambda s: status.update(s), split_options=options,
+                           feature_set=feature_set, seed=seed)
+    except SplitError as err:
+        raise typer.BadParameter(str(err), param_hint=err.param) from None
     console.print(_frame_table(report.headline(), "test window: model, baselines"
                                + (", ceiling" if report.has_ceiling else " (no ceiling)")))
     from training.evaluate import STAGES
@@ -353,6 +390,8 @@ def train_cmd(
     else:
         console.print("no ceiling: the lake holds no hidden ground truth (real data), so the "
                       "model is compared with the baselines only")
+    console.print(f"split: {report.split_text()}; features: FeatureService "
+                  f"{report.feature_service}; seed {report.seed}", markup=False)
     console.print(f"MLflow run {report.run_id}; rows {report.sizes}; "
                   + (f"registered as version {report.version} (alias challenger)"
                      if report.version else "not registered"))

@@ -187,7 +187,16 @@ def build_training_set(lake: Lake, offline: Path, snapshots: pd.DataFrame | None
         frame = frame.merge(outcomes, on="shipment_id", how="inner")
         return frame[[c for c in keep if c in frame]]
 
-    return point_in_time(offline, snapshots, finish=label)
+    return in_snapshot_order(point_in_time(offline, snapshots, finish=label))
+
+
+def in_snapshot_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by shipment, instant and snapshot label and weight: the joins (DuckDB in
+    parallel, without insertion order) and the chunks return rows in an order that changes from
+    build to build, and LightGBM's bagging picks rows by position, so the same lake would train
+    a different model each time. Rows equal in all of these are equal in every column."""
+    keys = [c for c in ("shipment_id", "as_of", *SNAPSHOT_EXTRAS) if c in frame]
+    return frame.sort_values(keys, kind="stable", ignore_index=True)
 
 
 def feast_features(store, rows: pd.DataFrame) -> pd.DataFrame:

@@ -15,14 +15,21 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.feature_sets import FeatureSet
 from training.bundle import QUANTILES, Bundle, Calibrator
 from training.features import FeatureSpec
 from training.split import Split
 
+# The same rows, parameters and seed give the same boosters bit for bit, whatever the number of
+# threads: LightGBM's deterministic mode, and a fixed histogram layout (left to itself, LightGBM
+# picks row- or column-wise by timing both on the data, so a busy machine could change it).
+# Row-wise was the faster below LARGE_ROWS (200 rounds on a 3,400-row train window, 2 busy
+# cores: 21 s row-wise, 44 s column-wise); LARGE_DATA_PARAMS switch to column-wise.
+REPRODUCIBLE = {"deterministic": True, "force_row_wise": True, "force_col_wise": False}
 CLASSIFIER_PARAMS = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 63, "min_data_in_leaf": 40,
     "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
-    "max_cat_to_onehot": 8, "verbose": -1, "num_threads": 0, "seed": 7,
+    "max_cat_to_onehot": 8, "verbose": -1, "num_threads": 0, "seed": 7, **REPRODUCIBLE,
 }
 # The quantile boosters' trees are what a scoring pass spends most of its time on (three boosters
 # against the classifier's one): a learning rate of 0.1 halves their trees against 0.05 at the
@@ -31,6 +38,7 @@ CLASSIFIER_PARAMS = {
 QUANTILE_PARAMS = {
     "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 60, "feature_fraction": 0.8,
     "bagging_fraction": 0.8, "bagging_freq": 1, "verbose": -1, "num_threads": 0, "seed": 7,
+    **REPRODUCIBLE,
 }
 # num_threads 0: OpenMP's default, every core unless OMP_NUM_THREADS says otherwise (the test
 # target runs one thread per test worker: two spinning OpenMP teams per core slow fits many times)
@@ -44,7 +52,7 @@ EARLY_STOP = 50
 # pinball loss keeps improving by crumbs long after the trees stop mattering: uncapped, the
 # P50 booster ran 1,795 rounds (508 s) to 3.979 h, against 4.012 h at 400 and 4.025 h at 300.
 LARGE_ROWS = 1_000_000
-LARGE_DATA_PARAMS = {"bagging_fraction": 0.3, "force_col_wise": True}
+LARGE_DATA_PARAMS = {"bagging_fraction": 0.3, "force_col_wise": True, "force_row_wise": False}
 LARGE_DATA_CLASSIFIER = {**LARGE_DATA_PARAMS, "learning_rate": 0.1}
 LARGE_DATA_QUANTILE_ROUNDS = 300
 
@@ -100,13 +108,16 @@ def fit_classifier(spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                      callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *callbacks])
 
 
-def fit_quantiles(data: Matrices, max_rounds: int = MAX_ROUNDS) -> dict[float, lgb.Booster]:
-    """Delay-hour quantile boosters on `data` labelled with delay hours."""
+def fit_quantiles(data: Matrices, max_rounds: int = MAX_ROUNDS,
+                  seed: int | None = None) -> dict[float, lgb.Booster]:
+    """Delay-hour quantile boosters on `data` labelled with delay hours (`seed`: LightGBM's,
+    default QUANTILE_PARAMS')."""
     large = data.rows >= LARGE_ROWS
     rounds = min(max_rounds, LARGE_DATA_QUANTILE_ROUNDS) if large else max_rounds
     out = {}
     for q in QUANTILES:
         params = {**QUANTILE_PARAMS, **(LARGE_DATA_PARAMS if large else {}),
+                  **({} if seed is None else {"seed": seed}),
                   "objective": "quantile", "alpha": q, "metric": "quantile"}
         out[q] = lgb.train(params, data.train, num_boost_round=rounds,
                            valid_sets=[data.valid],
@@ -124,16 +135,36 @@ def interval_adjustment(bundle: Bundle, X_valid: pd.DataFrame, hours: np.ndarray
     return float(np.quantile(scores, min(1.0, np.ceil((n + 1) * coverage) / n)))
 
 
-def fit_bundle(split: Split, params: dict | None = None, max_rounds: int = MAX_ROUNDS) -> Bundle:
-    """Everything a scorer needs, fitted on the split's train window, calibrated on its valid."""
+def narrowed(spec: FeatureSpec, feature_set: FeatureSet) -> FeatureSpec:
+    """`spec` reading only `feature_set`'s inputs, named after its FeatureService."""
+    spec.service = feature_set.service
+    kept = set(feature_set.model_inputs)
+    spec.features = [f for f in spec.features if f in kept]
+    spec.categories = {c: v for c, v in spec.categories.items() if c in spec.features}
+    if not spec.reads_notes:
+        spec.notes = None
+    return spec
+
+
+def fit_bundle(split: Split, params: dict | None = None, max_rounds: int = MAX_ROUNDS,
+               feature_set: FeatureSet | None = None, seed: int | None = None) -> Bundle:
+    """Everything a scorer needs, fitted on the split's train window, calibrated on its valid.
+
+    `feature_set`: the features to learn from (default all); `seed`: LightGBM's seed for every
+    booster (default the parameters'). The same split, parameters and seed give the same
+    bundle bit for bit."""
     spec = FeatureSpec.fit(split.train)
+    if feature_set is not None and not feature_set.is_full:
+        spec = narrowed(spec, feature_set)
+    params = {**(params or {}), **({} if seed is None else {"seed": seed})}
     data = Matrices.build(spec, split.train, split.valid)
     classifier = fit_classifier(spec, split.train, split.valid, params, max_rounds=max_rounds,
                                 data=data)
     raw = classifier.predict(data.X_valid)
     calibrator = Calibrator.fit(raw, split.valid["is_late"].to_numpy(float),
                                 row_weights(split.valid))
-    quantiles = fit_quantiles(data.relabel(split.train, split.valid, "delay_hours"), max_rounds)
+    quantiles = fit_quantiles(data.relabel(split.train, split.valid, "delay_hours"), max_rounds,
+                              seed)
     bundle = Bundle(classifier, quantiles, calibrator, spec)
     bundle.interval_adjust_h = interval_adjustment(bundle, data.X_valid,
                                                    split.valid["delay_hours"].to_numpy(float))

@@ -7,6 +7,13 @@ baseline on every test snapshot; on the snapshots the ceiling covers (and only t
 for the ceiling next to them, the model-minus-ceiling AUC and log loss per stage with a paired
 bootstrap interval, and the share of the baseline-to-ceiling gap the model closes; the plots;
 and the model with its signature and FeatureService.
+
+A run is reproducible: the same lake, settings, split, feature set and seed give the same model
+bit for bit (the training set comes in a fixed row order, LightGBM runs deterministically). A run
+can choose its split (`SplitOptions`: test and validation windows from dates or shares, the gap
+between them) and leave feature groups out (`features.feature_sets`: a FeatureService of its
+own, applied to the feature store so that serving can check the model against it); both are
+parameters of the run.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from features.feature_sets import FeatureSet
 from features.online import require_features
+from features.repo.services import apply_feature_set
 from features.schema import model_feature_names
 from features.store import get_store, offline_dir
 from registry.register import log_bundle, register
@@ -40,9 +49,56 @@ from training.evaluate import (
     journey_stage,
 )
 from training.model import fit_bundle
-from training.split import Split, time_split
+from training.split import Split, SplitError, day, time_split
 
 HEADLINE = ["roc_auc", "log_loss", "ece", "brier", "pr_auc"]
+DEFAULT_SEED = 7  # LightGBM's seed for every booster of a run
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How a run splits its training set by booking time (`training.split.time_split`): the
+    test window from `test_from` (a date) or the newest `test_share` of the bookings, the
+    validation window from `valid_from` or the `valid_share` before it, and `gap_days` between
+    windows (None: the label horizon plus one day)."""
+
+    test_from: str | None = None
+    valid_from: str | None = None
+    test_share: float = 0.15
+    valid_share: float = 0.15
+    gap_days: float | None = None
+
+    def __post_init__(self):
+        """What can be checked before the training set exists (the rest: `time_split`)."""
+        dates = {param: day(value, param) for param, value in
+                 (("--test-from", self.test_from), ("--valid-from", self.valid_from))
+                 if value is not None}
+        if len(dates) == 2 and dates["--valid-from"] >= dates["--test-from"]:
+            raise SplitError(f"--valid-from {self.valid_from} must be before --test-from "
+                             f"{self.test_from}", "--valid-from")
+        for param, share in (("--test-share", self.test_share),
+                             ("--valid-share", self.valid_share)):
+            if not 0 < share < 1:
+                raise SplitError(f"a share must be between 0 and 1, not {share:g}", param)
+        if self.test_share + self.valid_share >= 1:
+            raise SplitError("the test and validation shares leave nothing to train on: "
+                             "together they must stay below 1", "--valid-share")
+        if self.gap_days is not None and not self.gap_days >= 0:
+            raise SplitError(f"the gap must be 0 days or more, not {self.gap_days:g}",
+                             "--gap-days")
+
+    def split(self, frame: pd.DataFrame) -> Split:
+        gap = None if self.gap_days is None else pd.Timedelta(days=self.gap_days)
+        return time_split(frame, self.valid_share, self.test_share, test_from=self.test_from,
+                          valid_from=self.valid_from, gap=gap)
+
+    def params(self) -> dict[str, str]:
+        """The choice as MLflow parameters ("" where a default rule applied)."""
+        return {"split.test_from": self.test_from or "",
+                "split.valid_from": self.valid_from or "",
+                "split.test_share": "" if self.test_from else f"{self.test_share:g}",
+                "split.valid_share": "" if self.valid_from else f"{self.valid_share:g}",
+                "split.gap_days": "" if self.gap_days is None else f"{self.gap_days:g}"}
 
 
 @dataclass
@@ -58,6 +114,18 @@ class TrainReport:
     ceiling_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     # model minus ceiling on those rows: [slice, group, metric, model, ceiling, diff, lo, hi, n]
     versus_ceiling: pd.DataFrame = field(default_factory=pd.DataFrame)
+    bounds: dict[str, pd.Timestamp] = field(default_factory=dict)  # the split's window bounds
+    gap_days: float = float("nan")  # between the windows
+    feature_service: str = ""  # the FeatureService the model was trained on
+    dropped_groups: tuple[str, ...] = ()
+    seed: int = DEFAULT_SEED
+
+    def split_text(self) -> str:
+        """The split in one line, for people."""
+        b = self.bounds
+        return (f"train before {b['train_end']:%Y-%m-%d %H:%M}, validation "
+                f"{b['valid_start']:%Y-%m-%d %H:%M} to {b['valid_end']:%Y-%m-%d %H:%M}, test from "
+                f"{b['test_start']:%Y-%m-%d %H:%M} (UTC, {self.gap_days:g}-day gaps)")
 
     @property
     def has_ceiling(self) -> bool:
@@ -91,11 +159,12 @@ class TrainReport:
         return pd.concat(parts).rename_axis("scorer")
 
 
-def current_split(settings: Settings) -> Split:
-    """The current training set of the feature store, split by time."""
+def current_split(settings: Settings, options: SplitOptions | None = None) -> Split:
+    """The current training set of the feature store, split by time (`options`: the default
+    split unless given)."""
     lake = Lake(settings.lake_dir)
     require_features(get_store(settings), model_feature_names())
-    return time_split(build_training_set(lake, offline_dir(settings)))
+    return (options or SplitOptions()).split(build_training_set(lake, offline_dir(settings)))
 
 
 def score_frame(bundle: Bundle, frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
@@ -187,12 +256,23 @@ def _log_plots(split: Split, bundle: Bundle, table: pd.DataFrame, scored: dict) 
 
 def train(settings: Settings | None = None, params: dict | None = None,
           split: Split | None = None, register_model: bool = True,
-          on_step: Callable[[str], None] | None = None, run_name: str = "train") -> TrainReport:
-    """Fit, evaluate and register one model; returns what a person wants to see."""
+          on_step: Callable[[str], None] | None = None, run_name: str = "train", *,
+          split_options: SplitOptions | None = None, feature_set: FeatureSet | None = None,
+          seed: int = DEFAULT_SEED) -> TrainReport:
+    """Fit, evaluate and register one model; returns what a person wants to see.
+
+    `split_options` choose the split (ignored when `split` is given); `feature_set` the
+    features (default all: `features.feature_sets.choose`); `seed` LightGBM's seed."""
     settings = settings or get_settings()
     step = on_step or (lambda _: None)
+    feature_set = feature_set or FeatureSet()
+    options = split_options or SplitOptions()
     step("building the training set")
-    split = split or current_split(settings)
+    split = split or current_split(settings, options)
+    if not feature_set.is_full:  # its FeatureService, for serving to check the model against
+        step(f"applying FeatureService {feature_set.service}")
+        apply_feature_set(get_store(settings), offline_dir(settings), feature_set)
+    gap_days = (split.gaps[0] / pd.Timedelta(days=1)) if split.bounds else float("nan")
     ceiling = Lake(settings.lake_dir).read("ceiling") if Lake(settings.lake_dir).exists(
         "ceiling") else pd.DataFrame(columns=["shipment_id", "as_of", "p_late"])
     ensure_experiment(settings)
@@ -200,13 +280,17 @@ def train(settings: Settings | None = None, params: dict | None = None,
         sizes = {k: len(getattr(split, k)) for k in ("train", "valid", "test")}
         mlflow.log_params({**(params or {}), **{f"rows_{k}": v for k, v in sizes.items()},
                            **{k: str(v) for k, v in split.bounds.items()},
-                           "label_horizon_days": split.horizon.days})
+                           "label_horizon_days": split.horizon.days,
+                           **options.params(), "gap_days": f"{gap_days:g}", "seed": seed,
+                           "feature_service": feature_set.service,
+                           "dropped_feature_groups": ",".join(feature_set.dropped),
+                           "n_features": len(feature_set.model_inputs)})
         mlflow.log_input(mlflow.data.from_pandas(
-            split.train[["shipment_id", "as_of", *model_feature_names(), "is_late", "delay_hours"]],
-            name="training_set"), context="training")
+            split.train[["shipment_id", "as_of", *feature_set.features, "is_late",
+                         "delay_hours"]], name="training_set"), context="training")
         step("fitting the models")
         started = time.perf_counter()
-        bundle = fit_bundle(split, params)
+        bundle = fit_bundle(split, params, feature_set=feature_set, seed=seed)
         fit_seconds = time.perf_counter() - started
         mlflow.log_metric("fit_seconds", fit_seconds)
         if bundle.spec.notes is not None:  # the note model's own numbers, next to the trees'
@@ -219,7 +303,9 @@ def train(settings: Settings | None = None, params: dict | None = None,
         model_uri = log_bundle(bundle, input_example=bundle.spec.matrix(split.test.head(5)))
         version = register(settings, model_uri) if register_model else None
     return TrainReport(run.info.run_id, version, table, gap, sizes, scored["on_ceiling"],
-                       fit_seconds, scored["ceiling_metrics"], scored["versus_ceiling"])
+                       fit_seconds, scored["ceiling_metrics"], scored["versus_ceiling"],
+                       dict(split.bounds), gap_days, bundle.spec.service, feature_set.dropped,
+                       seed)
 
 
 def holdout_evaluator(settings: Settings | None = None) -> Callable[[Bundle], dict]:

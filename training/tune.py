@@ -131,7 +131,10 @@ def tune(split: Split, n_trials: int, *, study_name: str = STUDY_NAME,
             "worker_host": socket.gethostname()}
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**search_space(trial), **(fixed_params or {})}
+        # the study's seed seeds the boosters too: the same split and seed, run trial after
+        # trial in one process, give the same trials and the same losses
+        params = {**search_space(trial), **({} if seed is None else {"seed": seed}),
+                  **(fixed_params or {})}
         trial.set_user_attr("worker_pid", os.getpid())
         history: dict = {}
         callbacks = [LightGBMPruningCallback(trial, METRIC, valid_name="valid"),
