@@ -69,6 +69,23 @@ def split_entries(states) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], np.asarray(flat.to_numpy(zero_copy_only=False), dtype=object)[keep]
 
 
+def note_codes(states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every line of `recent_notes` values as (row, code) with the distinct note texts the codes
+    point into (time stamps dropped; a line without one is all text): lines come row by row,
+    newest first. Stays in Arrow until the distinct texts, which is what the scorer pays for."""
+    lists = pc.split_pattern(_strings(states), SEPARATOR)
+    flat = pc.list_flatten(lists)
+    rows = pc.list_parent_indices(lists)
+    keep = pc.greater(pc.utf8_length(flat), 0)
+    flat, rows = flat.filter(keep), rows.filter(keep)
+    stamped = pc.match_substring_regex(flat, _STAMP)
+    texts = pc.if_else(stamped, pc.utf8_slice_codeunits(flat, STAMP_CHARS), flat)
+    encoded = pc.dictionary_encode(texts)
+    return (rows.to_numpy(zero_copy_only=False).astype(np.int64),
+            encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+            np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+
+
 def _strings(values) -> pa.Array:
     """Values as an Arrow string array: text as it is, anything else (null, NaN, a number a
     what-if request sent) as null."""
@@ -177,5 +194,5 @@ def _render(snaps: np.ndarray, uniques: np.ndarray) -> np.ndarray:
                       dtype=object)
 
 
-__all__ = ["MAX_NOTES", "RECENT_NOTES", "clean_notes", "fold_recent_notes", "note_entries",
-           "note_texts", "split_entries"]
+__all__ = ["MAX_NOTES", "RECENT_NOTES", "clean_notes", "fold_recent_notes", "note_codes",
+           "note_entries", "note_texts", "split_entries"]

@@ -32,7 +32,7 @@ import pandas as pd
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from features.notes import RECENT_NOTES, note_texts, split_entries
+from features.notes import RECENT_NOTES, note_codes, note_texts, split_entries
 from features.schema import NOTE_FEATURES
 
 NGRAMS = (3, 5)
@@ -117,6 +117,12 @@ class NoteModel:
         if len(texts) == 0:
             return np.zeros(0)
         codes, uniques = pd.factorize(texts)
+        return self._distinct_logits(np.asarray(uniques, dtype=object))[codes]
+
+    def _distinct_logits(self, uniques: np.ndarray) -> np.ndarray:
+        """`logits` of distinct texts: from the cache, the others computed and kept."""
+        if len(uniques) == 0:
+            return np.zeros(0)
         cache = self._cache
         values = np.fromiter((cache.get(t, np.nan) for t in uniques), float, len(uniques))
         new = np.flatnonzero(np.isnan(values))
@@ -128,16 +134,15 @@ class NoteModel:
                 if len(cache) + len(fresh) > CACHE_TEXTS:
                     cache.clear()
                 cache.update(zip(fresh, values[new].tolist()))
-        return values[codes]
+        return values
 
     def features(self, recent_notes) -> dict[str, np.ndarray]:
         """NOTE_FEATURES per row of `recent_notes` values (see the module doc), plus the text of
         the riskiest and of the newest note (`note_risk_text`, `note_latest_text`: what the
         reasons quote; "" without notes)."""
         n = len(recent_notes)
-        rows, entries = split_entries(recent_notes)
-        texts = note_texts(entries)
-        values = self.logits(texts)
+        rows, codes, distinct = note_codes(recent_notes)
+        values = self._distinct_logits(distinct)[codes]
         count = np.bincount(rows, minlength=n).astype(float)
         risk = np.full(n, -np.inf)
         np.maximum.at(risk, rows, values)
@@ -148,10 +153,10 @@ class NoteModel:
             # entries come row by row, newest first: each row's first is its newest
             first = np.r_[True, rows[1:] != rows[:-1]]
             latest[rows[first]] = values[first]
-            latest_text[rows[first]] = texts[first]
+            latest_text[rows[first]] = distinct[codes[first]]
             best = np.lexsort((-values, rows))
             top = best[np.r_[True, rows[best][1:] != rows[best][:-1]]]
-            top_text[rows[top]] = texts[top]
+            top_text[rows[top]] = distinct[codes[top]]
         risk[np.isinf(risk)] = np.nan
         return {"note_risk": risk, "note_latest_risk": latest, "note_count": count,
                 "note_risk_text": top_text, "note_latest_text": latest_text}
