@@ -300,7 +300,7 @@ def train(settings: Settings | None = None, params: dict | None = None,
         _log_metrics(table, gap, scored)
         _log_plots(split, bundle, table, scored)
         step("registering the model")
-        model_uri = log_bundle(bundle, input_example=bundle.spec.matrix(split.test.head(5)))
+        model_uri = log_bundle(bundle, input_example=split.test.head(5))  # rows: it encodes them
         version = register(settings, model_uri) if register_model else None
     return TrainReport(run.info.run_id, version, table, gap, sizes, scored["on_ceiling"],
                        fit_seconds, scored["ceiling_metrics"], scored["versus_ceiling"],
