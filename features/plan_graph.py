@@ -48,12 +48,15 @@ def _bit(b: int) -> np.int64:
     return np.int64(1) << np.int64(b)
 
 
-def _lists(column: pd.Series, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A list column as (flat float values, start offset of each row)."""
+def _lists(column: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A list column as (flat float values, start offset of each row, length of each row)."""
     arr = pa.array(column.array if isinstance(column.dtype, pd.ArrowDtype) else column,
                    from_pandas=True)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if not pa.types.is_list(arr.type) and not pa.types.is_large_list(arr.type):
+        n = len(arr)  # every value missing (an online store's empty list): no entries
+        return np.zeros(0), np.zeros(n, np.int64), np.zeros(n, np.int64)
     lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
     flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64)
     return flat, np.cumsum(lengths) - lengths, lengths.astype(np.int64)
