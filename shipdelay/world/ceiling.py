@@ -8,6 +8,10 @@ reliability, its customs regime, and the world's state at `as_of`: current conge
 weather events in progress. It re-simulates the rest of the journey `draws` times with fresh
 futures conditioned on that history (`simulate_journeys` with `given`) and counts how often
 delivery lands after the promise. No model that sees only the lake can do better.
+
+The simulator estimates it at the training sets' snapshots (`shipdelay.snapshots.snapshot_times`
+with its default tick rule): booking, each milestone's first ingestion and the clock ticks in
+between, so the model and the ceiling are compared on the same rows, silent moments included.
 """
 
 from __future__ import annotations
