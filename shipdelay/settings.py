@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     serve_body_timeout_s: float = Field(5.0, gt=0, description="seconds a client has to send a "
                                         "request body once its headers arrived, 408 after")
     seed: int = Field(7, description="default random seed")
+    snapshot_tick_hours: float = Field(12.0, gt=0, description="hours between the clock-tick "
+                                       "snapshots a training set takes of each shipment in "
+                                       "flight (the simulated ceiling is estimated at 12)")
     # model monitoring: the prediction log and `shipdelay monitor` (monitoring/)
     prediction_log: bool = Field(True, description="log every prediction of the service, the "
                                  "stream and the batch to <data_dir>/predictions")
