@@ -37,6 +37,7 @@ from registry.register import log_bundle, register
 from registry.store import ensure_experiment
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings, get_settings
+from shipdelay.snapshots import TickRule
 from training import baselines, plots
 from training.bundle import Bundle
 from training.dataset import build_training_set
@@ -164,7 +165,9 @@ def current_split(settings: Settings, options: SplitOptions | None = None) -> Sp
     split unless given)."""
     lake = Lake(settings.lake_dir)
     require_features(get_store(settings), model_feature_names())
-    return (options or SplitOptions()).split(build_training_set(lake, offline_dir(settings)))
+    ticks = TickRule(every_h=settings.snapshot_tick_hours)
+    return (options or SplitOptions()).split(build_training_set(lake, offline_dir(settings),
+                                                                ticks=ticks))
 
 
 def score_frame(bundle: Bundle, frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
