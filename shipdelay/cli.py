@@ -381,12 +381,16 @@ def train_cmd(
         if not v.empty:
             auc = v[(v["slice"] == "stage") & (v["metric"] == "roc_auc")].set_index("group")
             auc = auc.reindex([s for s in STAGES if s in auc.index])
+            import pandas as pd
+
+            kinds = v[(v["slice"] == "kind") & (v["metric"] == "roc_auc")]  # milestone, tick
+            auc = pd.concat([auc, kinds.set_index(kinds["group"] + " snapshots")])
             console.print(_frame_table(
                 auc[["model", "ceiling", "diff", "lo", "hi"]].rename(columns={
                     "diff": "model - ceiling", "lo": "90% CI low", "hi": "90% CI high"})
                 .rename_axis("stage"),
-                "AUC on the ceiling's rows by stage (the model above the ceiling beyond the "
-                "interval would mean a leak)"))
+                "AUC on the ceiling's rows by stage, then at milestone and at clock-tick "
+                "snapshots (the model above the ceiling beyond the interval would mean a leak)"))
     else:
         console.print("no ceiling: the lake holds no hidden ground truth (real data), so the "
                       "model is compared with the baselines only")
