@@ -37,7 +37,7 @@ NIGHTLY_AT = pd.Timedelta(hours=2)  # the nightly run's cut-off after midnight, 
 @dataclass
 class Night:
     day: str
-    alarms: list[tuple[str, str]]  # (kind, slice)
+    alarms: list[tuple[str, str, str]]  # (kind, slice, metric)
     exit_code: int
     retrained: str | None = None  # the version trained that night, if any
     promoted: bool = False
@@ -56,7 +56,7 @@ class ScenarioResult:
     def first_alarm(self, kind: str, slice_: str | None = None) -> str | None:
         """The first night with an alarm of `kind` (on `slice_`, if given)."""
         for night in self.nights:
-            if any(k == kind and (slice_ is None or s == slice_) for k, s in night.alarms):
+            if any(k == kind and (slice_ is None or s == slice_) for k, s, _ in night.alarms):
                 return night.day
         return None
 
@@ -101,7 +101,7 @@ def _realized(live: Settings, versions: list[str], since: pd.Timestamp,
 
 
 def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: str,
-                 last_night: str, *, settings_overrides: dict | None = None,
+                 last_night: str, *, every_days: int = 1, settings_overrides: dict | None = None,
                  compare_days: int = 14, say: Callable[[str], None] = print) -> ScenarioResult:
     """Simulate `world`, train the first champion on what was known at `train_until`, run the
     nightly pipeline every night from `first_night` to `last_night` (YYYY-MM-DD), then compare
@@ -145,12 +145,13 @@ def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: st
 
     t = time.perf_counter()
     champion, promoted_at = first.version, None
-    for day in pd.date_range(first_night, last_night, freq="D", tz="UTC"):
+    for day in pd.date_range(first_night, last_night, freq=f"{every_days}D", tz="UTC"):
         when = day + NIGHTLY_AT
         report = nightly(live, when, monitor=monitor, retrainer=retrain_that_night(when))
         retrained = next((s for s in report.steps if s.name == "retrain" and s.status == "ok"),
                          None)
-        night = Night(f"{day:%Y-%m-%d}", [(a["kind"], a["slice"]) for a in report.alarms],
+        night = Night(f"{day:%Y-%m-%d}",
+                      [(a["kind"], a["slice"], a["metric"]) for a in report.alarms],
                       report.exit_code, champion=champion)
         if retrained is not None:
             night.retrained = retrained.detail.split()[1]
@@ -158,7 +159,9 @@ def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: st
         if report.promoted_version:
             champion, promoted_at = report.promoted_version, when
         failed = [f"{s.name}: {s.detail}" for s in report.steps if s.status == "failed"]
-        say(f"{night.day}: exit {night.exit_code}, alarms {night.alarms or 'none'}"
+        shown = sorted({f"{k} {s}" for k, s, _ in night.alarms})
+        say(f"{night.day}: exit {night.exit_code}, alarms {shown[:8] or 'none'}"
+            + (f" (+{len(shown) - 8})" if len(shown) > 8 else "")
             + (f", retrained {night.retrained} ({'promoted' if night.promoted else 'refused'})"
                if night.retrained else "") + (f", failed {failed}" if failed else ""))
         result.nights.append(night)
