@@ -13,7 +13,8 @@ an air-cargo process log would show it:
 The handling before a leg is the simulator's usual handling time split in two parts, each with
 its own noise (together the same mean as without steps). Planned times follow the plan's legs
 with typical handling; the first leg's handling is squeezed to fit between booking and the
-planned first departure (express bookings leave a few hours after booking).
+planned first departure (express bookings leave a few hours after booking). The lake's
+`milestone_plans` also plan the pickup, out for delivery and the delivery (plan_tables.py).
 """
 
 from __future__ import annotations

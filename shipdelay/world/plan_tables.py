@@ -7,10 +7,10 @@ import pandas as pd
 
 from shipdelay.contract import STR
 from shipdelay.world.handling import RECEIVE_HOURS, planned_steps
-from shipdelay.world.journeys import FINAL_MILE_HOURS, HANDLING_HOURS, Plan
-from shipdelay.world.plans import CUSTOMS_PLANNED_HOURS
+from shipdelay.world.journeys import ATTEMPT_HOURS, FINAL_MILE_HOURS, HANDLING_HOURS, Plan
+from shipdelay.world.plans import CUSTOMS_PLANNED_HOURS, FINAL_MILE_PLANNED_HOURS
 
-SHIPMENT_LEVEL = ("picked_up", "received", "collected")
+SHIPMENT_LEVEL = ("picked_up", "received", "collected", "out_for_delivery", "delivered")
 PER_LEG = ("checked_in", "handed_over")
 
 
@@ -31,9 +31,17 @@ def scan_legs(legs: np.ndarray) -> pd.arrays.IntegerArray:
 
 
 def milestone_plans(plan: Plan, shipment_ids: pd.Series, clock) -> pd.DataFrame:
-    """The planned times of the handling steps of every shipment with steps: pickup, receipt
-    and collection per shipment, check-in and hand-over per leg."""
+    """The planned times of the handling steps of every shipment with steps: pickup, receipt,
+    collection, out for delivery and delivery per shipment, check-in and hand-over per leg.
+
+    The planned delivery is the plan's final mile after the last leg (and its customs); the
+    promise adds the service level's slack to it."""
     planned = planned_steps(plan, HANDLING_HOURS, FINAL_MILE_HOURS, CUSTOMS_PLANNED_HOURS)
+    last = plan.n_legs - 1
+    released = plan.planned_arr[np.arange(len(last)), last] + \
+        CUSTOMS_PLANNED_HOURS * (plan.customs_leg == last)
+    delivered = np.where(plan.steps, released + FINAL_MILE_PLANNED_HOURS, np.nan)
+    planned["delivered"], planned["out_for_delivery"] = delivered, delivered - ATTEMPT_HOURS
     planned["picked_up"] = np.maximum(planned["received"] - RECEIVE_HOURS, plan.booked + 0.25)
     rows, legs, kinds, times = [], [], [], []
     for kind in SHIPMENT_LEVEL:

@@ -100,11 +100,17 @@ def test_planned_steps_come_before_the_legs_they_prepare(lake):
     first = joined.xs(0, level="leg_index")
     assert (shipment["picked_up"] <= shipment["received"]).all()
     assert (shipment["received"].reindex(first.index) <= first["checked_in"]).all()
-    # collection is planned after the last planned arrival, for part of the shipments only
+    # collection is planned after the last planned arrival, for part of the shipments only,
+    # then out for delivery and the delivery itself, before the promise
     last_arrival = legs.groupby("shipment_id")["planned_arrival"].max()
     collected = shipment["collected"].dropna()
     assert 0.2 < len(collected) / len(shipment) < 0.95
     assert (collected > last_arrival.reindex(collected.index)).all()
+    assert (collected < shipment["out_for_delivery"].reindex(collected.index)).all()
+    assert (shipment["out_for_delivery"] > last_arrival.reindex(shipment.index)).all()
+    assert (shipment["out_for_delivery"] < shipment["delivered"]).all()
+    promised = lake.read("shipments").set_index("shipment_id")["promised_at"]
+    assert (shipment["delivered"] < promised.reindex(shipment.index)).all()
 
 
 def test_merged_leg_leaves_after_every_inbound_arrival_in_the_scans(lake):
