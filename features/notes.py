@@ -60,29 +60,30 @@ def note_entries(notes: pd.Series, event_time_ns: np.ndarray) -> np.ndarray:
     return out
 
 
-def split_entries(states) -> tuple[np.ndarray, np.ndarray]:
-    """(row, entry) of every line of `recent_notes` values; anything not a string is no notes."""
+def _lines(states) -> tuple[np.ndarray, pa.Array]:
+    """(row, line) of every non-empty line of `recent_notes` values, the lines in Arrow."""
     lists = pc.split_pattern(_strings(states), SEPARATOR)
     flat = pc.list_flatten(lists)
-    rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    keep = pc.greater(pc.utf8_length(flat), 0).to_numpy(zero_copy_only=False)
-    return rows[keep], np.asarray(flat.to_numpy(zero_copy_only=False), dtype=object)[keep]
+    keep = pc.greater(pc.utf8_length(flat), 0)
+    rows = pc.list_parent_indices(lists).filter(keep)
+    return rows.to_numpy(zero_copy_only=False).astype(np.int64), flat.filter(keep)
+
+
+def split_entries(states) -> tuple[np.ndarray, np.ndarray]:
+    """(row, entry) of every line of `recent_notes` values; anything not a string is no notes."""
+    rows, lines = _lines(states)
+    return rows, np.asarray(lines.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def note_codes(states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every line of `recent_notes` values as (row, code) with the distinct note texts the codes
     point into (time stamps dropped; a line without one is all text): lines come row by row,
     newest first. Stays in Arrow until the distinct texts, which is what the scorer pays for."""
-    lists = pc.split_pattern(_strings(states), SEPARATOR)
-    flat = pc.list_flatten(lists)
-    rows = pc.list_parent_indices(lists)
-    keep = pc.greater(pc.utf8_length(flat), 0)
-    flat, rows = flat.filter(keep), rows.filter(keep)
+    rows, flat = _lines(states)
     stamped = pc.match_substring_regex(flat, _STAMP)
     texts = pc.if_else(stamped, pc.utf8_slice_codeunits(flat, STAMP_CHARS), flat)
     encoded = pc.dictionary_encode(texts)
-    return (rows.to_numpy(zero_copy_only=False).astype(np.int64),
-            encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+    return (rows, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
             np.asarray(encoded.dictionary.to_pylist(), dtype=object))
 
 
@@ -107,22 +108,21 @@ def note_texts(entries: np.ndarray) -> np.ndarray:
 
 def fold_recent_notes(group: np.ndarray, moment: np.ndarray, entries: np.ndarray,
                       prior: np.ndarray, out_group: np.ndarray,
-                      out_moment: np.ndarray) -> np.ndarray:
+                      out_moment: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """`recent_notes` at each output row (shipment `out_group` after its ingestion moment
     `out_moment`): the MAX_NOTES greatest entries among the group's `prior` state and its
     entries (`group`, `moment`, entry; None = no note) at moments <= the row's, newest first.
     Moments are integers (ingestion nanoseconds); `prior` holds one state string per group
-    ("" or None: none)."""
-    p_rows, p_entries = split_entries(prior)
+    ("" or None: none). The text stays in Arrow: only integer codes of it are sorted here."""
+    p_rows, p_lines = _lines(prior)
     entries = np.asarray(entries, dtype=object)
     has = entries != None  # elementwise: entries are text or None
     g = np.concatenate([p_rows, np.asarray(group, np.int64)[has]])
     m = np.concatenate([np.full(len(p_rows), np.iinfo(np.int64).min),
                         np.asarray(moment, np.int64)[has]])
-    codes, uniques = _ranked(np.concatenate([p_entries, entries[has]]))
-    out = np.full(len(out_group), "", dtype=object)
+    codes, uniques = _ranked(pa.concat_arrays([p_lines, pa.array(entries[has], pa.string())]))
     if len(g) == 0:
-        return out
+        return _text_array(pa.nulls(len(out_group), pa.string()))
     # each (group, entry) once, at its first moment; then steps over the moments that bring notes
     order = np.lexsort((m, codes, g))
     g, m, codes = g[order], m[order], codes[order]
@@ -168,30 +168,32 @@ def fold_recent_notes(group: np.ndarray, moment: np.ndarray, entries: np.ndarray
     out_key = np.asarray(out_group, np.int64) * width + np.searchsorted(ranks, out_moment)
     at = np.searchsorted(step_key, out_key, side="right") - 1
     found = (at >= 0) & (step_g[np.maximum(at, 0)] == out_group)
-    text = _render(snaps, np.asarray(uniques, dtype=object))
-    out[found] = text[at[found]]
-    return out
+    text = _render(snaps, uniques)
+    return _text_array(text.take(pa.array(np.where(found, at, 0), mask=~found)))
 
 
-def _ranked(entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _text_array(text: pa.Array) -> pd.api.extensions.ExtensionArray:
+    """Arrow text as the state's string column, missing as "" (no notes)."""
+    return pd.arrays.ArrowStringArray(pa.chunked_array([pc.fill_null(text, "")]))
+
+
+def _ranked(entries: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Codes of the entries in the order of their text (equal text, equal code) and the
-    distinct texts in that order; Arrow sorts the text (several times faster than Python)."""
-    codes, uniques = pd.factorize(entries)
-    order = pc.array_sort_indices(pa.array(uniques, pa.string())).to_numpy()
+    distinct texts in that order, sorted by Arrow."""
+    encoded = pc.dictionary_encode(entries)
+    order = pc.array_sort_indices(encoded.dictionary).to_numpy(zero_copy_only=False)
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
-    return rank[codes], np.asarray(uniques, dtype=object)[order]
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return rank[codes], encoded.dictionary.take(pa.array(order))
 
 
-def _render(snaps: np.ndarray, uniques: np.ndarray) -> np.ndarray:
+def _render(snaps: np.ndarray, uniques: pa.Array) -> pa.Array:
     """Each row of entry codes (newest first, -1 = none) as one string, lines joined."""
     valid = snaps >= 0
-    lengths = valid.sum(axis=1)
-    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
-    flat = pa.array(uniques[snaps[valid]], pa.string())
-    lists = pa.ListArray.from_arrays(pa.array(offsets), flat)
-    return np.asarray(pc.binary_join(lists, SEPARATOR).to_numpy(zero_copy_only=False),
-                      dtype=object)
+    offsets = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int32)
+    flat = uniques.take(pa.array(snaps[valid]))
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), flat), SEPARATOR)
 
 
 __all__ = ["MAX_NOTES", "RECENT_NOTES", "clean_notes", "fold_recent_notes", "note_codes",
