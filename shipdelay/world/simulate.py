@@ -12,7 +12,7 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -156,8 +156,11 @@ def _chunk(cfg: SimConfig, c: int, lake_root: str) -> SimSummary:
     plan, book = sample_plans(net, st.table, st.booked[lo:hi], numbers, world.customs_rate, rng,
                               consolidation_share=cfg.consolidation_share,
                               handling_steps=cfg.handling_steps)
+    # a new lane's bookings are drawn with the world's shape options too (same leg width)
     plan, book = open_new_lanes(plan, book, net, st.table, cfg.regimes, world, world.customs_rate,
-                                np.random.default_rng([cfg.seed, 300, c]), sample_plans)
+                                np.random.default_rng([cfg.seed, 300, c]),
+                                partial(sample_plans, consolidation_share=cfg.consolidation_share,
+                                        handling_steps=cfg.handling_steps))
     journey = simulate_journeys(plan, world, net.carriers, rng)
     n = hi - lo
     sid = _ids("SH", numbers, 8)
