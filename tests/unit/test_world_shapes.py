@@ -194,3 +194,24 @@ def test_the_default_world_keeps_its_shape(small_world):
     legs = lake.read("legs")
     assert "feeds_leg" not in legs or legs["feeds_leg"].isna().all()
     assert not lake.exists("milestone_plans")
+
+
+def test_the_simulate_command_passes_the_shape_options(monkeypatch, data_dir):
+    from typer.testing import CliRunner
+
+    import shipdelay.world.simulate as sim
+    from shipdelay.cli import app
+
+    seen = []
+    monkeypatch.setattr(sim, "simulate", lambda cfg, link, **kw: seen.append(cfg) or
+                        sim.SimSummary(now=pd.Timestamp("2026-01-01", tz="UTC")))
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "--shipments", "50",
+                                 "--consolidation-share", "0.2", "--handling-milestones"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].consolidation_share == 0.2 and seen[-1].handling_steps
+    result = runner.invoke(app, ["simulate", "--shipments", "50"])
+    assert seen[-1].consolidation_share == 0.0 and not seen[-1].handling_steps
+    bad = runner.invoke(app, ["simulate", "--consolidation-share", "1.5"])
+    assert bad.exit_code == 2 and "--consolidation-share" in bad.output
+    assert len(seen) == 2  # nothing simulated on bad input
