@@ -76,3 +76,21 @@ def test_entries_are_one_line_stamped_to_the_second_and_texts_come_back():
     assert len(note_texts(entries[4:])[0]) == 200
     assert note_texts(np.array(["2025-10-01T08:00:00Z typhoon warning", "no stamp here"],
                                dtype=object)).tolist() == ["typhoon warning", "no stamp here"]
+
+
+def test_hub_statistics_count_notes_whatever_they_say():
+    from features.tables import hub_stats
+    from shipdelay import contract
+
+    events = cases.make_events([("a", "S1", "picked_up", 0, 0.5, 1.2, "Verspätung wegen Sturm"),
+                                ("b", "S1", "departed", 0, 2.0, 2.5, "   "),
+                                ("c", "S2", "picked_up", 0, 2.0, 2.6, "zibbo klar"),
+                                ("d", "S2", "departed", 0, 3.0, 3.1)])
+    legs = contract.validate("legs", pd.DataFrame({c: [] for c in contract.columns("legs")}))
+    got = hub_stats(events, legs, cases.T0, cases.T0 + pd.Timedelta(hours=30))
+    counts = got.set_index(TIMESTAMP)["hub_notes_24h"]
+    hour = pd.Timedelta(hours=1)
+    # a note counts from the hour end after its ingestion, for 24 hours; a blank one never
+    assert counts[cases.T0 + 2 * hour] == 1 and counts[cases.T0 + 3 * hour] == 2
+    assert counts[cases.T0 + 25 * hour] == 2 and counts[cases.T0 + 26 * hour] == 1
+    assert counts[cases.T0 + 27 * hour] == 0
