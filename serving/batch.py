@@ -220,6 +220,8 @@ def check_freshness(offline: Path, as_of, max_age_h: float) -> dict[str, float]:
     marks = feature_watermarks(offline, t)
     ages = {}
     for view, mark in marks.items():
+        if mark is None and FRESHNESS_VIEWS[view] is not None and not view_days(offline, view):
+            continue  # statistics of no entity at all (a lake without customers or carriers)
         due = t if FRESHNESS_VIEWS[view] is None else t.floor(FRESHNESS_VIEWS[view])
         ages[view] = np.inf if mark is None else max(0.0, (due - mark).total_seconds() / 3600)
     stale = {v: a for v, a in ages.items() if a > max_age_h}
