@@ -12,7 +12,7 @@ from pandas.testing import assert_frame_equal
 
 from features.plan_graph import PlanGraph
 from features.transforms import advance_progress, latest, milestone_bit
-from tests.unit.test_transforms import H, S0, fold_stream, make_events, plans_of
+from tests.unit.test_transforms import S0, H, fold_stream, make_events, plans_of
 
 # legs 0 (A->C) and 1 (B->C) both feed leg 2 (C->D). By ord: picked_up, departed/arrived of
 # legs 0, 1, 2, out_for_delivery, delivered (the promise)
