@@ -106,3 +106,18 @@ def test_failed_monitoring_skips_the_automatic_retrain(tmp_path):
     report = _run(tmp_path, calls)
     assert calls.retrained == [] and report.exit_code == EXIT_FAILED
     assert report.steps[-1].detail == "monitoring failed"
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["nightly", "--retrain", "sometimes"], "--retrain"),
+    (["nightly", "--as-of", "yesterday-ish"], "--as-of"),
+    (["simulate", "--regime", "carrier_degrades:TRU-99:2025-11-01"], "--regime"),
+])
+def test_bad_options_exit_2_naming_the_option(data_dir, args, hint):
+    from typer.testing import CliRunner
+
+    from shipdelay.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and hint in result.output
+    assert "Traceback" not in result.output
