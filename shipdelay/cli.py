@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shipdelay.cli_guard import GuardedGroup, route_library_output
+from shipdelay.cli_guard import ARGS_KEY, GuardedGroup, route_library_output
 from shipdelay.settings import get_settings
 
 # GuardedGroup: a failing command ends with one sentence, its traceback goes to the log.
@@ -28,6 +28,9 @@ def _quiet_libraries(ctx: typer.Context) -> None:
     from shipdelay.crypto import private_files
 
     private_files()  # everything written under the data folder, the log too: owner-only
+    # a subcommand's --help is the CLI's own output: it must reach the terminal
+    if "--help" in ctx.meta.get(ARGS_KEY, ()) or ctx.resilient_parsing:
+        return
     route_library_output(ctx, console)
 
 

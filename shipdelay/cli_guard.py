@@ -312,11 +312,17 @@ def _write_traceback(path: Path, err: BaseException) -> None:
         pass
 
 
+ARGS_KEY = "shipdelay.args"
+
+
 class GuardedGroup(TyperGroup):
     """The CLI's group: a failing command ends with one sentence (`report`), never a
     traceback. Click's own exits (bad arguments: 2, typer.Exit, Ctrl-C) pass unchanged."""
 
     def invoke(self, ctx):
+        # what follows the group on the command line; click empties ctx.args before the
+        # group's callback runs, which must know whether a subcommand only asks for --help
+        ctx.meta[ARGS_KEY] = (*getattr(ctx, "_protected_args", ()), *ctx.args)
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException, KeyboardInterrupt,

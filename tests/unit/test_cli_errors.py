@@ -174,3 +174,22 @@ def test_an_unreachable_store_is_named_in_one_sentence_without_its_password():
         assert "\n" not in sentence and "s3cret" not in sentence
     assert "port 5432" in explain(wrapped)[0] and "cache:6379" in sentence
     assert explain(ValueError("a bug")) is None  # not expected: reported as unexpected
+
+
+def test_every_command_prints_its_help():
+    """`shipdelay <command> --help` reaches the terminal: the command log must not swallow it."""
+    import typer
+    from typer.testing import CliRunner
+
+    from shipdelay.cli import app
+
+    group = typer.main.get_command(app)
+    paths = []
+    for name, command in group.commands.items():
+        subs = getattr(command, "commands", None)
+        paths += [[name, sub] for sub in subs] if subs else [[name]]
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], prog_name="shipdelay")
+        assert result.exit_code == 0, path
+        assert f"Usage: shipdelay {' '.join(path)}" in " ".join(result.output.split()), path
