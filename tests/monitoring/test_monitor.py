@@ -120,3 +120,17 @@ def test_an_empty_log_is_a_report_not_a_crash(tmp_path):
     got = mon.run_monitor(settings, as_of=AS_OF, days=3, log_to_mlflow=False)
     assert got.logged == 0 and got.judged == 0 and got.counts["empty_days"] == 3
     assert not got.should_retrain and got.json_path.exists()
+
+
+def test_cbpe_estimates_what_labels_drawn_from_the_probabilities_give():
+    from monitoring.judge import estimated
+
+    rng = np.random.default_rng(3)
+    p = np.round(rng.beta(2, 5, 600), 2)  # ties on purpose
+    draws = rng.random((400, len(p))) < p
+    auc = np.mean([roc_auc_score(y, p) for y in draws])
+    loss = np.mean([log_loss(y, p, labels=[0, 1]) for y in draws])
+    got = estimated(p)
+    assert got["expected_roc_auc"] == pytest.approx(auc, abs=0.005)
+    assert got["expected_log_loss"] == pytest.approx(loss, abs=0.005)
+    assert got["expected_late_rate"] == pytest.approx(draws.mean(), abs=0.005)
