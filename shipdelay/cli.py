@@ -616,6 +616,27 @@ def serve_cmd(
                            ssl_ciphers=ssl_ciphers))
 
 
+@app.command("cockpit")
+def cockpit_cmd(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8050,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    service_url: Annotated[str | None, typer.Option(
+        help="the prediction service to ask, e.g. http://127.0.0.1:3000 (default: "
+             "SHIPDELAY_COCKPIT_SERVICE_URL; unset: the nightly scores only)")] = None,
+) -> None:
+    """Serve the operations cockpit: shipments at risk now, one shipment, money at stake,
+    alerts; the service's API key (SHIPDELAY_API_KEY) is required when set."""
+    from cockpit.serve import serve
+    from shipdelay.cli_guard import Failure
+
+    try:
+        serve(get_settings(), host=host, port=port, service_url=service_url,
+              say=lambda text: console.print(text, markup=False, highlight=False))
+    except OSError as err:
+        raise Failure(f"The cockpit cannot listen on {host}:{port} ({err.strerror or err}); "
+                      "choose another --port.") from None
+
+
 @app.command("ask")
 def ask_cmd(
     shipments: Annotated[int, typer.Option(min=1, max=50, help="in-flight shipments to ask "

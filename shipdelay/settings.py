@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     monitor_freshness_h: float = Field(6.0, gt=0, description="freshness alarm: a feature "
                                        "view's newest row older than this at the cut-off")
 
+    # the operations cockpit (cockpit/): money at stake and where the service answers
+    penalty_per_late: float = Field(500.0, ge=0, description="penalty of one late delivery, "
+                                    "unless the penalties file says otherwise for its customer "
+                                    "or service level")
+    penalty_per_hour: float = Field(20.0, ge=0, description="penalty of each hour late, "
+                                    "unless the penalties file says otherwise")
+    penalties_file: Path | None = Field(None, description="CSV of penalty overrides: columns "
+                                        "customer_id or service_level, per_late, per_hour")
+    cockpit_service_url: str | None = Field(None, description="the prediction service the "
+                                            "cockpit asks, e.g. http://127.0.0.1:3000; unset: "
+                                            "the nightly scores only")
+
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, values: dict) -> dict:

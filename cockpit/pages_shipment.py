@@ -1,0 +1,96 @@
+"""The shipment page (/shipment/<id>): facts, forecast with its interval and reasons, itinerary
+planned vs actual, risk over time, raw events and notes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from dash import dash_table, dcc, html
+
+from cockpit import data, money, shipment
+from cockpit.state import Cockpit
+from shipdelay.lake import Lake
+
+TIME = "%a %d %b %H:%M"
+
+
+def _when(value) -> str:
+    t = pd.Timestamp(value) if value is not None else pd.NaT
+    return "-" if pd.isna(t) else t.tz_convert("UTC").strftime(TIME) if t.tzinfo else \
+        t.strftime(TIME)
+
+
+def _table(table_id: str, frame: pd.DataFrame) -> dash_table.DataTable:
+    shown = frame.copy()
+    for col in shown.columns:
+        if isinstance(shown[col].dtype, pd.DatetimeTZDtype):
+            shown[col] = shown[col].dt.strftime(TIME).fillna("-")
+    shown = shown.astype(object).where(shown.notna(), "-")
+    return dash_table.DataTable(
+        id=table_id, data=shown.to_dict("records"),
+        columns=[{"name": c.replace("_", " "), "id": c} for c in shown.columns],
+        page_size=50, style_cell={"fontSize": "0.85rem", "whiteSpace": "normal",
+                                  "textAlign": "left"})
+
+
+def risk_figure(history: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for path, part in history.groupby("path"):
+        fig.add_scatter(x=part["instant"], y=part["p_late"] * 100, mode="lines+markers",
+                        name=path)
+    fig.update_layout(yaxis_title="P(late) %", yaxis_range=[0, 100], height=300,
+                      margin={"l": 50, "r": 10, "t": 10, "b": 40}, template="plotly_white")
+    return fig
+
+
+def shipment_page(cockpit: Cockpit, shipment_id: str) -> html.Div:
+    world = cockpit.world()
+    lake = Lake(cockpit.settings.lake_dir)
+    facts = shipment.promised(lake, shipment_id)
+    if not facts:
+        return html.Div(id="shipment-page", children=[
+            html.P(f"No shipment {shipment_id} in the lake.", id="shipment-missing"),
+            dcc.Link("Back to the list", href="/")])
+    names = dict(zip(world.hubs["hub_id"], world.hubs["label"]))
+    live, problem = cockpit.live([shipment_id])
+    row = live.iloc[0].to_dict() if len(live) else None
+    hours_left = (pd.Timestamp(facts["promised_at"]) - world.now).total_seconds() / 3600
+    history = shipment.risk_history(cockpit.settings.predictions_dir, shipment_id)
+    if row is None:
+        forecast = [html.P("Not in flight in the newest nightly run (delivered, or booked "
+                           "after it).", id="shipment-forecast")]
+    else:
+        reasons = list(row.get("reasons") if row.get("reasons") is not None else [])
+        forecast = [
+            html.P(id="shipment-forecast", children=(
+                f"P(late) {row['p_late']:.0%} ({row['risk_band']} risk, "
+                f"{row.get('source', 'nightly')}); expected delay "
+                f"{data.delay_text(row['delay_p50_h'])}; expected penalty "
+                f"{money.money_text(row['exposure'])}.")),
+            html.P(id="shipment-interval", children=(
+                f"ETA {_when(row['eta'])} UTC, 80% interval (P10 – P90) "
+                f"{_when(row['eta_p10'])} – {_when(row['eta_p90'])} UTC.")),
+            html.Ul(id="shipment-reasons", children=[html.Li(r) for r in reasons] or [
+                html.Li("No reasons given: the service explains only the riskier shipments.")]),
+        ]
+    return html.Div(id="shipment-page", children=[
+        dcc.Link("← Back to the list", href="/", id="shipment-back"),
+        html.H2(f"Shipment {shipment_id}", id="shipment-title"),
+        html.P(id="shipment-facts", children=(
+            f"Customer {facts['customer_id']}, {facts['service_level']} service, "
+            f"{names.get(facts['origin_hub'], facts['origin_hub'])} → "
+            f"{names.get(facts['destination_hub'], facts['destination_hub'])}; booked "
+            f"{_when(facts['booked_at'])}, promised {_when(facts['promised_at'])} UTC "
+            f"({data.time_left_text(hours_left)}).")),
+        html.Div(id="shipment-forecast-box", children=forecast),
+        html.P(problem or "", id="shipment-service"),
+        html.H3("Itinerary: planned vs actual"),
+        _table("shipment-itinerary", shipment.itinerary(lake, shipment_id, world.now, names)),
+        html.H3("Risk over time"),
+        dcc.Graph(id="shipment-risk", figure=risk_figure(history),
+                  config={"displaylogo": False}) if len(history) else
+        html.P("No logged forecasts for this shipment yet.", id="shipment-risk"),
+        html.H3("Events and notes"),
+        _table("shipment-events", shipment.events(lake, shipment_id, world.now, names)[
+            ["event_time", "event_type", "hub", "leg_index", "parcel_id", "note"]]),
+    ])

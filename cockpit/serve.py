@@ -1,0 +1,31 @@
+"""`shipdelay cockpit`: serve the cockpit on one address until interrupted."""
+
+from __future__ import annotations
+
+import logging
+
+from werkzeug.serving import make_server
+
+from cockpit.app import create_app
+from shipdelay.settings import Settings
+
+
+def make(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
+         service_url: str | None = None, follow_alerts: bool = True):
+    """A threaded WSGI server of the cockpit (not started): `serve_forever()`, `shutdown()`.
+    Raises OSError when the address is taken."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    app = create_app(settings, service_url, follow_alerts=follow_alerts)
+    return make_server(host, port, app.server, threaded=True)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
+          service_url: str | None = None, say=print) -> None:
+    server = make(settings, host, port, service_url)
+    say(f"the cockpit is at http://{host}:{server.server_port}/ (Ctrl+C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        say("cockpit stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,94 @@
+"""The cockpit's loaded world: the newest nightly scores joined once to the lake's context and the
+money at stake, kept until a newer nightly run appears; fresh answers come from the service."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import date
+
+import pandas as pd
+import pyarrow.compute as pc
+
+from cockpit import data, money
+from cockpit.service import ask
+from shipdelay.lake import Lake
+from shipdelay.parquet_io import read_table
+from shipdelay.settings import Settings
+
+
+def lake_now(lake: Lake) -> pd.Timestamp | None:
+    """The lake's "now": its newest tracking-event ingestion (in the newest day partition)."""
+    files = lake.files("tracking_events")
+    if not files:
+        return None
+    newest = max(f.parent.name for f in files)
+    times = read_table([f for f in files if f.parent.name == newest], columns=["ingested_at"])
+    value = pc.max(times["ingested_at"]).as_py()
+    return None if value is None else pd.Timestamp(value).tz_convert("UTC")
+
+
+@dataclass
+class World:
+    """One nightly run, ready to show: `shipments` has the scores, the context and exposure."""
+
+    run_date: str | None
+    now: pd.Timestamp
+    shipments: pd.DataFrame
+    hubs: pd.DataFrame
+    problem: str | None = None
+
+
+@dataclass
+class Cockpit:
+    """Settings, the loaded world (reloaded when the nightly run changes) and the service."""
+
+    settings: Settings
+    service_url: str | None = None
+    _world: World | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def api_key(self) -> str | None:
+        key = self.settings.api_key
+        return key.get_secret_value() if key is not None else None
+
+    def world(self) -> World:
+        days = data.scores_days(self.settings.scores_dir)
+        newest = days[-1].isoformat() if days else None
+        with self._lock:
+            if self._world is None or self._world.run_date != newest:
+                self._world = load_world(self.settings, days[-1] if days else None)
+            return self._world
+
+    def live(self, ids: list[str]) -> tuple[pd.DataFrame, str | None]:
+        """The world's rows for `ids`, refreshed with the service's answers."""
+        world = self.world()
+        rows = world.shipments[world.shipments["shipment_id"].isin(ids)]
+        answers, problem = ask(self.service_url, rows["shipment_id"].tolist(), self.api_key)
+        fresh = data.apply_answers(rows, answers)
+        fresh = money.exposure(fresh, money.Penalties.from_settings(self.settings))
+        return fresh, problem
+
+
+def load_world(settings: Settings, day: date | None) -> World:
+    """The nightly scores of `day` with each shipment's context and exposure."""
+    lake = Lake(settings.lake_dir)
+    scores = data.latest_scores(settings.scores_dir)
+    hubs = data.hub_names(lake) if lake.exists("hubs") else pd.DataFrame(
+        columns=["hub_id", "label", "region", "latitude", "longitude"])
+    now = lake_now(lake) if lake.exists("tracking_events") else None
+    if now is None:
+        now = (pd.to_datetime(scores["as_of"], utc=True).max() if len(scores)
+               else pd.Timestamp.now(tz="UTC"))
+    problem = None if len(scores) else ("no nightly scores yet: run `shipdelay score-batch` "
+                                        "(or `make demo`)")
+    if len(scores) and lake.exists("shipments"):
+        context = data.shipment_context(lake, scores["shipment_id"].tolist(), now)
+        frame = scores.merge(context, on="shipment_id", how="left")
+    else:
+        frame = scores.assign(customer_id=None, origin_hub=None, destination_hub=None,
+                              service_level=None, promised_at=pd.NaT, current_hub=None)
+    frame = money.exposure(frame, money.Penalties.from_settings(settings))
+    return World(day.isoformat() if day else None, now, frame.reset_index(drop=True), hubs,
+                 problem)
