@@ -12,12 +12,13 @@ from urllib.parse import unquote
 
 import dash
 import pandas as pd
-from dash import Dash, Input, Output, State, dash_table, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 
 from cockpit import access, data, money
 from cockpit.alerts import AlertFollower, inbox_rows
 from cockpit.pages_shipment import shipment_page
 from cockpit.state import Cockpit
+from cockpit.ui import data_table
 from shipdelay.settings import Settings
 
 PAGE_SIZE = 25
@@ -131,7 +132,7 @@ def now_page(cockpit: Cockpit) -> html.Div:
         html.Div(className="row", children=[
             html.Button("Refresh visible rows from the service", id="refresh-visible"),
             html.Span(problem or service_note(cockpit, len(visible)), id="now-service")]),
-        dash_table.DataTable(
+        data_table(
             id="risk-table", data=table_rows(top, cockpit),
             columns=[{"name": name, "id": cid, **({"presentation": p} if p else {}),
                       **({"type": "numeric"} if cid in ("p_late_pct", "exposure") else {})}
@@ -146,7 +147,7 @@ def now_page(cockpit: Cockpit) -> html.Div:
         html.H3("Alerts"),
         html.P(id="alert-status"),
         dcc.Interval(id="alert-poll", interval=ALERT_POLL_MS),
-        dash_table.DataTable(
+        data_table(
             id="alert-inbox", data=[], page_size=10, sort_action="native",
             columns=[{"name": n, "id": i} for i, n in (
                 ("when", "When (UTC)"), ("shipment_id", "Shipment"), ("what", "What"),

@@ -82,9 +82,8 @@ def hours_text(hours: float | None) -> str:
     """Hours for people: whole hours, days beyond two days ("3 d 4 h")."""
     if hours is None or not math.isfinite(hours):
         return "-"
-    h = int(round(abs(hours)))
-    text = f"{h // 24} d {h % 24} h" if h >= 48 else f"{h} h"
-    return text
+    h = round(abs(float(hours)))
+    return f"{h // 24} d {h % 24} h" if h >= 48 else f"{h} h"
 
 
 def time_left_text(hours_left: float | None) -> str:

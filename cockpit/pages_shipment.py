@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
-from dash import dash_table, dcc, html
+from dash import dcc, html
 
 from cockpit import data, money, shipment
 from cockpit.state import Cockpit
+from cockpit.ui import data_table
 from shipdelay.lake import Lake
 
 TIME = "%a %d %b %H:%M"
@@ -20,13 +21,13 @@ def _when(value) -> str:
         t.strftime(TIME)
 
 
-def _table(table_id: str, frame: pd.DataFrame) -> dash_table.DataTable:
+def _table(table_id: str, frame: pd.DataFrame):
     shown = frame.copy()
     for col in shown.columns:
         if isinstance(shown[col].dtype, pd.DatetimeTZDtype):
             shown[col] = shown[col].dt.strftime(TIME).fillna("-")
     shown = shown.astype(object).where(shown.notna(), "-")
-    return dash_table.DataTable(
+    return data_table(
         id=table_id, data=shown.to_dict("records"),
         columns=[{"name": c.replace("_", " "), "id": c} for c in shown.columns],
         page_size=50, style_cell={"fontSize": "0.85rem", "whiteSpace": "normal",

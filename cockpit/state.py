@@ -64,7 +64,9 @@ class Cockpit:
     def live(self, ids: list[str]) -> tuple[pd.DataFrame, str | None]:
         """The world's rows for `ids`, refreshed with the service's answers."""
         world = self.world()
-        rows = world.shipments[world.shipments["shipment_id"].isin(ids)]
+        by_id = world.shipments.set_index("shipment_id", drop=False)
+        rows = by_id.loc[by_id.index.intersection(ids, sort=False)]
+        rows = rows.loc[[i for i in ids if i in rows.index]].reset_index(drop=True)
         answers, problem = ask(self.service_url, rows["shipment_id"].tolist(), self.api_key)
         fresh = data.apply_answers(rows, answers)
         fresh = money.exposure(fresh, money.Penalties.from_settings(self.settings))

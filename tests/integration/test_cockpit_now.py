@@ -1,0 +1,209 @@
+"""The cockpit over the small simulated world with a nightly scores table: the Now page against
+the table and the lake, the service's answers refreshing rows, one shipment's page, alerts
+arriving, the API key. Pages and callbacks are called over HTTP (Flask's test client)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from cockpit.app import create_app
+from cockpit.money import Penalties, exposure
+from shipdelay.parquet_io import read_frame
+from tests.integration.test_cockpit_world import REASON, cockpit_settings, in_flight
+
+
+@pytest.fixture(scope="module")
+def world(small_world, tmp_path_factory):
+    lake, _ = small_world
+    settings = cockpit_settings(tmp_path_factory.mktemp("cockpit") / "data", lake)
+    scores = read_frame(next(settings.scores_dir.glob("run_date=*")))
+    return settings, lake, scores
+
+
+def route(client, path: str, headers=None):
+    """What the page callback answers for `path` (the JSON of the page's children)."""
+    body = {"output": "page.children", "outputs": {"id": "page", "property": "children"},
+            "inputs": [{"id": "url", "property": "pathname", "value": path}],
+            "changedPropIds": ["url.pathname"]}
+    return client.post("/_dash-update-component", json=body, headers=headers or {})
+
+
+def find(tree, element_id: str):
+    """The props of the element with `element_id` in a Dash component tree."""
+    if isinstance(tree, dict):
+        props = tree.get("props", {})
+        if props.get("id") == element_id:
+            return props
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for child in tree:
+            hit = find(child, element_id)
+            if hit is not None:
+                return hit
+    return None
+
+
+def page(client, path: str, headers=None) -> dict:
+    reply = route(client, path, headers)
+    assert reply.status_code == 200, reply.data[:300]
+    return reply.get_json()["response"]["page"]["children"]
+
+
+def test_now_page_counts_lists_and_words_match_the_table_and_the_lake(world):
+    settings, lake, scores = world
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    now = page(client, "/")
+    counts = scores["risk_band"].value_counts()
+    for band in ("high", "medium", "low"):
+        assert find(now, f"band-count-{band}")["children"] == f"{band}: {counts.get(band, 0):,}"
+    rows = pd.DataFrame(find(now, "risk-table")["data"])
+    assert sorted(rows["id"]) == sorted(scores["shipment_id"])
+    # ranked by exposure, computed here from the scores and the shipments' service levels
+    levels = lake.read("shipments", columns=["shipment_id", "service_level"])
+    mine = exposure(scores.merge(levels.astype({"shipment_id": object}), on="shipment_id"),
+                    Penalties(settings.penalty_per_late, settings.penalty_per_hour))
+    top = mine.sort_values("exposure", ascending=False)["shipment_id"].head(10).tolist()
+    assert rows["id"].head(10).tolist() == top
+    # names, not codes: every hub shown is a hub's name from the hubs table
+    hubs = lake.read("hubs", columns=["hub_id", "name"])
+    assert set(rows["hub"]) <= set(hubs["name"])
+    # overdue in words, for exactly the shipments whose promise has passed
+    moving, t = in_flight(lake)
+    late = set(moving.loc[moving["promised_at"] < t - pd.Timedelta(minutes=30), "shipment_id"])
+    said = set(rows.loc[rows["promise"].str.endswith("overdue"), "id"])
+    assert said == late and all(not p.startswith("-") for p in rows["promise"])
+    assert all("." not in d for d in rows["delay"])  # whole hours
+
+
+class FakeService:
+    """A prediction service on a free port: every asked shipment is high risk."""
+
+    def __init__(self):
+        self.asked: list[list[str]] = []
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @Request.application
+    def app(self, request):
+        ids = json.loads(request.data)["shipment_ids"]
+        self.asked.append(ids)
+        answers = [{"shipment_id": i, "ok": True, "p_late": 0.99, "risk_band": "high",
+                    "delay_p50_h": 30.0, "delay_p90_h": 60.0, "eta": "2025-12-01T00:00:00Z",
+                    "eta_p10": "2025-11-30T00:00:00Z", "eta_p90": "2025-12-02T00:00:00Z",
+                    "reasons": ["a fresh reason"]} for i in ids]
+        return Response(json.dumps(answers), mimetype="application/json")
+
+
+def test_the_visible_rows_are_refreshed_from_the_service(world):
+    settings, _, _ = world
+    service = FakeService()
+    try:
+        client = create_app(settings, service.url, follow_alerts=False).server.test_client()
+        rows = pd.DataFrame(find(page(client, "/"), "risk-table")["data"])
+        asked = service.asked[0]
+        assert len(asked) == 25 and rows["id"].head(25).tolist() == asked
+        fresh = rows[rows["source"] == "service"]
+        assert sorted(fresh["id"]) == sorted(asked) and set(fresh["p_late_pct"]) == {99.0}
+        # the refresh button asks again for the rows on screen (here: the 26th to 30th)
+        body = {"output": "..risk-table.data...now-service.children..",
+                "outputs": [{"id": "risk-table", "property": "data"},
+                            {"id": "now-service", "property": "children"}],
+                "inputs": [{"id": "refresh-visible", "property": "n_clicks", "value": 1}],
+                "state": [{"id": "risk-table", "property": "derived_viewport_row_ids",
+                           "value": rows["id"].iloc[25:30].tolist()},
+                          {"id": "risk-table", "property": "data",
+                           "value": rows.to_dict("records")}],
+                "changedPropIds": ["refresh-visible.n_clicks"]}
+        reply = client.post("/_dash-update-component", json=body).get_json()["response"]
+        after = pd.DataFrame(reply["risk-table"]["data"])
+        assert service.asked[-1] == rows["id"].iloc[25:30].tolist()
+        assert (after["source"] == "service").sum() == 30
+        service_page = page(client, f"/shipment/{asked[0]}")
+        assert find(service_page, "shipment-reasons")["children"][0]["props"]["children"] \
+            == "a fresh reason"
+    finally:
+        service.server.shutdown()
+
+
+def test_shipment_page_itinerary_interval_reasons_and_events(world):
+    settings, lake, scores = world
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    high = scores[scores["risk_band"] == "high"].iloc[0]
+    shown = page(client, f"/shipment/{high['shipment_id']}")
+    legs = lake.read("legs", columns=["shipment_id"])
+    itinerary = find(shown, "shipment-itinerary")["data"]
+    assert len(itinerary) == int((legs["shipment_id"] == high["shipment_id"]).sum())
+    reasons = find(shown, "shipment-reasons")["children"]
+    assert [r["props"]["children"] for r in reasons] == [REASON]
+    interval = find(shown, "shipment-interval")["children"]
+    assert high["eta_p10"].strftime("%a %d %b %H:%M") in interval
+    assert high["eta_p90"].strftime("%a %d %b %H:%M") in interval
+    events = lake.read("tracking_events", columns=["shipment_id", "ingested_at"])
+    _, t = in_flight(lake)
+    mine = events[(events["shipment_id"] == high["shipment_id"]) & (events["ingested_at"] <= t)]
+    assert len(find(shown, "shipment-events")["data"]) == len(mine)
+    missing = page(client, "/shipment/NOT-A-SHIPMENT")
+    assert "No shipment NOT-A-SHIPMENT" in find(missing, "shipment-missing")["children"]
+
+
+def test_new_alerts_appear_at_the_next_poll(world):
+    settings, _, _ = world
+    app = create_app(settings, follow_alerts=False)
+    client = app.server.test_client()
+    body = {"output": "..alert-inbox.data...alert-status.children..",
+            "outputs": [{"id": "alert-inbox", "property": "data"},
+                        {"id": "alert-status", "property": "children"}],
+            "inputs": [{"id": "alert-poll", "property": "n_intervals", "value": 1}],
+            "changedPropIds": ["alert-poll.n_intervals"]}
+    first = client.post("/_dash-update-component", json=body).get_json()["response"]
+    assert first["alert-inbox"]["data"] == []
+    app.alert_follower.add([json.dumps({
+        "alert_id": "S9@x", "shipment_id": "S9", "kind": "threshold", "p_late": 0.8,
+        "previous_p_late": 0.5, "as_of": "2025-11-29T12:00:00Z", "reasons": ["late"]}).encode()])
+    second = client.post("/_dash-update-component", json=body).get_json()["response"]
+    assert [r["shipment_id"] for r in second["alert-inbox"]["data"]] == ["S9"]
+    assert second["alert-inbox"]["data"][0]["risk"] == "50% → 80%"
+
+
+def test_with_a_key_nothing_opens_without_it(world, small_world, tmp_path):
+    lake, _ = small_world
+    settings = cockpit_settings(tmp_path / "data", lake, api_key="s3cret-key")
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    assert client.get("/").status_code == 302 and client.get("/").location.endswith("/login")
+    assert route(client, "/").status_code == 401
+    assert client.get("/_dash-layout").status_code == 401
+    assert client.get("/_dash-dependencies").status_code == 401
+    assert b'id="login-form"' in client.get("/login").data
+    wrong = client.post("/login", data={"key": "guess"})
+    assert wrong.status_code == 401 and b"not the service" in wrong.data
+    assert route(client, "/").status_code == 401
+    right = client.post("/login", data={"key": "s3cret-key"})
+    assert right.status_code == 302
+    cookie = right.headers["Set-Cookie"]
+    assert "s3cret-key" not in cookie and "HttpOnly" in cookie
+    assert client.get("/").status_code == 200 and route(client, "/").status_code == 200
+    client.get("/logout")
+    assert route(client, "/").status_code == 401
+    other = create_app(settings, follow_alerts=False).server.test_client()
+    assert route(other, "/", headers={"X-API-Key": "s3cret-key"}).status_code == 200
+    assert route(other, "/", headers={"X-API-Key": "s3cret-kez"}).status_code == 401
+
+
+def test_the_page_fetches_nothing_from_outside(world):
+    settings, _, _ = world
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    index = client.get("/").data.decode()
+    srcs = [s.split('"')[0] for s in index.split('src="')[1:]]
+    hrefs = [s.split('"')[0] for s in index.split('href="')[1:]]
+    assert srcs and all(s.startswith("/") for s in srcs + hrefs), srcs + hrefs
+    for src in srcs:
+        assert client.get(src).status_code == 200, src
+    assert np.all(["http" not in json.dumps(page(client, "/"))])
