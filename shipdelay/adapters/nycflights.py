@@ -3,11 +3,10 @@ on-time records with hourly weather at the three origin airports) turned into co
 
 Each flight becomes a one-leg air shipment:
 - hubs: every airport a kept flight touches, with its coordinates from the airports table
-  (hub_id = FAA code, region = its IANA time zone, country US);
-- shipment: carrier = airline, lane = origin>destination, one customer `CUSTOMER` for all (the
-  records name no shipper; a constant makes the customer statistics the network's recent late
-  rate rather than a copy of the carrier's), service standard, weight/volume/parcels 1 (the
-  records carry none: constants the model cannot learn from), booked `booking_lead` before the
+  (hub_id = FAA code, region and timezone = its IANA time zone, country US);
+- shipment: carrier = airline, lane = origin>destination; no customer, service level, weight or
+  volume (the records name none, and the contract lets them be missing: their features are
+  missing, never an invented constant), one parcel, booked `booking_lead` before the
   scheduled departure (when air cargo is tendered), promised = scheduled arrival + `tolerance`;
 - leg 0: scheduled departure and arrival;
 - events: departed, arrived and delivered at the actual times, each ingested `ingest_lag` later,
@@ -32,11 +31,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shipdelay.contract import UTC
 
-CUSTOMER = "public"
 MODE = "air"
 BOOKING_LEAD = pd.Timedelta(hours=2)  # air cargo is tendered a couple of hours before departure
 INGEST_LAG = pd.Timedelta(minutes=5)  # an airline's movement messages arrive within minutes
@@ -117,14 +116,16 @@ def scheduled_arrival(departure_utc: pd.Series, hhmm: pd.Series, zones: pd.Serie
 # -- tables --------------------------------------------------------------------------------------
 def hubs_frame(airports: pd.DataFrame, codes) -> pd.DataFrame:
     """Hub rows for the airports `codes`, in the airports table's own column names (the hubs
-    mapping file renames them: faa -> hub_id, lat -> latitude, lon -> longitude, tzone -> region)."""
+    mapping file renames them: faa -> hub_id, lat -> latitude, lon -> longitude, tzone -> region
+    and timezone)."""
     rows = airports[airports["faa"].isin(set(codes))].sort_values("faa")
     return pd.DataFrame({"faa": rows["faa"], "name": rows["name"], "kind": "airport",
                          "city": rows["name"], "country": "US", "tzone": rows["tzone"],
                          "lat": rows["lat"], "lon": rows["lon"]}).reset_index(drop=True)
 
 
-HUBS_MAPPING = {"hub_id": "faa", "latitude": "lat", "longitude": "lon", "region": "tzone"}
+HUBS_MAPPING = {"hub_id": "faa", "latitude": "lat", "longitude": "lon", "region": "tzone",
+                "timezone": "tzone"}
 
 
 def _exclusions(flights: pd.DataFrame, zones: pd.Series) -> pd.Series:
@@ -161,9 +162,9 @@ def flights_to_contract(flights: pd.DataFrame, airports: pd.DataFrame,
     promised = arr_sched + options.tolerance
     sid = key.astype("string")
     shipments = pd.DataFrame({
-        "shipment_id": sid, "customer_id": CUSTOMER, "origin_hub": f["origin"],
-        "destination_hub": f["dest"], "service_level": "standard", "weight_kg": 1.0,
-        "volume_m3": 1.0, "parcel_count": 1, "booked_at": dep_sched - options.booking_lead,
+        "shipment_id": sid, "customer_id": pd.NA, "origin_hub": f["origin"],
+        "destination_hub": f["dest"], "service_level": pd.NA, "weight_kg": np.nan,
+        "volume_m3": np.nan, "parcel_count": 1, "booked_at": dep_sched - options.booking_lead,
         "promised_at": promised})
     legs = pd.DataFrame({"shipment_id": sid, "leg_index": 0, "mode": MODE,
                          "carrier_id": f["carrier"], "from_hub": f["origin"], "to_hub": f["dest"],
