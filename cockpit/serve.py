@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 
 from werkzeug.serving import make_server
 
@@ -16,7 +18,10 @@ def make(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
     Raises OSError when the address is taken."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     app = create_app(settings, service_url, follow_alerts=follow_alerts)
-    return make_server(host, port, app.server, threaded=True)
+    try:
+        return make_server(host, port, app.server, threaded=True)
+    except SystemExit:  # werkzeug prints why to stderr and exits when it cannot bind
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
