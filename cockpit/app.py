@@ -16,6 +16,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from cockpit import access, data, money
 from cockpit.alerts import AlertFollower, inbox_rows
+from cockpit.pages_map import hub_filter, hub_map_figure
 from cockpit.pages_shipment import shipment_page
 from cockpit.state import Cockpit
 from cockpit.ui import data_table
@@ -30,8 +31,9 @@ NOW_COLUMNS = [
     ("p_late_pct", "P(late) %", None), ("delay", "Expected delay", None),
     ("promise", "Promise", None), ("eta", "ETA (UTC)", None),
     ("eta_window", "P10 – P90 (UTC)", None), ("exposure", "Exposure", None),
-    ("source", "Source", None),
+    ("source", "Source", None), ("hubs_ahead", "Hubs ahead", None),
 ]
+HORIZONS = (24, 48, 72)
 BAND_COLOURS = {"high": "#c0392b", "medium": "#e67e22", "low": "#27ae60"}
 
 
@@ -69,6 +71,16 @@ def create_app(settings: Settings, service_url: str | None = None,
         if not ids:
             return dash.no_update, dash.no_update
         return refreshed(cockpit, rows, list(ids))
+
+    @app.callback(Output("hub-map", "figure"), Input("map-horizon", "value"))
+    def _map(horizon):
+        return hub_map_figure(cockpit.world(), float(horizon or HORIZONS[0]))
+
+    @app.callback(Output("risk-table", "filter_query"), Input("hub-map", "clickData"),
+                  prevent_initial_call=True)
+    def _hub_clicked(click):
+        points = (click or {}).get("points") or [{}]
+        return hub_filter(points[0].get("customdata"))
 
     @app.callback(Output("alert-inbox", "data"), Output("alert-status", "children"),
                   Input("alert-poll", "n_intervals"))
@@ -129,6 +141,12 @@ def now_page(cockpit: Cockpit) -> html.Div:
             f"delivery + expected hours late x "
             f"{money.money_text(cockpit.settings.penalty_per_hour)} per hour, "
             "unless a customer's or service level's contract says otherwise).")),
+        html.Div(className="row", children=[
+            html.Span("At-risk volume at each hub, there now or arriving within"),
+            dcc.RadioItems(id="map-horizon", value=HORIZONS[0], inline=True,
+                           options=[{"label": f" {h} h ", "value": h} for h in HORIZONS]),
+            html.Span("(click a hub to filter the list)")]),
+        dcc.Graph(id="hub-map", config={"displaylogo": False, "scrollZoom": True}),
         html.Div(className="row", children=[
             html.Button("Refresh visible rows from the service", id="refresh-visible"),
             html.Span(problem or service_note(cockpit, len(visible)), id="now-service")]),

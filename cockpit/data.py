@@ -78,6 +78,23 @@ def shipment_context(lake: Lake, ids: list[str], now: pd.Timestamp) -> pd.DataFr
     return out
 
 
+def legs_of(lake: Lake, ids: list[str]) -> pd.DataFrame:
+    """The legs of `ids`: shipment_id, leg_index, to_hub, planned_arrival."""
+    legs = lake.read("legs", columns=["shipment_id", "leg_index", "to_hub", "planned_arrival"],
+                     filter=ds.field("shipment_id").isin(list(ids)))
+    return legs.astype({"shipment_id": object, "to_hub": object})
+
+
+def hubs_ahead(legs: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """Per shipment, the names of the hubs its legs still plan to reach after `now`, in order
+    ("Port of Rotterdam · Chicago Rail Terminal"): what a hub filter matches."""
+    names = dict(zip(hubs["hub_id"], hubs["label"]))
+    ahead = legs[legs["planned_arrival"] > now].sort_values(["shipment_id", "leg_index"])
+    label = ahead["to_hub"].map(names).fillna(ahead["to_hub"]).astype(str)
+    joined = label.groupby(ahead["shipment_id"]).agg(" · ".join)
+    return joined.rename("hubs_ahead").rename_axis("shipment_id").reset_index()
+
+
 def hours_text(hours: float | None) -> str:
     """Hours for people: whole hours, days beyond two days ("3 d 4 h")."""
     if hours is None or not math.isfinite(hours):
@@ -165,6 +182,8 @@ def now_rows(frame: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.D
     })
     if "exposure" in frame:
         out["exposure"] = frame["exposure"].astype(float).round(0)
+    if "hubs_ahead" in frame:
+        out["hubs_ahead"] = frame["hubs_ahead"].astype(object).fillna("").to_numpy()
     return out
 
 

@@ -36,6 +36,7 @@ class World:
     now: pd.Timestamp
     shipments: pd.DataFrame
     hubs: pd.DataFrame
+    legs: pd.DataFrame  # the scored shipments' legs: shipment_id, to_hub, planned_arrival
     problem: str | None = None
 
 
@@ -85,12 +86,16 @@ def load_world(settings: Settings, day: date | None) -> World:
                else pd.Timestamp.now(tz="UTC"))
     problem = None if len(scores) else ("no nightly scores yet: run `shipdelay score-batch` "
                                         "(or `make demo`)")
+    legs = pd.DataFrame(columns=["shipment_id", "to_hub", "planned_arrival"])
     if len(scores) and lake.exists("shipments"):
-        context = data.shipment_context(lake, scores["shipment_id"].tolist(), now)
+        ids = scores["shipment_id"].tolist()
+        context = data.shipment_context(lake, ids, now)
         frame = scores.merge(context, on="shipment_id", how="left")
+        legs = data.legs_of(lake, ids)
+        frame = frame.merge(data.hubs_ahead(legs, hubs, now), on="shipment_id", how="left")
     else:
         frame = scores.assign(customer_id=None, origin_hub=None, destination_hub=None,
                               service_level=None, promised_at=pd.NaT, current_hub=None)
     frame = money.exposure(frame, money.Penalties.from_settings(settings))
     return World(day.isoformat() if day else None, now, frame.reset_index(drop=True), hubs,
-                 problem)
+                 legs, problem)

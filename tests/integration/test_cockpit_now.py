@@ -207,3 +207,33 @@ def test_the_page_fetches_nothing_from_outside(world):
     for src in srcs:
         assert client.get(src).status_code == 200, src
     assert np.all(["http" not in json.dumps(page(client, "/"))])
+
+
+def _callback(client, output: str, prop: str, inputs: list[dict]) -> dict:
+    body = {"output": f"{output}.{prop}", "outputs": {"id": output, "property": prop},
+            "inputs": inputs, "changedPropIds": [f"{i['id']}.{i['property']}" for i in inputs]}
+    reply = client.post("/_dash-update-component", json=body)
+    assert reply.status_code == 200, reply.data[:300]
+    return reply.get_json()["response"][output][prop]
+
+
+def test_the_map_sizes_hubs_by_horizon_and_a_click_filters_the_list(world):
+    settings, lake, _ = world
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    traces = {}
+    for horizon in (24, 72):
+        figure = _callback(client, "hub-map", "figure",
+                           [{"id": "map-horizon", "property": "value", "value": horizon}])
+        traces[horizon] = next(t for t in figure["data"] if t.get("name") == "at-risk volume")
+    names = set(lake.read("hubs", columns=["name"])["name"])
+    assert set(traces[24]["customdata"]) <= names
+    assert set(traces[24]["customdata"]) <= set(traces[72]["customdata"])
+    # every hub where an at-risk shipment is now is on the map
+    rows = pd.DataFrame(find(page(client, "/"), "risk-table")["data"])
+    assert set(rows.loc[rows["band"].isin(["high", "medium"]), "hub"]) <= \
+        set(traces[24]["customdata"])
+    label = traces[24]["customdata"][0]
+    query = _callback(client, "risk-table", "filter_query",
+                      [{"id": "hub-map", "property": "clickData",
+                        "value": {"points": [{"customdata": label}]}}])
+    assert query == f'{{hub}} = "{label}" || {{hubs_ahead}} contains "{label}"'
