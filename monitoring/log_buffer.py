@@ -76,8 +76,8 @@ class PredictionBuffer:
         self.counts[outcome] += rows
         try:
             self.on_count(outcome, rows)
-        except Exception:  # noqa: BLE001 - metrics never stop logging
-            pass
+        except Exception as err:  # noqa: BLE001 - metrics never stop logging
+            log.debug("prediction log counter failed: %s", err)
 
     def flush(self) -> int:
         """Write what waits now; returns rows written (failures counted, never raised)."""

@@ -122,7 +122,7 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
     judged = pd.concat(parts, ignore_index=True) if parts else None
     by_day = pd.DataFrame(w.counts_by_day)
     logged = int(by_day.loc[by_day["path"] != "all", "logged"].sum()) if len(by_day) else 0
-    n_judged = int(len(judged)) if judged is not None else 0
+    n_judged = len(judged) if judged is not None else 0
     counts["not_judged_yet"] = logged - n_judged
     tables = {
         "daily_counts": by_day,

@@ -174,8 +174,8 @@ def page(summary: MonitorSummary, tables: dict) -> str:
         slices = slices.pivot_table(index=["slice", "group"], columns="metric",
                                     values="value").reset_index()
     parts = [f"<h1>shipdelay monitoring, {html.escape(summary.as_of)} ({summary.days} days)</h1>",
-             f"<p>{summary.logged:,} predictions logged, {summary.judged:,} judged; "
-             f"{len(summary.alarms)} alarm(s); retrain: {summary.should_retrain}</p>",
+             (f"<p>{summary.logged:,} predictions logged, {summary.judged:,} judged; "
+              f"{len(summary.alarms)} alarm(s); retrain: {summary.should_retrain}</p>"),
              "<h2>Alarms</h2>", _table(alarms, 100), "<h2>Headline</h2>", _table(head, 50),
              "<h2>Bad input and housekeeping</h2>", _table(counts)]
     for title, img in _plots(tables):

@@ -84,7 +84,8 @@ class Metrics:
             changed = os.stat(summary_file).st_mtime
             if changed == self._monitor_seen:
                 return
-            headline = json.loads(open(summary_file, encoding="utf-8").read())["headline"]
+            with open(summary_file, encoding="utf-8") as f:
+                headline = json.load(f)["headline"]
         except (OSError, ValueError, KeyError, TypeError):
             return
         for name, value in headline.items():

@@ -31,8 +31,8 @@ import pandas as pd
 
 from features.online_direct import open_direct
 from features.stats_at import StatsAt
-from monitoring.prediction_log import log_now
 from features.store import get_store, offline_dir
+from monitoring.prediction_log import log_now
 from serving.kafka import Topics, consumer_config, producer_config
 from serving.stream_batch import AlertRule, explain_alerts, process
 from serving.stream_metrics import StreamMetrics

@@ -24,7 +24,7 @@ def _call(n: int, start: str = "2026-01-01T10:00", version: str = "3", seed: int
     rng = np.random.default_rng(seed)
     promised = pd.Timestamp(start).to_datetime64() + np.timedelta64(48, "h")
     d50 = rng.normal(size=n) * 5
-    hours = lambda h: (h * 3.6e12).astype("m8[ns]")  # noqa: E731
+    hours = lambda h: (h * 3.6e12).astype("m8[ns]")
     scored = {"shipment_id": np.array([f"S{i}" for i in range(n)], dtype=object),
               "p_late": rng.random(n), "delay_p50_h": d50, "delay_p90_h": d50 + 7,
               "eta": (promised + hours(d50)).astype("M8[ns]"),
@@ -125,7 +125,7 @@ def test_readers_keep_one_row_per_key(tmp_path):
     plog.write_predictions(tmp_path / "log", other.slice(0, 2))  # a later prediction: kept
     reader = LogReader(tmp_path / "log", open_lake(tmp_path / "lake"),
                        pd.Timestamp("2026-01-02T00:00Z"))
-    (day, frame), = list(reader.days(pd.Timestamp("2026-01-01").date(),
+    (_, frame), = list(reader.days(pd.Timestamp("2026-01-01").date(),
                                      pd.Timestamp("2026-01-01").date()))
     reader.close()
     assert len(frame) == 10 and reader.duplicates == 5
