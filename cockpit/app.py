@@ -16,6 +16,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from cockpit import access, data, money
 from cockpit.alerts import AlertFollower, inbox_rows
+from cockpit.pages_analytics import analytics_page, breakdown, trend_figure
 from cockpit.pages_map import hub_filter, hub_map_figure
 from cockpit.pages_shipment import shipment_page
 from cockpit.state import Cockpit
@@ -52,6 +53,7 @@ def create_app(settings: Settings, service_url: str | None = None,
         dcc.Location(id="url"),
         html.Nav(id="nav", className="nav", children=[
             html.Strong("shipdelay cockpit"), dcc.Link("Now", href="/", id="nav-now"),
+            dcc.Link("Analytics", href="/analytics", id="nav-analytics"),
             html.A("Sign out", href="/logout", id="nav-logout") if cockpit.api_key else None]),
         html.Div(id="page"),
     ])
@@ -61,7 +63,24 @@ def create_app(settings: Settings, service_url: str | None = None,
         path = path or "/"
         if path.startswith("/shipment/"):
             return shipment_page(cockpit, unquote(path.split("/", 2)[2]))
+        if path.startswith("/analytics"):
+            return analytics_page(cockpit)
         return now_page(cockpit)
+
+    @app.callback(Output("analytics-table", "data"), Output("analytics-table", "columns"),
+                  Output("analytics-trend", "figure"), Input("analytics-by", "value"),
+                  prevent_initial_call=True)
+    def _breakdown(by):
+        frame = breakdown(cockpit, by)
+        return (frame.astype(object).where(frame.notna(), None).to_dict("records"),
+                [{"name": c.replace("_", " "), "id": c} for c in frame.columns],
+                trend_figure(cockpit, by))
+
+    @app.callback(Output("analytics-download", "data"), Input("analytics-export", "n_clicks"),
+                  State("analytics-by", "value"), prevent_initial_call=True)
+    def _export(_, by):
+        frame = breakdown(cockpit, by)
+        return dcc.send_data_frame(frame.to_csv, f"shipdelay-{by}.csv", index=False)
 
     @app.callback(Output("risk-table", "data"), Output("now-service", "children"),
                   Input("refresh-visible", "n_clicks"),

@@ -47,6 +47,7 @@ class Cockpit:
     settings: Settings
     service_url: str | None = None
     _world: World | None = None
+    _history: tuple[str | None, pd.DataFrame] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -61,6 +62,19 @@ class Cockpit:
             if self._world is None or self._world.run_date != newest:
                 self._world = load_world(self.settings, days[-1] if days else None)
             return self._world
+
+    def history(self) -> pd.DataFrame:
+        """The delivered shipments of the last weeks (`analytics.delivered`), kept per run."""
+        from cockpit.analytics import delivered
+
+        world = self.world()
+        with self._lock:
+            if self._history is None or self._history[0] != world.run_date:
+                lake = Lake(self.settings.lake_dir)
+                frame = (delivered(lake, world.hubs, money.Penalties.from_settings(self.settings),
+                                   world.now) if lake.exists("outcomes") else pd.DataFrame())
+                self._history = (world.run_date, frame)
+            return self._history[1]
 
     def live(self, ids: list[str]) -> tuple[pd.DataFrame, str | None]:
         """The world's rows for `ids`, refreshed with the service's answers."""

@@ -237,3 +237,42 @@ def test_the_map_sizes_hubs_by_horizon_and_a_click_filters_the_list(world):
                       [{"id": "hub-map", "property": "clickData",
                         "value": {"points": [{"customdata": label}]}}])
     assert query == f'{{hub}} = "{label}" || {{hubs_ahead}} contains "{label}"'
+
+
+def test_analytics_page_and_its_csv_agree_with_the_outcomes(world):
+    settings, lake, _ = world
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    shown = page(client, "/analytics")
+    table = pd.DataFrame(find(shown, "analytics-table")["data"])
+    # independently: deliveries of the 12 weeks before the lake's now, per customer
+    _, t = in_flight(lake)
+    outcomes = lake.read("outcomes", columns=["shipment_id", "delivered_at", "is_late"])
+    outcomes = outcomes[(outcomes["delivered_at"] > t - pd.Timedelta(weeks=12))
+                        & (outcomes["delivered_at"] <= t)]
+    ships = lake.read("shipments", columns=["shipment_id", "customer_id"])
+    mine = outcomes.merge(ships, on="shipment_id").groupby("customer_id")["is_late"]
+    assert sorted(table["customer"]) == sorted(mine.size().index)
+    one = table.iloc[0]
+    assert one["shipments"] == mine.size()[one["customer"]]
+    assert np.isclose(one["late_%"], round(mine.mean()[one["customer"]] * 100, 1))
+    assert find(shown, "carrier-scorecard")["data"] and find(shown, "hub-days") is not None
+    body = {"output": "analytics-download.data",
+            "outputs": {"id": "analytics-download", "property": "data"},
+            "inputs": [{"id": "analytics-export", "property": "n_clicks", "value": 1}],
+            "state": [{"id": "analytics-by", "property": "value", "value": "market"}],
+            "changedPropIds": ["analytics-export.n_clicks"]}
+    sent = client.post("/_dash-update-component", json=body).get_json()["response"]
+    csv = sent["analytics-download"]["data"]
+    assert csv["filename"] == "shipdelay-market.csv" and not csv["base64"]
+    lines = csv["content"].strip().splitlines()
+    assert lines[0].startswith("market,shipments,late_%")
+    assert len(lines) - 1 == len(breakdown_markets(lake, outcomes))
+
+
+def breakdown_markets(lake, outcomes) -> set[str]:
+    """The markets (origin region -> destination region) of `outcomes`, from the lake."""
+    ships = lake.read("shipments", columns=["shipment_id", "origin_hub", "destination_hub"])
+    hubs = lake.read("hubs", columns=["hub_id", "region"])
+    region = dict(zip(hubs["hub_id"], hubs["region"]))
+    both = outcomes.merge(ships, on="shipment_id")
+    return set(both["origin_hub"].map(region) + " → " + both["destination_hub"].map(region))
