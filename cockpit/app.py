@@ -16,6 +16,7 @@ from dash import Dash, Input, Output, State, dcc, html
 
 from cockpit import access, data, money
 from cockpit.alerts import AlertFollower, inbox_rows
+from cockpit.health import health_page
 from cockpit.pages_analytics import analytics_page, breakdown, trend_figure
 from cockpit.pages_map import hub_filter, hub_map_figure
 from cockpit.pages_shipment import shipment_page
@@ -54,6 +55,7 @@ def create_app(settings: Settings, service_url: str | None = None,
         html.Nav(id="nav", className="nav", children=[
             html.Strong("shipdelay cockpit"), dcc.Link("Now", href="/", id="nav-now"),
             dcc.Link("Analytics", href="/analytics", id="nav-analytics"),
+            dcc.Link("Model health", href="/health", id="nav-health"),
             html.A("Sign out", href="/logout", id="nav-logout") if cockpit.api_key else None]),
         html.Div(id="page"),
     ])
@@ -63,6 +65,8 @@ def create_app(settings: Settings, service_url: str | None = None,
         path = path or "/"
         if path.startswith("/shipment/"):
             return shipment_page(cockpit, unquote(path.split("/", 2)[2]))
+        if path.startswith("/health"):
+            return health_page(cockpit)
         if path.startswith("/analytics"):
             return analytics_page(cockpit)
         return now_page(cockpit)

@@ -48,6 +48,7 @@ class Cockpit:
     service_url: str | None = None
     _world: World | None = None
     _history: tuple[str | None, pd.DataFrame] | None = None
+    last_service_version: str | None = None  # the model version of the service's last answer
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -83,6 +84,9 @@ class Cockpit:
         rows = by_id.loc[by_id.index.intersection(ids, sort=False)]
         rows = rows.loc[[i for i in ids if i in rows.index]].reset_index(drop=True)
         answers, problem = ask(self.service_url, rows["shipment_id"].tolist(), self.api_key)
+        versions = [a.get("model_version") for a in answers if a.get("ok")]
+        if versions:
+            self.last_service_version = versions[-1]
         fresh = data.apply_answers(rows, answers)
         fresh = money.exposure(fresh, money.Penalties.from_settings(self.settings))
         return fresh, problem

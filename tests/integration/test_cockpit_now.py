@@ -98,7 +98,7 @@ class FakeService:
         answers = [{"shipment_id": i, "ok": True, "p_late": 0.99, "risk_band": "high",
                     "delay_p50_h": 30.0, "delay_p90_h": 60.0, "eta": "2025-12-01T00:00:00Z",
                     "eta_p10": "2025-11-30T00:00:00Z", "eta_p90": "2025-12-02T00:00:00Z",
-                    "reasons": ["a fresh reason"]} for i in ids]
+                    "reasons": ["a fresh reason"], "model_version": "7"} for i in ids]
         return Response(json.dumps(answers), mimetype="application/json")
 
 
@@ -276,3 +276,33 @@ def breakdown_markets(lake, outcomes) -> set[str]:
     region = dict(zip(hubs["hub_id"], hubs["region"]))
     both = outcomes.merge(ships, on="shipment_id")
     return set(both["origin_hub"].map(region) + " → " + both["destination_hub"].map(region))
+
+
+def test_health_shows_versions_and_the_monitor_summary_when_there_is_one(world):
+    settings, _, _ = world
+    service = FakeService()
+    try:
+        client = create_app(settings, service.url, follow_alerts=False).server.test_client()
+        summary = settings.reports_dir / "monitor" / "latest.json"
+        summary.unlink(missing_ok=True)
+        shown = page(client, "/health")
+        versions = json.dumps(find(shown, "health-versions"))
+        assert "model version 3, run" in versions and "model version 7" in versions
+        assert "run `shipdelay monitor`" in find(shown, "health-monitor")["children"]
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps({
+            "as_of": "2025-11-29T00:00:00Z", "days": 30, "should_retrain": True,
+            "headline": {"roc_auc": 0.8123, "coverage_p10_p90": 0.78, "logged": 12345.0,
+                         "prediction_psi": float("nan")},
+            "alarms": [{"kind": "drift", "slice": "overall", "metric": "psi", "value": 0.4,
+                        "threshold": 0.25, "message": "hours_since_last_scan drifted"}]}))
+        shown = page(client, "/health")
+        figures = {r["figure"]: r["value"] for r in find(shown, "health-figures")["data"]}
+        assert figures == {"ROC AUC (realized)": "0.812",
+                           "share of deliveries inside P10-P90": "78%",
+                           "predictions logged": "12,345"}
+        assert find(shown, "health-alarms")["data"][0]["message"] == \
+            "hours_since_last_scan drifted"
+        assert "a new model is advised" in find(shown, "health-monitor")["children"]
+    finally:
+        service.server.shutdown()
