@@ -2,6 +2,11 @@
 
 Probability of being late (calibrated), a risk band, P50 and P90 delay hours, the predicted
 delivery time with its P10-P90 interval, three reasons in plain words and the model version.
+Delay hours and delivery times are those of a shipment not delivered at the instant its
+features describe (`serving.eta.conditional_delays`): the model's P10/P50/P90 of the delay
+define a monotone piecewise-linear CDF (the lowest 10% at P10, an exponential tail above P90),
+conditioned on delivery after that instant; so no forecast is earlier than "now", quantiles
+that are all after it are unchanged, and P10 <= P50 <= P90.
 The online service, the stream scorer and the nightly batch all call `Scorer.score`.
 
 Vectors carry the FeatureService's features (`inputs`); the bundle's note model turns their
@@ -23,6 +28,7 @@ import pandas as pd
 from features.notes import RECENT_NOTES
 from features.schema import ON_DEMAND
 from serving.columns import as_array, as_numbers
+from serving.eta import conditional_delays
 from serving.reasons import QUOTES, top_reasons
 from serving.reasons_memory import ReasonsMemory
 from training.bundle import Bundle
@@ -164,15 +170,18 @@ class Scorer:
         # a what-if row may ask about a promise centuries away: keep times representable
         hours = np.clip(as_numbers(vectors["hours_to_promised"]), -1e5, 1e5)
         promised = asked + _hours(hours)
+        # delivery comes after the instant the features describe (`serving.eta`): "now" is
+        # -hours_to_promised hours after the promise
+        d10, d50, d90 = conditional_delays(q[0.1], q[0.5], q[0.9], -hours)
         # the three delivery times' offsets from the promise (P50, P10, P90) in one conversion
-        delays = _hours(np.clip(np.concatenate([q[0.5], q[0.1], q[0.9]]), -1e5, 1e5))
+        delays = _hours(np.clip(np.concatenate([d50, d10, d90]), -1e5, 1e5))
         columns = {
             "shipment_id": np.asarray(vectors["shipment_id"], dtype=object)
             if "shipment_id" in vectors else np.arange(n).astype(str),
             "p_late": p,
             "risk_band": self.band(p),
-            "delay_p50_h": q[0.5],
-            "delay_p90_h": q[0.9],
+            "delay_p50_h": d50,
+            "delay_p90_h": d90,
             "eta": promised + delays[:n],
             "eta_p10": promised + delays[n:2 * n],
             "eta_p90": promised + delays[2 * n:],
