@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export SHIPDELAY_DATA_DIR ?= data
 
-.PHONY: demo test bench install clean lint
+.PHONY: demo test bench install clean lint browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,9 +37,17 @@ demo: $(STAMP)
 
 # Tests (and the notebook) get their own data folder: they never touch ./data. Two test workers
 # share the two cores, so each fits and predicts with one OpenMP thread.
-test: $(STAMP)
+test: $(STAMP) browser
 	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
 		tests notebooks --nbmake
+
+# The cockpit's browser tests drive Debian's headless Chromium: installed here when missing
+# and this is root, else one sentence saying how (the tests then fail under CI=true).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq chromium chromium-driver >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; \
+		else echo "Chromium is missing: the browser tests need it; run 'sudo apt-get install -y chromium chromium-driver'."; fi; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
