@@ -306,3 +306,35 @@ def test_health_shows_versions_and_the_monitor_summary_when_there_is_one(world):
         assert "a new model is advised" in find(shown, "health-monitor")["children"]
     finally:
         service.server.shutdown()
+
+
+def test_the_shipment_page_draws_its_logged_risk_over_time(world):
+    from monitoring.prediction_log import prediction_table, write_predictions
+
+    settings, _, scores = world
+    shipment = scores["shipment_id"].iloc[3]
+    t0 = pd.Timestamp("2025-11-20T00:00:00Z")
+    for door, hours, p in (("batch", [0, 24], [0.2, 0.3]), ("stream", [30, 36], [0.5, 0.7])):
+        instants = [t0 + pd.Timedelta(hours=h) for h in hours]
+        scored = {"shipment_id": [shipment, shipment], "p_late": p,
+                  "delay_p50_h": [1.0, 2.0], "delay_p90_h": [5.0, 6.0],
+                  "eta": pd.Series(instants), "eta_p10": pd.Series(instants),
+                  "eta_p90": pd.Series(instants), "model_version": ["3", "3"]}
+        table = prediction_table(door, scored, {}, instants)
+        write_predictions(settings.predictions_dir, table)
+        write_predictions(settings.predictions_dir, table)  # a replayed write: same forecasts
+    client = create_app(settings, follow_alerts=False).server.test_client()
+    figure = find(page(client, f"/shipment/{shipment}"), "shipment-risk")["figure"]
+    lines = {t["name"]: t for t in figure["data"]}
+    assert set(lines) == {"batch", "stream"}
+    ys = {name: np.round(numbers(t["y"])).tolist() for name, t in lines.items()}
+    assert ys == {"batch": [20, 30], "stream": [50, 70]}
+
+
+def numbers(values) -> np.ndarray:
+    """A figure's array as numbers: plotly sends numpy arrays as base64 typed arrays."""
+    if isinstance(values, dict):
+        import base64
+
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values, dtype=float)
