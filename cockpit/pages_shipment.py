@@ -56,6 +56,7 @@ def shipment_page(cockpit: Cockpit, shipment_id: str) -> html.Div:
     live, problem = cockpit.live([shipment_id])
     row = live.iloc[0].to_dict() if len(live) else None
     hours_left = (pd.Timestamp(facts["promised_at"]) - world.now).total_seconds() / 3600
+    seen = shipment.scans(lake, shipment_id, world.now)
     history = shipment.risk_history(cockpit.settings.predictions_dir, shipment_id)
     if row is None:
         forecast = [html.P("Not in flight in the newest nightly run (delivered, or booked "
@@ -86,12 +87,12 @@ def shipment_page(cockpit: Cockpit, shipment_id: str) -> html.Div:
         html.Div(id="shipment-forecast-box", children=forecast),
         html.P(problem or "", id="shipment-service"),
         html.H3("Itinerary: planned vs actual"),
-        _table("shipment-itinerary", shipment.itinerary(lake, shipment_id, world.now, names)),
+        _table("shipment-itinerary", shipment.itinerary(lake, shipment_id, seen, names)),
         html.H3("Risk over time"),
         dcc.Graph(id="shipment-risk", figure=risk_figure(history),
                   config={"displaylogo": False}) if len(history) else
         html.P("No logged forecasts for this shipment yet.", id="shipment-risk"),
         html.H3("Events and notes"),
-        _table("shipment-events", shipment.events(lake, shipment_id, world.now, names)[
+        _table("shipment-events", shipment.events(seen, names)[
             ["event_time", "event_type", "hub", "leg_index", "parcel_id", "note"]]),
     ])

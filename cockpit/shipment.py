@@ -22,16 +22,21 @@ def _one(lake: Lake, table: str, shipment_id: str, columns: list[str]) -> pd.Dat
     return lake.read(table, columns=columns, filter=ds.field("shipment_id") == shipment_id)
 
 
-def itinerary(lake: Lake, shipment_id: str, now: pd.Timestamp,
+def scans(lake: Lake, shipment_id: str, now: pd.Timestamp) -> pd.DataFrame:
+    """Its tracking events ingested by `now` (read once for the itinerary and the events)."""
+    frame = _one(lake, "tracking_events", shipment_id, ["event_time", "ingested_at",
+                                                        "event_type", "hub_id", "leg_index",
+                                                        "parcel_id", "note"])
+    return frame[frame["ingested_at"] <= now]
+
+
+def itinerary(lake: Lake, shipment_id: str, events: pd.DataFrame,
               names: dict[str, str]) -> pd.DataFrame:
     """One row per leg: hubs (names), mode, carrier, planned and actual departure and arrival
-    (the first departed/arrived scan of the leg ingested by `now`) and the arrival's slip in
-    hours (actual minus planned; missing until it arrived)."""
+    (the first departed/arrived scan of the leg among `events`, see `scans`) and the arrival's
+    slip in hours (actual minus planned; missing until it arrived)."""
     legs = _one(lake, "legs", shipment_id, ["leg_index", "mode", "carrier_id", "from_hub",
                                            "to_hub", "planned_departure", "planned_arrival"])
-    events = _one(lake, "tracking_events", shipment_id, ["event_type", "leg_index",
-                                                         "event_time", "ingested_at"])
-    events = events[events["ingested_at"] <= now]
     first = (events[events["event_type"].isin(["departed", "arrived"])]
              .groupby(["leg_index", "event_type"], observed=True)["event_time"].min()
              .unstack("event_type"))
@@ -57,12 +62,9 @@ def itinerary(lake: Lake, shipment_id: str, now: pd.Timestamp,
     return out
 
 
-def events(lake: Lake, shipment_id: str, now: pd.Timestamp, names: dict[str, str]) -> pd.DataFrame:
-    """Its tracking events known by `now`, oldest first, with hub names and notes."""
-    frame = _one(lake, "tracking_events", shipment_id, ["event_time", "ingested_at",
-                                                        "event_type", "hub_id", "leg_index",
-                                                        "parcel_id", "note"])
-    frame = frame[frame["ingested_at"] <= now].sort_values(["event_time", "parcel_id"])
+def events(frame: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """Tracking events (`scans`), oldest first, with hub names and notes."""
+    frame = frame.sort_values(["event_time", "parcel_id"])
     frame["hub"] = frame["hub_id"].map(names).fillna(frame["hub_id"])
     return frame.reset_index(drop=True)
 
