@@ -102,7 +102,8 @@ class AlertFollower:
         topic = Topics.from_settings(self.settings).alerts
         while not self._stop.is_set():
             try:
-                consumer = Consumer(consumer_config(self.settings,
+                # quiet: a broker that cannot be reached is said in the inbox, not the terminal
+                consumer = Consumer(consumer_config(self.settings, log_level=0,
                                                     **{"group.id": "shipdelay-cockpit"}))
             except NoKafka as err:
                 self.problem = f"no live alerts: {err}"

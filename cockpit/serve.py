@@ -9,14 +9,16 @@ import os
 from werkzeug.serving import make_server
 
 from cockpit.app import create_app
+from cockpit.money import Penalties
 from shipdelay.settings import Settings
 
 
 def make(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
          service_url: str | None = None, follow_alerts: bool = True):
     """A threaded WSGI server of the cockpit (not started): `serve_forever()`, `shutdown()`.
-    Raises OSError when the address is taken."""
+    Raises OSError when the address is taken, ValueError when the penalties file is bad."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    Penalties.from_settings(settings)  # a bad penalties file is said before serving (ValueError)
     app = create_app(settings, service_url, follow_alerts=follow_alerts)
     try:
         return make_server(host, port, app.server, threaded=True)

@@ -635,6 +635,8 @@ def cockpit_cmd(
     except OSError as err:
         raise Failure(f"The cockpit cannot listen on {host}:{port} ({err.strerror or err}); "
                       "choose another --port.") from None
+    except ValueError as err:  # the penalties file
+        raise Failure(f"{err}; fix it or unset SHIPDELAY_PENALTIES_FILE.", exit_code=2) from None
 
 
 @app.command("ask")
