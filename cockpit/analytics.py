@@ -82,9 +82,9 @@ def carrier_scorecard(frame: pd.DataFrame, in_flight: pd.DataFrame) -> pd.DataFr
     in flight now, how many at risk and their expected penalties."""
     past = summary(frame, "carrier")
     p90 = frame.groupby("carrier", observed=True)["delay_h"].quantile(0.9).rename("p90_delay_h")
-    now = in_flight.groupby("carrier", observed=True).agg(
-        in_flight=("shipment_id", "size"),
-        at_risk=("risk_band", lambda b: int(b.isin(["high", "medium"]).sum())),
+    flying = in_flight.assign(risky=in_flight["risk_band"].isin(["high", "medium"]).astype(int))
+    now = flying.groupby("carrier", observed=True).agg(
+        in_flight=("shipment_id", "size"), at_risk=("risky", "sum"),
         exposure=("exposure", "sum"))
     card = past.set_index("carrier").join(p90).join(now, how="outer")
     card[["in_flight", "at_risk"]] = card[["in_flight", "at_risk"]].fillna(0).astype(int)

@@ -47,9 +47,10 @@ def hub_load(shipments: pd.DataFrame, legs: pd.DataFrame, now: pd.Timestamp,
 def lane_risk(shipments: pd.DataFrame) -> pd.DataFrame:
     """Per lane (origin and destination hub): shipments in flight, mean P(late), at-risk count."""
     frame = shipments.dropna(subset=["origin_hub", "destination_hub"])
+    frame = frame.assign(risky=frame["risk_band"].isin(AT_RISK).astype(int))
     grouped = frame.groupby(["origin_hub", "destination_hub"], observed=True)
     out = grouped.agg(shipments=("shipment_id", "size"), p_late=("p_late", "mean"),
-                      at_risk=("risk_band", lambda b: int(b.isin(AT_RISK).sum())))
+                      at_risk=("risky", "sum"))
     return out.reset_index().sort_values("p_late", ascending=False, ignore_index=True)
 
 
