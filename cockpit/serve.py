@@ -30,6 +30,9 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8050,
           service_url: str | None = None, say=print) -> None:
     server = make(settings, host, port, service_url)
     say(f"the cockpit is at http://{host}:{server.server_port}/ (Ctrl+C stops it)")
+    if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"no API key is set: anyone who can reach {host} sees the cockpit; set "
+            "SHIPDELAY_API_KEY to ask for it")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
