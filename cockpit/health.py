@@ -60,6 +60,22 @@ def serving_versions(cockpit: Cockpit) -> dict[str, str | None]:
     return {"nightly": nightly, "service": service, "problem": problem}
 
 
+def feature_freshness(settings, now: pd.Timestamp) -> str:
+    """How far the feature store has been rolled (its offline mark) against the lake's now."""
+    try:
+        from features.marks import offline_mark
+        from features.store import offline_dir
+
+        mark = offline_mark(offline_dir(settings))
+    except (ImportError, OSError, ValueError, KeyError) as err:
+        return f"Feature store: its mark could not be read ({err})."
+    if mark is None:
+        return "Feature store: not built yet (`shipdelay features build`)."
+    behind = (now - mark).total_seconds() / 3600
+    return (f"Feature store: rolled up to {mark:%a %d %b %H:%M} UTC, "
+            f"{max(behind, 0):.0f} h behind the lake's newest event.")
+
+
 def health_page(cockpit: Cockpit) -> html.Div:
     world = cockpit.world()
     versions = serving_versions(cockpit)
@@ -75,6 +91,7 @@ def health_page(cockpit: Cockpit) -> html.Div:
         html.Li("Prediction service: " + (
             f"model version {versions['service']}" if versions["service"] else
             (versions["problem"] or "not configured (SHIPDELAY_COCKPIT_SERVICE_URL)"))),
+        html.Li(feature_freshness(cockpit.settings, world.now), id="health-features"),
     ]
     parts = [html.H2("Model health"), html.Ul(id="health-versions", children=facts)]
     if summary is None:

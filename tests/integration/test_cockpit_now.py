@@ -289,6 +289,7 @@ def test_health_shows_versions_and_the_monitor_summary_when_there_is_one(world):
         versions = json.dumps(find(shown, "health-versions"))
         assert "model version 3, run" in versions and "model version 7" in versions
         assert "run `shipdelay monitor`" in find(shown, "health-monitor")["children"]
+        assert "Feature store: not built yet" in find(shown, "health-features")["children"]
         summary.parent.mkdir(parents=True, exist_ok=True)
         summary.write_text(json.dumps({
             "as_of": "2025-11-29T00:00:00Z", "days": 30, "should_retrain": True,
