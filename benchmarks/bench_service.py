@@ -25,7 +25,8 @@ random (seeded). Runs:
 - `/predict` with 100 distinct ids: concurrency 8, in shipments/s;
 - `/predict` with 1 id at concurrency 1 again, right after that load (5 s): a lone question
   must not wait for what the batcher learned under load;
-- references from the same server in the same run: `/noop` (same framework path, middleware
+- references from the same server in the same run: `/noop` (served only with SHIPDELAY_SERVE_NOOP=1,
+  which `service_server.Server` sets; same framework path, middleware
   and API key, no work) at concurrency 1 and 32;
 - references without HTTP, in this process after the server stops: `Scorer.score` on the same
   kind of vectors (with and without reasons), and the online read, direct and through Feast.

@@ -47,6 +47,7 @@ class Server:
         argv, env = serve_command(settings, "127.0.0.1", self.port, workers=workers,
                                   refresh_seconds=3600, as_of=as_of.isoformat())
         env["BENTOML_HOME"] = str(folder / "bentoml")
+        env["SHIPDELAY_SERVE_NOOP"] = "1"  # /noop, the same-run reference, is served only so
         self.command = shlex.join(argv)
         self.log = folder / "server.log"
         with open(self.log, "wb") as out:

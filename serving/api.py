@@ -206,10 +206,16 @@ class Prediction(BaseModel):
     eta_p90: AwareDatetime | None = None
     reasons: list[str] = Field(default_factory=list)
     model_version: str | None = None
+    status: Literal["in_flight", "delivered", "unknown"] | None = Field(
+        None, description="in_flight (forecast), delivered (no forecast) or unknown")
+    promised_at: AwareDatetime | None = Field(None, description="the promised delivery time")
+    mode: str | None = Field(None, description="the current leg's mode (else the main one)")
 
 
 def failed(shipment_id: str, error: str, model_version: str | None = None) -> Prediction:
-    return Prediction(shipment_id=shipment_id, ok=False, error=error, model_version=model_version)
+    status = {UNKNOWN: "unknown", DELIVERED: "delivered"}.get(error)
+    return Prediction(shipment_id=shipment_id, ok=False, error=error, model_version=model_version,
+                      status=status)
 
 
 def _numbers(*columns) -> list[list[float | None]]:
@@ -278,6 +284,8 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
     reasons = (list(scored["reasons"]) if "reasons" in scored else [None] * n)
     p_late, d50, d90 = _numbers(scored["p_late"], scored["delay_p50_h"], scored["delay_p90_h"])
     eta, eta_p10, eta_p90 = _times(scored["eta"], scored["eta_p10"], scored["eta_p90"])
+    promised = (_times(scored["promised_at"])[0] if "promised_at" in scored else [None] * n)
+    modes = _modes(vectors, n)
     columns = {
         "shipment_id": np.asarray(scored["shipment_id"]).astype(str).tolist(),
         "stale": stale, "warning": warnings, "feature_age_h": ages,
@@ -286,7 +294,20 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
         "eta": eta, "eta_p10": eta_p10, "eta_p90": eta_p90,
         "reasons": [list(r) if r is not None else [] for r in reasons],
         "model_version": np.asarray(scored["model_version"]).astype(str).tolist(),
+        "status": ["in_flight"] * n, "promised_at": promised, "mode": modes,
     }
     names = list(columns)
     return ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}
                                      for values in zip(*columns.values())])
+
+
+def _modes(vectors: Mapping | None, n: int) -> list[str | None]:
+    """The current leg's mode of each row, else the shipment's main mode (None: not known)."""
+    if vectors is None:
+        return [None] * n
+    columns = [np.asarray(vectors[c], dtype=object).tolist()
+               for c in ("current_mode", "main_mode") if c in vectors]
+    out = []
+    for values in zip(*columns) if columns else [()] * n:
+        out.append(next((v for v in values if isinstance(v, str) and v), None))
+    return out

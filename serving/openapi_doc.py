@@ -5,7 +5,7 @@ sends pydantic's list of problems as `detail` (which names the fields, so it is 
 leaves out the refusals of the service's guards (401, 408, 413, 415, 429) and its timeout (504).
 `document_errors` makes BentoML's document generator add them: the 400 schema becomes
 `serving.api.InvalidRequest`, the refusals `serving.api.RequestRefused`. Clients and fuzzers
-that read the document then expect what arrives.
+that read the document then expect what arrives. Its title is the product's name and version.
 """
 
 from __future__ import annotations
@@ -15,6 +15,19 @@ from collections.abc import Iterable
 from serving.api import REFUSALS, InvalidRequest, RequestRefused
 
 REF = "#/components/schemas/{model}"
+PRODUCT = "shipdelay"
+DESCRIPTION = ("Delay risk, delay interval, ETA and reasons for shipments in flight. Every route "
+               "but the probes needs the X-API-Key header when the service has a key.")
+
+
+def product_version() -> str:
+    """The installed package's version (its metadata), "unknown" when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(PRODUCT)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _schemas() -> dict[str, dict]:
@@ -28,7 +41,14 @@ def _schemas() -> dict[str, dict]:
 
 
 def fix_document(doc: dict, routes: Iterable[str]) -> dict:
-    """`doc` (an OpenAPI document as a dict) with the error answers of `routes` as they are."""
+    """`doc` (an OpenAPI document as a dict) with the error answers of `routes` as they are,
+    and the product's name and version as its title (BentoML writes "ShipDelay:dev" and no
+    version)."""
+    info = doc.setdefault("info", {})
+    info["title"] = PRODUCT
+    info["version"] = product_version()
+    info["description"] = DESCRIPTION
+    info.pop("contact", None)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(_schemas())
     # the component BentoML's other answers refer to says what its 400s hold as well

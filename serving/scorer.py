@@ -185,6 +185,7 @@ class Scorer:
             "eta": promised + delays[:n],
             "eta_p10": promised + delays[n:2 * n],
             "eta_p90": promised + delays[2 * n:],
+            "promised_at": promised,
             "model_version": np.full(n, self.version, dtype=object),
         }
         if reasons_from is not None:
@@ -216,7 +217,7 @@ class Scorer:
         return out
 
 
-ETA_COLUMNS = ("eta", "eta_p10", "eta_p90")
+ETA_COLUMNS = ("eta", "eta_p10", "eta_p90", "promised_at")
 SMALL = 64  # up to this many rows, category codes come from dictionary lookups
 
 

@@ -1,8 +1,10 @@
 """The online prediction service (BentoML 1.4): shipment ids or feature rows in, forecasts out.
 
 Routes: `POST /predict` {"shipment_ids": [...]} reads each shipment's features from the online
-store and scores them; `POST /predict_features` {"rows": [...]} scores given feature vectors
-("what if"); `POST /noop` is the benchmark's reference (same framework path, no work);
+store and scores them; `GET /shipments/{id}` answers one shipment as /predict does (404 when
+unknown); `POST /predict_features` {"rows": [...]} scores given feature vectors ("what if");
+`POST /noop`, only with SHIPDELAY_SERVE_NOOP=1, is the benchmark's reference (same framework
+path, no work);
 `/livez`, `/readyz` (a champion is loaded, the online store answers and holds this project's
 rows) and `/metrics` (BentoML's own metrics, labelled by route with every other path as
 "other", plus `shipdelay_*`, see `serving.metrics`) are BentoML's.
@@ -34,10 +36,15 @@ import logging
 import os
 import threading
 import time
+from typing import Annotated
 
 import bentoml
 import numpy as np
 import pandas as pd
+from fastapi import FastAPI
+from fastapi import Path as FastPath
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import JSONResponse
 
 from serving import startup
 from serving.api import (
@@ -45,6 +52,7 @@ from serving.api import (
     DELIVERED,
     FEATURES_UNAVAILABLE,
     ID_FIELD,
+    MAX_ID_LENGTH,
     MAX_IDS,
     NO_MODEL,
     SCORING_FAILED,
@@ -86,6 +94,23 @@ _OUTCOMES = {UNKNOWN: "unknown", DELIVERED: "delivered", NO_MODEL: "no_model",
 startup.quiet_deprecations()  # before the class: BentoML's decorator warns while building it
 
 
+# POST /noop exists only when SHIPDELAY_SERVE_NOOP=1 (read at import): the service benchmark's
+# same-run reference (benchmarks/service_server.py sets it), never a route of the product.
+SERVE_NOOP = os.environ.get("SHIPDELAY_SERVE_NOOP", "").strip().lower() in ("1", "true", "yes")
+# GET /shipments/{id}: one shipment's forecast, for pages and people (a FastAPI view of the
+# service, mounted by BentoML; the guards apply to it as to every route)
+one_shipment = FastAPI()
+
+
+@one_shipment.exception_handler(RequestValidationError)
+async def _bad_id(request, err: RequestValidationError) -> JSONResponse:
+    """A bad id is a 400 naming the problem, as on the other routes (FastAPI says 422)."""
+    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors()]
+    return JSONResponse({"error": f"{len(detail)} validation error(s) for the shipment id",
+                         "detail": detail}, status_code=400)
+
+
+@bentoml.asgi_app(one_shipment, path="/shipments")
 @bentoml.service(workers=1, traffic={"timeout": 10, "max_concurrency": 64})
 class ShipDelay:
     """Delay risk, delay interval, ETA and reasons for in-flight shipments."""
@@ -282,10 +307,21 @@ class ShipDelay:
         (null when unknown); categorical features are strings, the others numbers."""
         return self.score_rows(rows)
 
-    @bentoml.api(route="/noop")
-    def noop(self) -> dict:
-        """Does nothing: the framework's own cost, the reference for benchmarks."""
-        return {"ok": True}
+    if SERVE_NOOP:  # the benchmark's reference only: not a route of the product
+        @bentoml.api(route="/noop")
+        def noop(self) -> dict:
+            """Does nothing: the framework's own cost, the reference for benchmarks."""
+            return {"ok": True}
+
+    @one_shipment.get("/{shipment_id}", response_model=Prediction,
+                      responses={404: {"model": Prediction, "description": UNKNOWN}})
+    def shipment(self, shipment_id: Annotated[str, FastPath(min_length=1,
+                                                            max_length=MAX_ID_LENGTH)]):
+        """The forecast of one shipment, as /predict answers it for that id (404 when the
+        online store does not know it)."""
+        (item,) = self.score_ids([shipment_id])
+        code = 404 if item.status == "unknown" else 200
+        return JSONResponse(item.model_dump(mode="json"), status_code=code)
 
     # -- probes and metrics (BentoML calls these) --------------------------------------------
     def __is_ready__(self) -> bool:

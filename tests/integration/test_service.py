@@ -215,8 +215,18 @@ def test_class_answers_known_unknown_and_delivered_ids(service, world):
     assert bool(live.reasons) == (live.p_late >= service.options.reasons_from)
     assert live.model_version == service.holder.version == alias_version(world.settings,
                                                                          CHAMPION)
-    assert (unknown.ok, unknown.error) == (False, "unknown shipment")
+    assert (unknown.ok, unknown.error, unknown.status) == (False, "unknown shipment", "unknown")
     assert (delivered.ok, delivered.error) == (False, "already delivered")
+    assert delivered.status == "delivered"
+    # what a page needs beside the forecast: the promise (the features' hours to it, from the
+    # service clock) and the current mode; no delivery time before the service's now
+    vector = online_vectors(service.store, [world.live[0]], AS_OF).iloc[0]
+    assert live.status == "in_flight"
+    assert live.promised_at == pytest.approx(
+        AS_OF.to_pydatetime() + dt.timedelta(hours=float(vector["hours_to_promised"])),
+        abs=dt.timedelta(milliseconds=1))
+    assert live.mode == (vector["current_mode"] or vector["main_mode"])
+    assert all(i.eta_p10 >= AS_OF.to_pydatetime() for i in (live, items[3]))
     assert service.__is_ready__()
 
 
@@ -476,12 +486,36 @@ def test_api_key_guards_every_route_but_the_probes(asgi, world):
     wrong = _post(asgi, "/predict", body, headers={"X-API-Key": API_KEY + "x"})
     assert wrong.status_code == 401 and "X-API-Key" in wrong.json()["error"]
     assert _post(asgi, "/predict_features", {"rows": []}, headers={}).status_code == 401
-    assert _post(asgi, "/noop", {}, headers={}).status_code == 401
+    assert asgi.get(f"/shipments/{world.live[0]}").status_code == 401
     assert asgi.get("/docs.json").status_code == 401
     assert _post(asgi, "/predict", body).status_code == 200
-    assert _post(asgi, "/noop", {}).json() == {"ok": True}
+    assert asgi.get(f"/shipments/{world.live[0]}", headers=KEY).status_code == 200
+    # the benchmark's reference is no route of the product (SHIPDELAY_SERVE_NOOP unset)
+    assert _post(asgi, "/noop", {}).status_code == 404
     for probe in ("/livez", "/readyz", "/metrics"):
         assert asgi.get(probe).status_code == 200, probe
+
+
+def test_one_shipment_by_get_answers_as_predict(asgi, world):
+    ids = [world.live[0], world.delivered[0], UNKNOWN_ID]
+    posted = _post(asgi, "/predict", {"shipment_ids": ids}).json()
+    got = [asgi.get(f"/shipments/{i}", headers=KEY) for i in ids]
+    assert [r.status_code for r in got] == [200, 200, 404]
+    assert [r.json() for r in got] == posted
+    assert [r.json()["status"] for r in got] == ["in_flight", "delivered", "unknown"]
+    too_long = asgi.get(f"/shipments/{'x' * 65}", headers=KEY)
+    assert too_long.status_code == 400 and "64" in too_long.json()["detail"][0]["msg"]
+
+
+def test_the_document_names_the_product_and_its_routes(asgi):
+    from importlib.metadata import version
+
+    doc = asgi.get("/docs.json", headers=KEY).json()
+    assert (doc["info"]["title"], doc["info"]["version"]) == ("shipdelay", version("shipdelay"))
+    assert "/noop" not in doc["paths"]
+    assert "get" in doc["paths"]["/shipments/{shipment_id}"]
+    answer = doc["components"]["schemas"]["Prediction"]["properties"]
+    assert {"status", "promised_at", "mode"} <= set(answer)
 
 
 def test_body_size_and_media_type_limits(asgi):
@@ -514,7 +548,7 @@ def test_metrics_expose_the_custom_series(asgi, world):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["/predict", "/predict_features", "/noop"])
+@pytest.mark.parametrize("path", ["/predict", "/predict_features"])
 def test_fuzz_from_the_openapi_document_never_5xx(asgi, path):
     """Schemathesis draws valid and invalid bodies from the service's own OpenAPI document:
     no 5xx, valid bodies accepted, invalid ones refused, answers (the 400s too) match the
@@ -616,7 +650,8 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def served(world, env, tmp_path_factory):
     with serving(get_settings(), tmp_path_factory.mktemp("served"),
-                 {"SHIPDELAY_SERVE_KEEPALIVE_REQUESTS": str(KEEPALIVE_REQUESTS)}) as s:
+                 {"SHIPDELAY_SERVE_KEEPALIVE_REQUESTS": str(KEEPALIVE_REQUESTS),
+                  "SHIPDELAY_SERVE_NOOP": "1"}) as s:
         yield s
 
 
@@ -663,6 +698,8 @@ def serving(settings: Settings, folder: Path, extra_env: dict[str, str] | None =
 def test_served_process_over_tls(served, world):
     assert served.http.get("/livez").status_code == 200
     assert served.http.get("/readyz").status_code == 200
+    # the benchmark's setting serves its reference route
+    assert served.http.post("/noop", json={}).json() == {"ok": True}
     r = served.http.post("/predict", json={"shipment_ids": [world.live[0], UNKNOWN_ID]})
     assert r.status_code == 200, served.tail()
     live, unknown = r.json()

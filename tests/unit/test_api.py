@@ -130,9 +130,13 @@ def _scored(**kw) -> pd.DataFrame:
 
 
 def test_predictions_carry_every_field_with_utc_iso_times():
-    vectors = pd.DataFrame({"hours_since_last_scan": [200.0], "current_mode": ["truck"]})
-    (item,) = predictions(_scored(), vectors)
+    vectors = pd.DataFrame({"hours_since_last_scan": [200.0], "current_mode": ["truck"],
+                            "main_mode": ["ocean"]})
+    promised = pd.Timestamp("2025-12-27 04:30", tz="UTC")
+    (item,) = predictions(_scored(promised_at=promised), vectors)
     body = json.loads(item.model_dump_json())
+    assert body["status"] == "in_flight" and body["promised_at"] == "2025-12-27T04:30:00Z"
+    assert body["mode"] == "truck"  # the current leg's, not the main one
     assert body["ok"] and body["error"] is None and body["model_version"] == "3"
     assert body["eta"] == "2025-12-27T10:00:00Z" and body["eta_p90"] == "2025-12-28T01:00:00Z"
     assert body["stale"] and "200 h" in body["warning"] and body["feature_age_h"] == 200.0
@@ -147,5 +151,14 @@ def test_predictions_turn_missing_values_into_nulls():
 def test_failed_items_say_why():
     item = failed("S9", "unknown shipment", "3")
     assert item == Prediction(shipment_id="S9", ok=False, error="unknown shipment",
-                              model_version="3")
+                              model_version="3", status="unknown")
     assert item.p_late is None and item.reasons == []
+    assert failed("S8", "already delivered").status == "delivered"
+
+
+def test_mode_falls_back_to_the_main_one():
+    vectors = pd.DataFrame({"current_mode": [None, "air"], "main_mode": ["rail", None]})
+    items = predictions(pd.concat([_scored(), _scored(shipment_id="S2")], ignore_index=True),
+                        vectors)
+    assert [i.mode for i in items] == ["rail", "air"]
+    assert predictions(_scored())[0].mode is None
