@@ -209,6 +209,8 @@ class Prediction(BaseModel):
     status: Literal["in_flight", "delivered", "unknown"] | None = Field(
         None, description="in_flight (forecast), delivered (no forecast) or unknown")
     promised_at: AwareDatetime | None = Field(None, description="the promised delivery time")
+    delivered_at: AwareDatetime | None = Field(None, description="when a delivered shipment "
+                                                                 "was delivered, if known")
     mode: str | None = Field(None, description="the current leg's mode (else the main one)")
 
 

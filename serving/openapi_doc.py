@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from serving.api import REFUSALS, InvalidRequest, RequestRefused
 
 REF = "#/components/schemas/{model}"
+BODY_REFUSALS = (408, 413, 415)  # about a request's body
 PRODUCT = "shipdelay"
 DESCRIPTION = ("Delay risk, delay interval, ETA and reasons for shipments in flight. Every route "
                "but the probes needs the X-API-Key header when the service has a key.")
@@ -54,16 +55,19 @@ def fix_document(doc: dict, routes: Iterable[str]) -> dict:
     # the component BentoML's other answers refer to says what its 400s hold as well
     schemas["InvalidArgument"] = {**schemas["InvalidRequest"], "title": "InvalidArgument"}
     for route in routes:
-        operation = doc.get("paths", {}).get(route, {}).get("post")
+        methods = doc.get("paths", {}).get(route, {})
+        operation = methods.get("post") or methods.get("get")
         if operation is None:
             continue
+        bodiless = "post" not in methods  # no body: no body limits, no media type
         responses = operation.setdefault("responses", {})
-        for key in [k for k in responses if str(k) == "400"]:
+        for key in [k for k in responses if str(k) in ("400", "422")]:  # bad input is a 400
             del responses[key]
         responses["400"] = _response("the request breaks the contract: each problem named "
                                      "in detail", "InvalidRequest")
         for status, description in REFUSALS.items():
-            responses[str(status)] = _response(description, "RequestRefused")
+            if not (bodiless and status in BODY_REFUSALS):
+                responses[str(status)] = _response(description, "RequestRefused")
     return doc
 
 
@@ -86,13 +90,14 @@ class _Documented:
         return getattr(self._spec, name)
 
 
-def document_errors(service) -> None:
-    """Have BentoML's document generator state the error answers of `service`'s routes (once a
-    process; BentoML builds the document anew for every /docs.json request)."""
+def document_errors(service, other_routes: Iterable[str] = ()) -> None:
+    """Have BentoML's document generator state the error answers of `service`'s routes and of
+    `other_routes` (paths of its mounted apps), once a process; BentoML builds the document
+    anew for every /docs.json request."""
     from _bentoml_sdk.service import openapi
 
     original = getattr(openapi.generate_spec, "_original", openapi.generate_spec)
-    routes = frozenset(api.route for api in service.apis.values())
+    routes = frozenset([*(api.route for api in service.apis.values()), *other_routes])
 
     def generate_spec(svc, *args, **kwargs):
         spec = original(svc, *args, **kwargs)

@@ -64,6 +64,7 @@ from serving.api import (
     predictions,
 )
 from serving.batching import dispatch_without_corking
+from serving.delivered import delivered_at
 from serving.metrics import bound_endpoint_labels, metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import (
     OPEN_PATHS,
@@ -264,6 +265,10 @@ class ShipDelay:
         answers = {i: failed(i, UNKNOWN, scorer.version) for i in shipment_ids[~known].tolist()}
         answers.update({i: failed(i, DELIVERED, scorer.version)
                         for i in shipment_ids[delivered].tolist()})
+        if len(answers):  # delivered before the online store's rows: the lake's outcomes say
+            done = delivered_at(self.settings.lake_dir, list(answers), asked)
+            answers.update({i: failed(i, DELIVERED, scorer.version).model_copy(
+                update={"delivered_at": at.to_pydatetime()}) for i, at in done.items()})
         scored = known & ~delivered
         if scored.any():
             live = vectors if scored.all() else {k: np.asarray(v)[scored]
@@ -401,7 +406,7 @@ for _name, _method in ShipDelay.apis.items():
 # their labels are bounded here, by this service's routes and BentoML's own paths.
 bound_endpoint_labels({*(m.route for m in ShipDelay.apis.values()), *OPEN_PATHS,
                        "/docs.json", "/schema.json", "/"})
-document_errors(ShipDelay)
+document_errors(ShipDelay, ["/shipments/{shipment_id}"])
 ShipDelay.add_asgi_middleware(ClientLimitMiddleware)  # first: it frees a slot soonest
 ShipDelay.add_asgi_middleware(ApiKeyMiddleware)
 ShipDelay.add_asgi_middleware(RequestLimitsMiddleware)

@@ -218,6 +218,17 @@ def test_class_answers_known_unknown_and_delivered_ids(service, world):
     assert (unknown.ok, unknown.error, unknown.status) == (False, "unknown shipment", "unknown")
     assert (delivered.ok, delivered.error) == (False, "already delivered")
     assert delivered.status == "delivered"
+    # delivered long ago (the online store may have no row for it) or lately: when, from the
+    # lake's outcomes
+    outcomes = Lake(world.settings.lake_dir).read("outcomes", columns=["shipment_id",
+                                                                       "delivered_at"])
+    outcomes = outcomes[outcomes["delivered_at"] <= AS_OF].sort_values("delivered_at")
+    first = str(outcomes["shipment_id"].iloc[0])
+    (old,) = service.predict([first])
+    when = outcomes.set_index("shipment_id")["delivered_at"]
+    assert (old.status, old.error) == ("delivered", "already delivered")
+    assert old.delivered_at == when[first].to_pydatetime()
+    assert delivered.delivered_at == when[world.delivered[0]].to_pydatetime()
     # what a page needs beside the forecast: the promise (the features' hours to it, from the
     # service clock) and the current mode; no delivery time before the service's now
     vector = online_vectors(service.store, [world.live[0]], AS_OF).iloc[0]
@@ -513,7 +524,8 @@ def test_the_document_names_the_product_and_its_routes(asgi):
     doc = asgi.get("/docs.json", headers=KEY).json()
     assert (doc["info"]["title"], doc["info"]["version"]) == ("shipdelay", version("shipdelay"))
     assert "/noop" not in doc["paths"]
-    assert "get" in doc["paths"]["/shipments/{shipment_id}"]
+    one = doc["paths"]["/shipments/{shipment_id}"]["get"]["responses"]
+    assert {"200", "400", "401", "404"} <= set(one) and "422" not in one
     answer = doc["components"]["schemas"]["Prediction"]["properties"]
     assert {"status", "promised_at", "mode"} <= set(answer)
 
