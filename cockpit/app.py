@@ -181,7 +181,7 @@ def now_page(cockpit: Cockpit) -> html.Div:
             sort_action="native", filter_action="native", page_action="native",
             page_size=PAGE_SIZE, sort_by=[{"column_id": "exposure", "direction": "desc"}],
             markdown_options={"link_target": "_self"},
-            style_table={"overflowX": "auto"}, style_cell={"fontSize": "0.85rem"},
+            style_table={"overflowX": "auto"}, style_cell={"fontSize": "0.85rem", "textAlign": "left"},
             style_data_conditional=[
                 {"if": {"filter_query": f'{{band}} = "{b}"', "column_id": "band"},
                  "color": c, "fontWeight": "bold"} for b, c in BAND_COLOURS.items()]),
