@@ -156,18 +156,26 @@ def load_reference(data_dir: Path, version: str) -> Reference | None:
 
 def reference_from_training(settings, version: str) -> Reference:
     """Build (and save) the reference of a registered version from the lake's current training
-    window: its training rows' features and its P(late) on them, its log loss on validation."""
-    from features.schema import CATEGORICAL
+    window: its training rows' features and its P(late) on them, its log loss on validation.
+    Models trained since the monitor exists saved theirs when registered."""
     from registry.loader import bundle_folder
     from registry.store import MODEL_NAME, client
     from training.bundle import Bundle
-    from training.evaluate import classification_metrics
-    from training.train import current_split, score_frame
+    from training.train import current_split
 
     c = client(settings)
     bundle = Bundle.load(bundle_folder(settings, c, c.get_model_version(MODEL_NAME, version)),
                          version=version)
-    split = current_split(settings)
+    return save_training_reference(settings, version, bundle, current_split(settings))
+
+
+def save_training_reference(settings, version: str, bundle, split) -> Reference:
+    """Build and save a version's reference from the split it was trained on: the training
+    rows' features and P(late), the validation log loss (what `shipdelay train` calls)."""
+    from features.schema import CATEGORICAL
+    from training.evaluate import classification_metrics
+    from training.train import score_frame
+
     train = split.train
     p_train, _ = score_frame(bundle, train)
     p_valid, _ = score_frame(bundle, split.valid)

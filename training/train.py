@@ -33,6 +33,7 @@ from features.online import require_features
 from features.repo.services import apply_feature_set
 from features.schema import model_feature_names
 from features.store import get_store, offline_dir
+from monitoring.drift import save_training_reference
 from registry.register import log_bundle, register
 from registry.store import ensure_experiment
 from shipdelay.lake import Lake
@@ -305,6 +306,9 @@ def train(settings: Settings | None = None, params: dict | None = None,
         step("registering the model")
         model_uri = log_bundle(bundle, input_example=split.test.head(5))  # rows: it encodes them
         version = register(settings, model_uri) if register_model else None
+        if version is not None:  # what monitoring measures drift against: these very rows
+            step("saving the monitoring reference")
+            save_training_reference(settings, str(version), bundle, split)
     return TrainReport(run.info.run_id, version, table, gap, sizes, scored["on_ceiling"],
                        fit_seconds, scored["ceiling_metrics"], scored["versus_ceiling"],
                        dict(split.bounds), gap_days, bundle.spec.service, feature_set.dropped,

@@ -171,3 +171,14 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
     assert forced.ok and alias_version(settings, "champion") != champion
     _rolled_from, rolled_to = rollback(settings)
     assert rolled_to == champion and alias_version(settings, "champion") == champion
+
+
+def test_training_saves_the_monitoring_reference_of_its_rows(trained):
+    """The drift reference of a registered version is saved at registration, from the rows it
+    was trained on (not rebuilt later from whatever the lake's training window has become)."""
+    from monitoring.drift import PREDICTION, load_reference
+
+    settings, split, report = trained
+    ref = load_reference(settings.data_dir, str(report.version))
+    assert ref is not None and ref.rows == len(split.train)
+    assert PREDICTION in ref.binnings and "hours_since_last_scan" in ref.binnings
