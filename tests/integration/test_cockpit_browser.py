@@ -90,11 +90,19 @@ def _column(driver, table_id: str, column: str) -> list[str]:
     return [c.text for c in cells]
 
 
-def _sign_in(driver, site) -> None:
-    driver.get(site["url"] + "/login")
-    driver.find_element(By.ID, "login-key").send_keys(KEY)
-    driver.find_element(By.ID, "login-submit").click()
-    _wait(lambda: _column(driver, "risk-table", "shipment_id"))
+def _sign_in(driver, site, path: str = "/") -> None:
+    """Signed in (once a module: the cookie stays), then at `path`."""
+    if driver.get_cookie("shipdelay_cockpit") is None:
+        driver.get(site["url"] + "/login")
+        driver.find_element(By.ID, "login-key").send_keys(KEY)
+        driver.find_element(By.ID, "login-submit").click()  # the form leads to the Now page
+        _wait(lambda: driver.get_cookie("shipdelay_cockpit"))
+        if path == "/":
+            _wait(lambda: _column(driver, "risk-table", "shipment_id"))
+            return
+    driver.get(site["url"] + path)
+    if path == "/":
+        _wait(lambda: _column(driver, "risk-table", "shipment_id"))
 
 
 def test_without_the_key_nothing_shows_but_the_sign_in(browser, site):  # noqa: F811
@@ -143,10 +151,9 @@ def test_the_list_shows_the_batch_high_risk_and_a_filter_narrows_it(browser, sit
 
 
 def test_a_shipment_page_shows_its_reasons_and_interval(browser, site):  # noqa: F811
-    _sign_in(browser, site)
     scores = site["scores"]
     high = scores[scores["risk_band"] == "high"].iloc[0]
-    browser.get(f"{site['url']}/shipment/{high['shipment_id']}")
+    _sign_in(browser, site, f"/shipment/{high['shipment_id']}")
     reasons = _wait(lambda: _text(browser, "shipment-reasons"))
     assert REASON in reasons
     interval = _wait(lambda: _text(browser, "shipment-interval"))
