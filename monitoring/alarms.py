@@ -1,8 +1,11 @@
 """Alarms: the thresholds of `Settings` (`monitor_*`) applied to one monitoring run's tables.
 
 Kinds, and what each asks for:
-- "drift": a feature's or P(late)'s PSI over the newest days, overall or in a carrier, lane or
-  mode, above `monitor_psi` (slices need `monitor_psi_min_rows` rows). Asks for a new model.
+- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi`, one alarm per
+  feature: overall (naming its worst slices), or, when only slices cross the threshold, in its
+  worst carrier, lane or mode (slices need `monitor_psi_min_rows` rows): that is what localizes
+  a degrading carrier. Features whose drift is expected by construction
+  (`drift.EXPECTED_DRIFT`, calendar and clock features) never alarm. Asks for a new model.
 - "performance": realized log loss on at least `monitor_min_judged` judged predictions above
   the model's validation log loss by `monitor_log_loss_rise` (overall), or, in a carrier, lane
   or mode (their largest groups), above what the model itself expected on the same rows (the
@@ -12,7 +15,8 @@ Kinds, and what each asks for:
 - "volume": a source's day (lake tables, predictions per door) in the newest days below
   `monitor_volume_drop` of its median day: a feed that stops is an incident.
 - "freshness": a feature view's newest row older than its cadence plus `monitor_freshness_h`.
-- "data": predictions from model versions the registry does not know.
+- "data": predictions from model versions the registry does not know; a drift reference too
+  thin to judge against (`drift.thin_reference`), which replaces the drift alarms.
 """
 
 from __future__ import annotations
@@ -22,18 +26,24 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import PREDICTION, Reference
+from monitoring.drift import EXPECTED_DRIFT, PREDICTION, Reference, thin_reference
 from monitoring.inputs import volume_drops
 from monitoring.summary import Alarm
 
 PERFORMANCE_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
+WORST_SLICES = 3  # slices a drift alarm names
 CADENCE_H = {"shipment_progress": 0.0, "lane_stats": 24.0, "carrier_stats": 24.0,
              "customer_stats": 24.0, "hub_stats": 1.0}
 
 
 def find(settings, tables: dict, judged: pd.DataFrame | None, ref: Reference | None,
          recent_from: date, unknown_versions: dict[str, int]) -> list[Alarm]:
-    out = _drift(settings, tables["drift_recent"])
+    thin = thin_reference(ref, settings.monitor_reference_min_days) if ref else None
+    if thin:
+        out = [Alarm("data", "reference", "reference_rows", float(ref.rows),
+                     float(settings.monitor_reference_min_days), thin)]
+    else:
+        out = drift_alarms(settings, tables["drift_recent"])
     out += _performance(settings, judged, ref, tables["realized_by_slice"])
     out += _volume(settings, tables["volume"], recent_from)
     out += _freshness(settings, tables["freshness_h"])
@@ -44,16 +54,37 @@ def find(settings, tables: dict, judged: pd.DataFrame | None, ref: Reference | N
     return out
 
 
-def _drift(settings, drift: pd.DataFrame) -> list[Alarm]:
+def drift_alarms(settings, drift: pd.DataFrame) -> list[Alarm]:
+    """One alarm per feature (or P(late)) whose PSI crosses `monitor_psi`: overall, naming the
+    worst slices; else in its worst slice, when slices cross it and the whole does not.
+    Features of `EXPECTED_DRIFT` are left out (their PSI stays in the reports)."""
     limit = settings.monitor_psi
-    hits = drift[(drift["psi"] > limit)] if len(drift) else drift
+    if not len(drift):
+        return []
+    judged = drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & (drift["psi"] > limit)]
     out = []
-    for r in hits.sort_values("psi", ascending=False).itertuples():
-        what = "P(late)" if r.feature == PREDICTION else f"feature {r.feature}"
-        out.append(Alarm("drift", r.slice, f"psi:{r.feature}", float(r.psi), limit,
-                         f"{what} drifted from the training window in {r.slice} "
-                         f"(PSI {r.psi:.2f} > {limit:g} over {r.rows} predictions)"))
-    return out
+    for feature, rows in judged.groupby("feature", sort=False):
+        whole = rows[rows["slice"] == "overall"]
+        parts = rows[rows["slice"] != "overall"].sort_values("psi", ascending=False)
+        worst = ", ".join(f"{r.slice} ({r.psi:.2f})" for r in parts.head(WORST_SLICES)
+                          .itertuples())
+        what = "P(late)" if feature == PREDICTION else str(feature)
+        if len(whole):
+            top = whole.iloc[0]
+            tail = f"; worst slices {worst}" if worst else ""
+            out.append(Alarm("drift", "overall", f"psi:{feature}", float(top.psi), limit,
+                             f"{what} drifted from the training window: PSI {top.psi:.2f} "
+                             f"overall (> {limit:g} over {top.rows} predictions){tail}"))
+            continue
+        top = parts.iloc[0]
+        overall = drift[(drift["slice"] == "overall") & (drift["feature"] == feature)]["psi"]
+        level = f"overall {overall.iloc[0]:.2f}" if len(overall) else "overall not measured"
+        more = len(parts) - 1
+        out.append(Alarm("drift", top.slice, f"psi:{feature}", float(top.psi), limit,
+                         f"{what} drifted in {top.slice}: PSI {top.psi:.2f} (> {limit:g} "
+                         f"over {top.rows} predictions; {level})"
+                         + (f"; worst slices {worst}" if more else "")))
+    return sorted(out, key=lambda a: -a.value)
 
 
 def _performance(settings, judged: pd.DataFrame | None, ref: Reference | None,

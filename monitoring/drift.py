@@ -13,6 +13,11 @@ data again.
 
 PSI = sum over bins of (a - e) * ln(a / e), shares floored at `FLOOR` so an empty bin costs a
 bounded amount. Read it as: < 0.1 stable, 0.1-0.25 a shift worth a look, > 0.25 a real shift.
+
+Some features drift by construction (`EXPECTED_DRIFT`): they are clocks, so any later window
+differs from the training window whatever the world does. Their PSI is still computed and
+reported; they never raise a drift alarm. A reference is judged only when it is wide enough
+(`thin_reference`): a training window of a few days or rows would make every season a drift.
 """
 
 from __future__ import annotations
@@ -32,6 +37,21 @@ FLOOR = 1e-4
 DECILES = np.linspace(0.1, 0.9, 9)
 MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
 PREDICTION = "p_late"  # the prediction's drift is reported next to the features'
+MIN_REFERENCE_ROWS = 1_000  # fewer training rows than this make every PSI noise
+
+
+def _expected_drift() -> dict[str, str]:
+    """Feature -> why its drift against the training window is expected, not news."""
+    from features.schema import feature_groups
+
+    out = {f: "calendar: any later window has other months, weekdays and hours"
+           for f in feature_groups()["calendar"]}
+    out["hours_to_promised"] = ("a clock: hours from the request to the promise follow when "
+                                "requests are made, not the world")
+    return out
+
+
+EXPECTED_DRIFT = _expected_drift()
 
 
 @dataclass
@@ -111,10 +131,11 @@ class Reference:
     log_loss: float  # the model's log loss on its validation window
     rows: int
     source: str
+    window_days: float = float("nan")  # the training window's span (NaN: not recorded)
 
     def to_dict(self) -> dict:
         return {"version": self.version, "log_loss": self.log_loss, "rows": self.rows,
-                "source": self.source,
+                "source": self.source, "window_days": self.window_days,
                 "columns": {n: b.to_dict() for n, b in self.binnings.items()}}
 
     @classmethod
@@ -122,15 +143,33 @@ class Reference:
         return cls(str(data["version"]),
                    {n: Binning.from_dict(n, d) for n, d in data["columns"].items()},
                    float(data.get("log_loss", float("nan"))), int(data.get("rows", 0)),
-                   str(data.get("source", "")))
+                   str(data.get("source", "")),
+                   float(data.get("window_days") if data.get("window_days") is not None
+                         else float("nan")))
+
+
+def thin_reference(ref: Reference, min_days: float, min_rows: int = MIN_REFERENCE_ROWS
+                   ) -> str | None:
+    """Why `ref` is too narrow to judge drift against (one sentence), or None when it is wide
+    enough: fewer than `min_rows` rows, or a training window shorter than `min_days`."""
+    short_window = np.isfinite(ref.window_days) and ref.window_days < min_days
+    if ref.rows >= min_rows and not short_window:
+        return None
+    span = f"{ref.window_days:.0f} day(s)" if np.isfinite(ref.window_days) else "an unknown span"
+    return (f"the drift reference of model version {ref.version} holds {ref.rows} training "
+            f"row(s) over {span} (needs {min_rows} rows and {min_days:g} days), so drift is "
+            "not judged: retrain on a longer history (`shipdelay retrain`)")
 
 
 def build_reference(version: str, frame: pd.DataFrame, features: list[str],
-                    categorical: set[str], p_late, log_loss: float, source: str) -> Reference:
-    """A reference from training rows (`frame` holds the features) and their P(late)."""
+                    categorical: set[str], p_late, log_loss: float, source: str,
+                    window_days: float = float("nan")) -> Reference:
+    """A reference from training rows (`frame` holds the features) and their P(late);
+    `window_days` is the span of the training window they come from."""
     binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features if f in frame}
     binnings[PREDICTION] = fit_binning(PREDICTION, p_late, False)
-    return Reference(version, binnings, float(log_loss), len(frame), source)
+    return Reference(version, binnings, float(log_loss), len(frame), source,
+                     float(window_days))
 
 
 def reference_path(data_dir: Path, version: str) -> Path:
@@ -180,7 +219,9 @@ def save_training_reference(settings, version: str, bundle, split) -> Reference:
     p_train, _ = score_frame(bundle, train)
     p_valid, _ = score_frame(bundle, split.valid)
     loss = classification_metrics(split.valid["is_late"].to_numpy(float), p_valid)["log_loss"]
+    booked = train["booked_at_s"] if "booked_at_s" in train else pd.Series(dtype=float)
+    span = float((booked.max() - booked.min()) / 86400) if len(booked) else float("nan")
     ref = build_reference(version, train, bundle.spec.features, set(CATEGORICAL), p_train,
-                          loss, f"training window up to {split.bounds['train_end']}")
+                          loss, f"training window up to {split.bounds['train_end']}", span)
     save_reference(settings.data_dir, ref)
     return ref

@@ -23,6 +23,7 @@ import pandas as pd
 
 from monitoring import judge
 from monitoring.drift import (
+    EXPECTED_DRIFT,
     PREDICTION,
     Reference,
     load_reference,
@@ -200,9 +201,10 @@ def _drift_by_day(w: Window, ref: Reference | None) -> pd.DataFrame:
 
 
 def _drift_recent(w: Window, ref: Reference | None, min_rows: int) -> pd.DataFrame:
-    """PSI over the recent days, overall and per slice group with at least `min_rows` rows."""
+    """PSI over the recent days, overall and per slice group with at least `min_rows` rows;
+    `expected_drift` says why a feature's drift is no alarm (empty for the others)."""
     if ref is None:
-        return pd.DataFrame(columns=["slice", "feature", "psi", "rows"])
+        return pd.DataFrame(columns=["slice", "feature", "psi", "rows", "expected_drift"])
     total: dict[str, np.ndarray] = {}
     for day, per in w.drift_daily.items():
         if day >= w.recent_from:
@@ -213,7 +215,9 @@ def _drift_recent(w: Window, ref: Reference | None, min_rows: int) -> pd.DataFra
     for (name, group), per in w.drift_slices.items():
         rows += [(f"{name}={group}", n, psi(ref.binnings[n].shares, c), int(c.sum()))
                  for n, c in per.items() if c.sum() >= min_rows]
-    return pd.DataFrame(rows, columns=["slice", "feature", "psi", "rows"])
+    out = pd.DataFrame(rows, columns=["slice", "feature", "psi", "rows"])
+    out["expected_drift"] = out["feature"].map(EXPECTED_DRIFT).fillna("")
+    return out
 
 
 def _reference(settings: Settings, counts: dict) -> Reference | None:
@@ -289,7 +293,8 @@ def _headline(tables: dict, judged: pd.DataFrame | None, w: Window, found: list[
     drift = tables["drift_recent"]
     overall = drift[drift["slice"] == "overall"] if len(drift) else drift
     if len(overall):
-        features = overall[overall["feature"] != PREDICTION]
+        features = overall[(overall["feature"] != PREDICTION)
+                           & ~overall["feature"].isin(EXPECTED_DRIFT.keys())]
         out["max_feature_psi"] = float(features["psi"].max()) if len(features) else np.nan
         pred = overall[overall["feature"] == PREDICTION]["psi"]
         out["prediction_psi"] = float(pred.iloc[0]) if len(pred) else np.nan

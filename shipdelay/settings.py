@@ -112,6 +112,9 @@ class Settings(BaseSettings):
                                "index of a feature or of P(late) against the training window")
     monitor_psi_min_rows: int = Field(500, ge=1, description="fewest predictions a slice needs "
                                       "before its drift is judged")
+    monitor_reference_min_days: float = Field(28.0, ge=0, description="shortest training "
+                                              "window drift is judged against; a shorter "
+                                              "one gives a data alarm instead")
     monitor_log_loss_rise: float = Field(0.15, gt=0, description="performance alarm: realized "
                                          "log loss above the model's validation log loss by "
                                          "this share")
