@@ -22,7 +22,7 @@ from shipdelay.settings import Settings
 DAYS = 3
 FIRST = pd.Timestamp("2026-03-02T00:00Z")
 AS_OF = FIRST + pd.Timedelta(days=DAYS - 1, hours=23)
-ROWS_PER_DAY = 8_000
+ROWS_PER_DAY = 5_000
 CARRIERS = [f"C{i:02d}" for i in range(10)]
 LANES = [f"L{i:02d}" for i in range(20)]
 BAD_CARRIER = "C03"
