@@ -24,7 +24,8 @@ install: $(STAMP)
 # shipments with the simulator's ceiling, enough to judge the model by journey stage), the
 # feature store, a trained and registered model, the promotion gate, the prediction service
 # asked about a few in-flight shipments, one nightly batch run, and the stream scorer replaying
-# the newest tracking events through the embedded Kafka cluster.
+# the newest tracking events through the embedded Kafka cluster; last, the cockpit served once
+# for its Now page and stopped (the line it prints says how to open it for real).
 demo: $(STAMP)
 	$(BIN)/shipdelay simulate --shipments 80000 --start 2024-03-01 --days 730 --seed 7 --ceiling-shipments 6000
 	$(BIN)/shipdelay features build
@@ -34,6 +35,7 @@ demo: $(STAMP)
 	$(BIN)/shipdelay score-batch
 	$(BIN)/shipdelay check-parity
 	$(BIN)/shipdelay stream-demo --events 20000
+	$(BIN)/shipdelay cockpit --check
 
 # Tests (and the notebook) get their own data folder: they never touch ./data. Two test workers
 # share the two cores, so each fits and predicts with one OpenMP thread.

@@ -623,15 +623,21 @@ def cockpit_cmd(
     service_url: Annotated[str | None, typer.Option(
         help="the prediction service to ask, e.g. http://127.0.0.1:3000 (default: "
              "SHIPDELAY_COCKPIT_SERVICE_URL; unset: the nightly scores only)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="serve it on a free port, render the "
+                                        "Now page once, print what it shows and stop")] = False,
 ) -> None:
     """Serve the operations cockpit: shipments at risk now, one shipment, money at stake,
     alerts; the service's API key (SHIPDELAY_API_KEY) is required when set."""
     from cockpit.serve import serve
+    from cockpit.smoke import check_and_say
     from shipdelay.cli_guard import Failure
 
+    say = lambda text: console.print(text, markup=False, highlight=False)
     try:
-        serve(get_settings(), host=host, port=port, service_url=service_url,
-              say=lambda text: console.print(text, markup=False, highlight=False))
+        if check:
+            check_and_say(get_settings(), service_url=service_url, port=port, say=say)
+            return
+        serve(get_settings(), host=host, port=port, service_url=service_url, say=say)
     except OSError as err:
         raise Failure(f"The cockpit cannot listen on {host}:{port} ({err.strerror or err}); "
                       "choose another --port.") from None
