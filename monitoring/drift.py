@@ -135,7 +135,8 @@ class Reference:
 
     def to_dict(self) -> dict:
         return {"version": self.version, "log_loss": self.log_loss, "rows": self.rows,
-                "source": self.source, "window_days": self.window_days,
+                "source": self.source,
+                "window_days": self.window_days if np.isfinite(self.window_days) else None,
                 "columns": {n: b.to_dict() for n, b in self.binnings.items()}}
 
     @classmethod
