@@ -26,7 +26,13 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from monitoring.drift import EXPECTED_DRIFT, PREDICTION, Reference, thin_reference
+from monitoring.drift import (
+    EXPECTED_DRIFT,
+    MIN_REFERENCE_ROWS,
+    PREDICTION,
+    Reference,
+    thin_reference,
+)
 from monitoring.inputs import volume_drops
 from monitoring.summary import Alarm
 
@@ -40,8 +46,11 @@ def find(settings, tables: dict, judged: pd.DataFrame | None, ref: Reference | N
          recent_from: date, unknown_versions: dict[str, int]) -> list[Alarm]:
     thin = thin_reference(ref, settings.monitor_reference_min_days) if ref else None
     if thin:
-        out = [Alarm("data", "reference", "reference_rows", float(ref.rows),
-                     float(settings.monitor_reference_min_days), thin)]
+        few_rows = ref.rows < MIN_REFERENCE_ROWS
+        out = [Alarm("data", "reference", "reference_rows" if few_rows else "reference_days",
+                     float(ref.rows if few_rows else ref.window_days),
+                     float(MIN_REFERENCE_ROWS if few_rows
+                           else settings.monitor_reference_min_days), thin)]
     else:
         out = drift_alarms(settings, tables["drift_recent"])
     out += _performance(settings, judged, ref, tables["realized_by_slice"])

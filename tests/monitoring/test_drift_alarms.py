@@ -149,6 +149,8 @@ def test_a_thin_reference_gives_a_data_alarm_instead_of_drift_alarms(run, refere
     assert _drift(summary) == [] and not summary.should_retrain
     data = [a for a in summary.alarms if a.kind == "data" and a.slice == "reference"]
     assert len(data) == 1
+    assert (data[0].metric, data[0].value) == (("reference_rows", rows) if rows < 1_000
+                                               else ("reference_days", window_days))
     assert f"{rows} training row(s) over {window_days:.0f} day(s)" in data[0].message
     # the PSI is still measured and reported
     table = _psi_table(summary)
