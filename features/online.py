@@ -38,6 +38,9 @@ KEY_FIELDS = ["lane_id", "carrier_id", "customer_id", "origin_hub"]
 # The first read of `online_vectors`: what gives a shipment's other entity keys and its flags.
 FIRST_READ = {"shipment_profile": KEY_FIELDS,
               "shipment_progress": ["current_hub", "delivered"]}
+# Read with the keys and passed through to the answers as they are (None when not known): the
+# shipment's lane and the hub it is at now, no extra read.
+PASS_THROUGH = ["lane_id", "current_hub"]
 # Join key -> the shipment field that holds it (the hub: the current one, else the origin).
 KEY_SOURCES = {"lane_id": "lane_id", "carrier_id": "carrier_id", "customer_id": "customer_id",
                "hub_id": "current_hub"}
@@ -107,7 +110,14 @@ def join_key_values(first) -> dict[str, np.ndarray]:
 
 def vector_columns() -> list[str]:
     """The columns of an online vector frame, in order."""
-    return ["shipment_id", "known", "delivered", *model_feature_names()]
+    return ["shipment_id", "known", "delivered", *PASS_THROUGH, *model_feature_names()]
+
+
+def pass_through(keyed, known: np.ndarray) -> dict[str, np.ndarray]:
+    """`PASS_THROUGH` of each shipment from the first read's key columns (object arrays, None
+    where missing or the shipment is not known)."""
+    return {c: np.where(pd.notna(v) & known, v, None).astype(object)
+            for c in PASS_THROUGH for v in [np.asarray(keyed[c], dtype=object)]}
 
 
 def _stamped(store: FeatureStore, features, rows: list[dict]) -> tuple[pd.DataFrame, dict]:
@@ -159,7 +169,8 @@ def online_vectors(store: FeatureStore, ids: list[str], request_time: pd.Timesta
     delivered = instant.blank(first["delivered"].to_numpy(dtype=object),
                               fresh["shipment_progress"])
     out = pd.DataFrame({"shipment_id": ids, "known": known,
-                        "delivered": [v == 1 for v in delivered]})
+                        "delivered": [v == 1 for v in delivered],
+                        **pass_through(keyed, known)})
     if known.any():
         vectors, got = _stamped(store, store.get_feature_service(FEATURE_SERVICE),
                                 rows.to_dict("records"))

@@ -37,7 +37,9 @@ from features.marks import REDIS_KEY, read_online_mark_us
 from features.online import (
     FIRST_READ,
     KEY_SOURCES,
+    PASS_THROUGH,
     join_key_values,
+    pass_through,
     vector_columns,
 )
 from features.online_cache import CachedTables
@@ -223,9 +225,9 @@ class OnlineReader:
         delivered = (delivered == 1) if delivered.dtype != object else np.array(
             [v == 1 for v in delivered], bool)
         out = {"shipment_id": np.asarray(unique, dtype=object), "known": known,
-               "delivered": delivered}
+               "delivered": delivered, **pass_through(key_cols, known)}
         unknown = ~known
-        for f in vector_columns()[3:]:
+        for f in vector_columns()[3 + len(PASS_THROUGH):]:
             values = cols.get(f)
             if values is None:  # not in the FeatureService: empty, as online_vectors leaves it
                 values = np.full(n, np.nan)

@@ -212,6 +212,9 @@ class Prediction(BaseModel):
     delivered_at: AwareDatetime | None = Field(None, description="when a delivered shipment "
                                                                  "was delivered, if known")
     mode: str | None = Field(None, description="the current leg's mode (else the main one)")
+    lane: str | None = Field(None, description="the shipment's lane id (origin to destination)")
+    current_hub: str | None = Field(None, description="the hub id where the shipment was last "
+                                                      "scanned (null before its first scan)")
 
 
 def failed(shipment_id: str, error: str, model_version: str | None = None) -> Prediction:
@@ -288,6 +291,7 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
     eta, eta_p10, eta_p90 = _times(scored["eta"], scored["eta_p10"], scored["eta_p90"])
     promised = (_times(scored["promised_at"])[0] if "promised_at" in scored else [None] * n)
     modes = _modes(vectors, n)
+    lanes, hubs = (_texts(vectors, c, n) for c in ("lane_id", "current_hub"))
     columns = {
         "shipment_id": np.asarray(scored["shipment_id"]).astype(str).tolist(),
         "stale": stale, "warning": warnings, "feature_age_h": ages,
@@ -297,6 +301,7 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
         "reasons": [list(r) if r is not None else [] for r in reasons],
         "model_version": np.asarray(scored["model_version"]).astype(str).tolist(),
         "status": ["in_flight"] * n, "promised_at": promised, "mode": modes,
+        "lane": lanes, "current_hub": hubs,
     }
     names = list(columns)
     return ANSWERS.validate_python([{"ok": True, **dict(zip(names, values))}
@@ -313,3 +318,12 @@ def _modes(vectors: Mapping | None, n: int) -> list[str | None]:
     for values in zip(*columns) if columns else [()] * n:
         out.append(next((v for v in values if isinstance(v, str) and v), None))
     return out
+
+
+def _texts(vectors: Mapping | None, column: str, n: int) -> list[str | None]:
+    """A passed-through text column of the read rows (None where missing or not read: what-if
+    rows carry no lane nor hub)."""
+    if vectors is None or column not in vectors:
+        return [None] * n
+    return [v if isinstance(v, str) and v else None
+            for v in np.asarray(vectors[column], dtype=object).tolist()]

@@ -238,6 +238,16 @@ def test_class_answers_known_unknown_and_delivered_ids(service, world):
         abs=dt.timedelta(milliseconds=1))
     assert live.mode == (vector["current_mode"] or vector["main_mode"])
     assert all(i.eta_p10 >= AS_OF.to_pydatetime() for i in (live, items[3]))
+    # the lane and the current hub: as the lake's booking and Feast's own read of the progress
+    booked = Lake(world.settings.lake_dir).read("shipments").set_index("shipment_id")
+    hubs = service.store.get_online_features(
+        features=["shipment_progress:current_hub"],
+        entity_rows=[{"shipment_id": i} for i in ids]).to_df()["current_hub"].tolist()
+    for item, hub in zip((live, items[3]), (hubs[0], hubs[3])):
+        row = booked.loc[item.shipment_id]
+        assert item.lane == f"{row['origin_hub']}>{row['destination_hub']}"
+        assert item.current_hub == (hub if isinstance(hub, str) else None)
+    assert (unknown.lane, unknown.current_hub) == (None, None)
     assert service.__is_ready__()
 
 
@@ -514,6 +524,7 @@ def test_one_shipment_by_get_answers_as_predict(asgi, world):
     assert [r.status_code for r in got] == [200, 200, 404]
     assert [r.json() for r in got] == posted
     assert [r.json()["status"] for r in got] == ["in_flight", "delivered", "unknown"]
+    assert got[0].json()["lane"] and "current_hub" in got[0].json()
     too_long = asgi.get(f"/shipments/{'x' * 65}", headers=KEY)
     assert too_long.status_code == 400 and "64" in too_long.json()["detail"][0]["msg"]
 
@@ -527,7 +538,7 @@ def test_the_document_names_the_product_and_its_routes(asgi):
     one = doc["paths"]["/shipments/{shipment_id}"]["get"]["responses"]
     assert {"200", "400", "401", "404"} <= set(one) and "422" not in one
     answer = doc["components"]["schemas"]["Prediction"]["properties"]
-    assert {"status", "promised_at", "mode"} <= set(answer)
+    assert {"status", "promised_at", "mode", "lane", "current_hub"} <= set(answer)
 
 
 def test_body_size_and_media_type_limits(asgi):

@@ -131,12 +131,14 @@ def _scored(**kw) -> pd.DataFrame:
 
 def test_predictions_carry_every_field_with_utc_iso_times():
     vectors = pd.DataFrame({"hours_since_last_scan": [200.0], "current_mode": ["truck"],
-                            "main_mode": ["ocean"]})
+                            "main_mode": ["ocean"], "lane_id": ["L0007"],
+                            "current_hub": ["H012"]})
     promised = pd.Timestamp("2025-12-27 04:30", tz="UTC")
     (item,) = predictions(_scored(promised_at=promised), vectors)
     body = json.loads(item.model_dump_json())
     assert body["status"] == "in_flight" and body["promised_at"] == "2025-12-27T04:30:00Z"
     assert body["mode"] == "truck"  # the current leg's, not the main one
+    assert body["lane"] == "L0007" and body["current_hub"] == "H012"
     assert body["ok"] and body["error"] is None and body["model_version"] == "3"
     assert body["eta"] == "2025-12-27T10:00:00Z" and body["eta_p90"] == "2025-12-28T01:00:00Z"
     assert body["stale"] and "200 h" in body["warning"] and body["feature_age_h"] == 200.0
@@ -162,3 +164,14 @@ def test_mode_falls_back_to_the_main_one():
                         vectors)
     assert [i.mode for i in items] == ["rail", "air"]
     assert predictions(_scored())[0].mode is None
+
+
+def test_lane_and_hub_pass_through_and_are_null_when_not_read():
+    vectors = {"lane_id": np.array(["L1", None], dtype=object),
+               "current_hub": np.array([None, "H3"], dtype=object)}
+    items = predictions(pd.concat([_scored(), _scored(shipment_id="S2")], ignore_index=True),
+                        vectors)
+    assert [(i.lane, i.current_hub) for i in items] == [("L1", None), (None, "H3")]
+    what_if = predictions(_scored(), {"current_mode": np.array(["air"], dtype=object)})[0]
+    assert what_if.lane is None and what_if.current_hub is None
+    assert failed("S9", "unknown shipment").current_hub is None
