@@ -161,9 +161,10 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
     first = promote(settings, evaluate)
     assert first.ok and alias_version(settings, "champion") is not None
     champion = alias_version(settings, "champion")
-    # a crippled challenger: two leaves, a handful of rounds
-    train(settings, params={"num_leaves": 2, "learning_rate": 0.01}, split=split,
-          run_name="worse")
+    # a crippled challenger: two leaves, a handful of rounds (early stopping alone would let a
+    # two-leaf model grow into a fair additive one)
+    train(settings, params={"num_leaves": 2, "learning_rate": 0.01, "num_iterations": 5},
+          split=split, run_name="worse")
     refused = promote(settings, evaluate)
     assert not refused.ok and refused.reasons  # said why: log loss, calibration or a stage
     assert alias_version(settings, "champion") == champion
