@@ -285,7 +285,7 @@ def train(settings: Settings | None = None, params: dict | None = None,
         mlflow.log_params({**(params or {}), **{f"rows_{k}": v for k, v in sizes.items()},
                            **{k: str(v) for k, v in split.bounds.items()},
                            "label_horizon_days": split.horizon.days,
-                           **options.params(), "gap_days": f"{gap_days:g}", "seed": seed,
+                           **options.params(), "split.gap_days": f"{gap_days:g}", "seed": seed,
                            "feature_service": feature_set.service,
                            "dropped_feature_groups": ",".join(feature_set.dropped),
                            "n_features": len(feature_set.model_inputs)})

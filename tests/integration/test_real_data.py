@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from shipdelay.cli import app
 from shipdelay.lake import Lake
 from shipdelay.settings import get_settings
+from shipdelay.snapshots import TICK, snapshot_kind
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -129,8 +130,14 @@ def test_training_set_has_booking_and_departure_snapshots_with_weather(pipeline)
     split = pipeline["split"]
     frame = pd.concat([split.train, split.valid, split.test])
     assert set(frame["n_legs"]) == {1}
-    # arrival is ingested after delivery: a flight is looked at when booked and once departed
-    assert frame.groupby("shipment_id").size().max() == 2
+    # arrival is ingested after delivery: a flight is looked at when booked and once departed,
+    # and at the clock ticks that fall while it is in the air or waiting to leave
+    kind = snapshot_kind(frame["milestone"])
+    assert frame[kind != TICK].groupby("shipment_id").size().max() == 2
+    ticks = frame[kind == TICK]
+    assert len(ticks) > 0
+    assert (ticks["as_of"] > pd.to_datetime(ticks["booked_at_s"], unit="s", utc=True)).all()
+    assert (ticks["as_of"] < ticks["delivered_at"]).all()
     assert set(frame["milestones_done"].fillna(0)) == {0, 1}
     assert set(frame["main_mode"]) == {"air"}
     assert frame["weather_temperature_c"].notna().mean() > 0.95  # the origin's last hour

@@ -132,7 +132,7 @@ def test_a_run_records_its_split_and_feature_set(trained, monkeypatch):
     assert report.feature_service == "delay_model_v1__no_weather" and report.seed == 11
     assert test_from in report.split_text()
     params = mlflow.MlflowClient(settings.tracking_uri).get_run(report.run_id).data.params
-    assert params["split.test_from"] == test_from and params["gap_days"] == "3"
+    assert params["split.test_from"] == test_from and params["split.gap_days"] == "3"
     assert params["feature_service"] == "delay_model_v1__no_weather"
     assert params["dropped_feature_groups"] == "weather" and params["seed"] == "11"
     assert params["test_start"] == str(report.bounds["test_start"])

@@ -83,11 +83,11 @@ def test_simulate_and_ingest_from_the_cli(tmp_path, data_dir):
     bad = tmp_path / "hubs.csv"
     bad.write_text("hub_id,name,kind,city,country,region,latitude,longitude\n"
                    "X-1,Somewhere,depot,x,XX,europe,10,10\n"
-                   "X-2,Nowhere,spaceport,x,XX,europe,10,10\n")
+                   "X-2,Nowhere,depot,x,XX,europe,95,10\n")  # no such latitude
     result = runner.invoke(app, ["ingest", str(bad), "--kind", "hubs"])
     assert result.exit_code == 0, result.output
     assert "1 accepted" in result.output and "1 rejected" in result.output
-    assert "kind" in result.output  # the reason names the field
+    assert "latitude" in result.output  # the reason names the field
 
 
 # (setting, value as an operator would write it, the secret in it, text that must stay visible)
