@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))  # the bench modules import `harness` whichever cw
 
 # In run order; a new benchmark adds bench_<name>.py and its name here.
 BENCHMARKS = ("simulate", "features", "online", "train", "fit", "service", "stream", "batch",
-              "monitor")
+              "monitor", "cockpit")
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
