@@ -18,8 +18,8 @@ server loads the nightly run, the browser has no cache), the others warm (median
 load's time is `performance.now()` in the page (milliseconds since navigation start) when the
 risk table shows its first cells (Now) or the shipment's reasons are shown (shipment page),
 polled every 20 ms. The split comes from the page's resource timing: when the browser sent the
-page's callback (`_dash-update-component`: Dash's scripts loaded and started) and how long the
-server took to answer it. Reference (same run): Chromium loading a static HTML file with a
+page's callback (`_dash-update-component`: Dash's scripts loaded and started), how long the
+server took to answer it (and its size), and what is left: the browser drawing the answer. Reference (same run): Chromium loading a static HTML file with a
 25-row table (the Dash server has no trivial page: every path renders a data page).
 """
 
@@ -152,7 +152,8 @@ const calls = performance.getEntriesByType('resource')
 const first = calls[0];
 return {shown_ms: arguments[0],
         callback_sent_ms: first ? first.startTime : null,
-        callback_ms: first ? first.responseEnd - first.startTime : null};
+        callback_ms: first ? first.responseEnd - first.startTime : null,
+        callback_bytes: first ? first.decodedBodySize : null};
 """
 
 
@@ -171,7 +172,8 @@ def load_once(driver, url: str, css: str) -> dict:
     split = driver.execute_script(SPLIT_JS, shown_ms)
     return {"shown_s": round(shown_ms / 1000, 3), "wall_s": round(wall_s, 3),
             "callback_sent_s": _s(split["callback_sent_ms"]),
-            "server_callback_s": _s(split["callback_ms"])}
+            "server_callback_s": _s(split["callback_ms"]),
+            "callback_response_bytes": split["callback_bytes"]}
 
 
 def _s(ms) -> float | None:
@@ -211,6 +213,9 @@ def _summary(loads: list[dict]) -> dict:
                 x["server_callback_s"] or 0 for x in warm),
             "warm_callback_sent_median_s": statistics.median(
                 x["callback_sent_s"] or 0 for x in warm),
+            "warm_browser_after_answer_median_s": statistics.median(
+                x["shown_s"] - (x["callback_sent_s"] or 0) - (x["server_callback_s"] or 0)
+                for x in warm),
             "loads": loads}
 
 
@@ -258,5 +263,7 @@ def run(quick: bool) -> list[dict]:
                         reference=reference(warm, False), measured_command=cmd,
                         server_callback_median_s=result["warm_server_callback_median_s"],
                         callback_sent_median_s=result["warm_callback_sent_median_s"],
+                        browser_after_answer_median_s=round(
+                            result["warm_browser_after_answer_median_s"], 3),
                         loads=result["loads"], **facts))
     return rows
