@@ -36,9 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from harness import PROFILE_ENV, ROOT, SHIPDELAY, cached_world, row, scratch_dir, \
-    simulate_command
+from harness import PROFILE_ENV, ROOT, SHIPDELAY, cached_world, row, scratch_dir, simulate_command
 
 WORLD = {"shipments": 3_000, "days": 60, "seed": 11, "workers": 1, "ceiling_shipments": 150,
          "ceiling_draws": 40}
