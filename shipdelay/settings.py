@@ -82,8 +82,13 @@ class Settings(BaseSettings):
     stream_max_message_bytes: int = Field(
         65_536, ge=1_024, le=16_777_216, description="largest tracking-event message (key and "
         "value) the stream reads; larger ones are dead letters, unread")
-    postgres_url: str | None = Field(None, description="PostgreSQL for MLflow, Optuna, registry")
-    mlflow_tracking_uri: str | None = Field(None, description="default: SQLite under data_dir")
+    postgres_url: str | None = Field(None, description="PostgreSQL for MLflow (tracking and "
+                                     "registry) and Optuna (schema optuna), when set")
+    mlflow_tracking_uri: str | None = Field(None, description="default: postgres_url when set, "
+                                            "else SQLite under data_dir")
+    optuna_storage: str | None = Field(None, description="Optuna's storage for `shipdelay tune`; "
+                                       "default: postgres_url when set, else a journal file "
+                                       "under data_dir")
     spark_master: str = Field("local[2]", description="Spark master URL for batch scoring")
     api_key: SecretStr | None = Field(None, description="API key for prediction routes")
     serve_ssl_ciphers: str = Field(
@@ -175,9 +180,17 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+        """MLflow's tracking and registry store (`shipdelay.backends.tracking_uri`)."""
+        from shipdelay.backends import tracking_uri
+
+        return tracking_uri(self)
+
+    @property
+    def optuna_storage_url(self) -> str:
+        """Optuna's storage (`shipdelay.backends.optuna_storage`)."""
+        from shipdelay.backends import optuna_storage
+
+        return optuna_storage(self)
 
     def masked(self) -> dict[str, object]:
         """Settings as plain values with everything secret-shaped hidden, for printing: secret
@@ -188,7 +201,7 @@ class Settings(BaseSettings):
 
         out: dict[str, object] = {}
         values = {**self.model_dump(), "lake_dir": str(self.lake_dir),
-                  "tracking_uri": self.tracking_uri}
+                  "tracking_uri": self.tracking_uri, "optuna_storage_url": self.optuna_storage_url}
         for name, value in values.items():
             if isinstance(value, SecretStr):
                 out[name] = MASK if value.get_secret_value() else None
