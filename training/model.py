@@ -8,7 +8,7 @@ without the column weighs every row 1."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -108,21 +108,27 @@ def fit_classifier(spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                      callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *callbacks])
 
 
-def fit_quantiles(data: Matrices, max_rounds: int = MAX_ROUNDS,
-                  seed: int | None = None) -> dict[float, lgb.Booster]:
-    """Delay-hour quantile boosters on `data` labelled with delay hours (`seed`: LightGBM's,
-    default QUANTILE_PARAMS')."""
+def fit_quantile(data: Matrices, q: float, params: dict | None = None,
+                 max_rounds: int = MAX_ROUNDS, seed: int | None = None,
+                 callbacks: Sequence = ()) -> lgb.Booster:
+    """The delay-hour booster of quantile `q` on `data` labelled with delay hours, early-stopped
+    on the validation pinball loss (`params` over QUANTILE_PARAMS; `seed`: LightGBM's)."""
     large = data.rows >= LARGE_ROWS
     rounds = min(max_rounds, LARGE_DATA_QUANTILE_ROUNDS) if large else max_rounds
-    out = {}
-    for q in QUANTILES:
-        params = {**QUANTILE_PARAMS, **(LARGE_DATA_PARAMS if large else {}),
-                  **({} if seed is None else {"seed": seed}),
-                  "objective": "quantile", "alpha": q, "metric": "quantile"}
-        out[q] = lgb.train(params, data.train, num_boost_round=rounds,
-                           valid_sets=[data.valid],
-                           callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False)])
-    return out
+    params = {**QUANTILE_PARAMS, **(LARGE_DATA_PARAMS if large else {}), **(params or {}),
+              **({} if seed is None else {"seed": seed}),
+              "objective": "quantile", "alpha": q, "metric": "quantile"}
+    return lgb.train(params, data.train, num_boost_round=rounds, valid_sets=[data.valid],
+                     valid_names=["valid"],
+                     callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *callbacks])
+
+
+def fit_quantiles(data: Matrices, max_rounds: int = MAX_ROUNDS, seed: int | None = None,
+                  params: Mapping[float, dict] | None = None) -> dict[float, lgb.Booster]:
+    """Delay-hour quantile boosters on `data` labelled with delay hours (`seed`: LightGBM's,
+    default QUANTILE_PARAMS'; `params`: per quantile, e.g. a study's best)."""
+    return {q: fit_quantile(data, q, (params or {}).get(q), max_rounds, seed)
+            for q in QUANTILES}
 
 
 def interval_adjustment(bundle: Bundle, X_valid: pd.DataFrame, hours: np.ndarray,
@@ -147,9 +153,11 @@ def narrowed(spec: FeatureSpec, feature_set: FeatureSet) -> FeatureSpec:
 
 
 def fit_bundle(split: Split, params: dict | None = None, max_rounds: int = MAX_ROUNDS,
-               feature_set: FeatureSet | None = None, seed: int | None = None) -> Bundle:
+               feature_set: FeatureSet | None = None, seed: int | None = None,
+               quantile_params: Mapping[float, dict] | None = None) -> Bundle:
     """Everything a scorer needs, fitted on the split's train window, calibrated on its valid.
 
+    `params`: the classifier's, `quantile_params` each quantile booster's (over the defaults);
     `feature_set`: the features to learn from (default all); `seed`: LightGBM's seed for every
     booster (default the parameters'). The same split, parameters and seed give the same
     bundle bit for bit."""
@@ -164,7 +172,7 @@ def fit_bundle(split: Split, params: dict | None = None, max_rounds: int = MAX_R
     calibrator = Calibrator.fit(raw, split.valid["is_late"].to_numpy(float),
                                 row_weights(split.valid))
     quantiles = fit_quantiles(data.relabel(split.train, split.valid, "delay_hours"), max_rounds,
-                              seed)
+                              seed, quantile_params)
     bundle = Bundle(classifier, quantiles, calibrator, spec)
     bundle.interval_adjust_h = interval_adjustment(bundle, data.X_valid,
                                                    split.valid["delay_hours"].to_numpy(float))
