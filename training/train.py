@@ -51,6 +51,7 @@ from training.evaluate import (
     journey_stage,
 )
 from training.model import fit_bundle
+from training.params import BoosterParams
 from training.split import Split, SplitError, day, time_split
 
 HEADLINE = ["roc_auc", "log_loss", "ece", "brier", "pr_auc"]
@@ -262,11 +263,12 @@ def train(settings: Settings | None = None, params: dict | None = None,
           split: Split | None = None, register_model: bool = True,
           on_step: Callable[[str], None] | None = None, run_name: str = "train", *,
           split_options: SplitOptions | None = None, feature_set: FeatureSet | None = None,
-          seed: int = DEFAULT_SEED) -> TrainReport:
+          seed: int = DEFAULT_SEED, tuned: BoosterParams | None = None) -> TrainReport:
     """Fit, evaluate and register one model; returns what a person wants to see.
 
     `split_options` choose the split (ignored when `split` is given); `feature_set` the
-    features (default all: `features.feature_sets.choose`); `seed` LightGBM's seed."""
+    features (default all: `features.feature_sets.choose`); `seed` LightGBM's seed; `tuned`
+    parameters per booster (a study's best or a file's: `training.params`), under `params`."""
     settings = settings or get_settings()
     step = on_step or (lambda _: None)
     feature_set = feature_set or FeatureSet()
@@ -294,7 +296,12 @@ def train(settings: Settings | None = None, params: dict | None = None,
                          "delay_hours"]], name="training_set"), context="training")
         step("fitting the models")
         started = time.perf_counter()
-        bundle = fit_bundle(split, params, feature_set=feature_set, seed=seed)
+        if tuned is not None:  # where they came from; the boosters record what they used
+            mlflow.set_tag("params_source", tuned.source)
+            mlflow.log_dict(tuned.by_booster, "tuned_params.json")
+        bundle = fit_bundle(split, {**(tuned.classifier if tuned else {}), **(params or {})},
+                            feature_set=feature_set, seed=seed,
+                            quantile_params=tuned.quantiles if tuned else None)
         fit_seconds = time.perf_counter() - started
         mlflow.log_metric("fit_seconds", fit_seconds)
         if bundle.spec.notes is not None:  # the note model's own numbers, next to the trees'
