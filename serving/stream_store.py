@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from features.online_direct import DirectOnline, RedisOnline, SqliteOnline, entity_keys, with_tx
+from features.store import PROJECT
+from serving.reasons_store import redis_write, sqlite_write
 from shipdelay.lake import Lake
 
 STATE_COLUMNS = ["shipment_id", "applied", "p_late"]
@@ -143,15 +145,16 @@ class StreamStore:
         return pd.DataFrame({"shipment_id": ids, "applied": applied, "p_late": p_late})
 
     # ------------------------------------------------------------------------ commit
-    def commit(self, progress: pd.DataFrame, state: pd.DataFrame, token: str) -> None:
+    def commit(self, progress: pd.DataFrame, state: pd.DataFrame, token: str,
+               reasons: list | None = None) -> None:
         """Progress rows (one per shipment), their stream state (`applied`: the lists of event
-        ids) and `token`, atomically."""
+        ids), their reasons (`serving.reasons_store` records) and `token`, atomically."""
         if isinstance(self.online, SqliteOnline):
-            self._commit_sqlite(progress, state, token)
+            self._commit_sqlite(progress, state, token, reasons or [])
         else:
-            self._commit_redis(progress, state, token)
+            self._commit_redis(progress, state, token, reasons or [])
 
-    def _commit_sqlite(self, progress, state, token) -> None:
+    def _commit_sqlite(self, progress, state, token, reasons=()) -> None:
         conn = self.online.conn
         sql, rows = self.online.upsert_statements("shipment_progress", progress)
         keys = entity_keys("shipment_id", state["shipment_id"].astype(str))
@@ -162,12 +165,13 @@ class StreamStore:
             conn.executemany(sql, rows)
             conn.executemany("INSERT OR REPLACE INTO shipdelay_stream_state (entity_key, "
                              "applied, p_late, applied_ids) VALUES (?, NULL, ?, ?)", state_rows)
+            sqlite_write(conn, reasons)
             conn.execute("INSERT OR REPLACE INTO shipdelay_stream_commits VALUES (?, ?)",
                          (token, int(time.time())))
 
         with_tx(conn, body)
 
-    def _commit_redis(self, progress, state, token) -> None:
+    def _commit_redis(self, progress, state, token, reasons=()) -> None:
         mappings = dict(self.online.hash_mappings("shipment_progress", progress))
         keys = [RedisOnline.redis_key(k)
                 for k in entity_keys("shipment_id", state["shipment_id"].astype(str))]
@@ -182,6 +186,7 @@ class StreamStore:
             pipe.hdel(key, _OLD_IDS)
         for key, fields in mappings.items():  # progress without state (not expected)
             pipe.hset(key, mapping=fields)
+        redis_write(pipe, reasons, PROJECT)
         pipe.set(_TOKEN_PREFIX + token, b"1", ex=TOKEN_TTL_S)
         pipe.execute()
 
