@@ -1,14 +1,18 @@
 """Logging a trained Bundle to MLflow and registering it as a new model version.
 
 Every trained model goes through here: `log_bundle` inside the training run, then `register`,
-which makes the version the "challenger". Only `registry.promote` makes a version "champion".
+which makes a new version and, when asked (`shipdelay train`, the nightly retrain), points the
+"challenger" alias at it. Only `registry.promote` makes a version "champion".
 
 Two things are logged per run, for two audiences:
-- `model`: the P(late) booster as an MLflow LightGBM model, with signature, input example and the
-  FeatureService it was trained on (metadata), so the MLflow UI and `mlflow models` tools work.
-- `bundle/`: the whole Bundle folder (boosters as text, calibrator and spec as JSON; no pickle).
-  This is what scoring loads (`registry.loader`), because it alone holds the calibrator, the
-  quantile models and the category levels.
+- `model`: the product's scorer as an MLflow pyfunc model (`registry.pyfunc_model`): raw
+  feature rows in (categories as text), P(late), band, delay, ETA and reasons out, as the
+  service's `/predict_features` answers; with its signature, an input example of raw rows and
+  the FeatureService it was trained on (metadata). `mlflow.pyfunc.load_model` and `mlflow models
+  serve` work on it.
+- `bundle/`: the whole Bundle folder (native boosters as text, calibrator and spec as JSON; no
+  pickle). This is what the product's scoring paths load (`registry.loader`): the native
+  boosters load fast and are compiled for the service.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import mlflow.lightgbm
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
+from registry.pyfunc_model import example_rows, log_scorer_model
 from registry.store import MODEL_NAME, client
 from shipdelay.settings import Settings
 from training.bundle import Bundle
@@ -40,27 +43,20 @@ def log_bundle(bundle: Bundle, *, input_example: pd.DataFrame,
                metrics: dict[str, float] | None = None) -> str:
     """Log `bundle` to the active MLflow run and return the logged model's URI.
 
-    `input_example` is rows of a training or scoring frame (categoricals as strings), encoded
-    with `spec.matrix` because the logged booster sees the model matrix; the signature is
-    inferred from all of its rows, the stored example keeps the first few."""
+    `input_example` is rows of a training or scoring frame (raw values, categoricals as
+    strings): its first rows become the model's input example, as a caller sends them."""
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_bundle must be called inside `with mlflow.start_run():`")
     spec = bundle.spec
-    X = spec.matrix(input_example)
-    p = bundle.classifier.predict(X)
-    info = mlflow.lightgbm.log_model(
-        bundle.classifier,
-        name=MODEL_PATH,
-        signature=infer_signature(X, p),
-        input_example=X.head(EXAMPLE_ROWS),
-        metadata={"feature_service": spec.service, "features": list(spec.features)},
-        # The booster needs only lightgbm; naming it skips MLflow's requirement inference,
-        # which imports the model in a subprocess (seconds per model on a small machine).
-        pip_requirements=mlflow.lightgbm.get_default_pip_requirements(),
-    )
     with tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_artifacts(str(bundle.save(Path(tmp))), artifact_path=BUNDLE_PATH)
+        folder = bundle.save(Path(tmp) / BUNDLE_PATH)
+        mlflow.log_artifacts(str(folder), artifact_path=BUNDLE_PATH)
+        info = log_scorer_model(
+            folder, name=MODEL_PATH, run_id=run.info.run_id, inputs=spec.inputs,
+            example=example_rows(input_example, spec.inputs, EXAMPLE_ROWS),
+            metadata={"feature_service": spec.service, "features": list(spec.features),
+                      "inputs": list(spec.inputs)})
     mlflow.set_tag("feature_service", spec.service)
     if metrics:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
@@ -98,15 +94,17 @@ def bundle_spec(c: MlflowClient, run_id: str) -> dict:
         return json.loads(Path(path).read_text())
 
 
-def register(settings: Settings, run_id_or_model_uri: str) -> str:
+def register(settings: Settings, run_id_or_model_uri: str, alias: str | None = CHALLENGER) -> str:
     """Register a logged bundle as a new version of MODEL_NAME, tag it with its FeatureService and
-    run, point the "challenger" alias at it, and return the version number as a string."""
+    run, point `alias` at it (default "challenger"; None: no alias, an experiment that
+    `promote` never sees), and return the version number as a string."""
     c = client(settings)
     model_uri, run_id = _resolve(c, run_id_or_model_uri)
     spec = bundle_spec(c, run_id)
     tags = {"feature_service": spec["service"], "run_id": run_id}
     version = str(mlflow.register_model(model_uri, MODEL_NAME, tags=tags).version)
-    c.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+    if alias is not None:
+        c.set_registered_model_alias(MODEL_NAME, alias, version)
     return version
 
 

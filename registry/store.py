@@ -15,6 +15,9 @@ from shipdelay.settings import Settings
 
 MODEL_NAME = "shipdelay-delay"
 EXPERIMENT = "shipdelay"
+# MLflow 3's UI opens an experiment on its traces page (GenAI) unless the experiment says it
+# holds machine-learning runs: this tag (the value its UI's own kind selector writes).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def client(settings: Settings) -> MlflowClient:
@@ -49,18 +52,27 @@ def artifact_location(settings: Settings, name: str) -> str | None:
 
 
 def ensure_experiment(settings: Settings, name: str = EXPERIMENT) -> str:
-    """Create the experiment if missing, make it the active one, and return its id."""
+    """Create the experiment if missing, make it the active one, and return its id. An
+    experiment of no kind yet is marked as machine learning, so that MLflow opens it on its
+    runs."""
     c = client(settings)
     found = c.get_experiment_by_name(name)
-    if found is None:
-        try:
-            experiment_id = c.create_experiment(name, artifact_location(settings, name))
-        except MlflowException:  # another process created it between our two calls
-            found = c.get_experiment_by_name(name)
-            if found is None:
-                raise
-            experiment_id = found.experiment_id
+    if found is None or KIND_TAG not in found.tags:
+        experiment_id = _create(c, settings, name) if found is None else found.experiment_id
+        c.set_experiment_tag(experiment_id, KIND_TAG, KIND)
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _create(c: MlflowClient, settings: Settings, name: str) -> str:
+    """Create the experiment, or return the one another process created meanwhile."""
+    try:
+        return c.create_experiment(name, artifact_location(settings, name))
+    except MlflowException:
+        found = c.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
