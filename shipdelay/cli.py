@@ -344,11 +344,15 @@ def train_cmd(
              "gets a FeatureService of its own")] = None,
     seed: Annotated[int, typer.Option(help="LightGBM's seed: the same lake, options and seed "
                                       "give the same model")] = 7,
+    params: Annotated[str | None, typer.Option(
+        "--params", help="LightGBM parameters per booster: best (the newest `shipdelay tune` "
+        "run's best), a tuning run id, or a JSON/YAML file; default: the built-in ones")] = None,
 ) -> None:
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
     from features.feature_sets import choose
     from shipdelay.preflight import need_features
+    from training.params import ParamsError, resolve
     from training.split import SplitError
     from training.train import SplitOptions, train
 
@@ -356,6 +360,10 @@ def train_cmd(
         feature_set = choose(drop_features)
     except ValueError as err:  # an unknown group (the valid ones named), or every group
         raise typer.BadParameter(str(err), param_hint="--drop-features") from None
+    try:  # "" is the MLproject's default: the built-in parameters
+        tuned = resolve(get_settings(), params) if params else None
+    except ParamsError as err:
+        raise typer.BadParameter(str(err), param_hint="--params") from None
     try:
         gap = float(gap_days) if gap_days else None
     except ValueError:
@@ -368,7 +376,7 @@ def train_cmd(
         with console.status("training") as status:
             report = train(get_settings(), register_model=not no_register,
                            on_step=lambda s: status.update(s), split_options=options,
-                           feature_set=feature_set, seed=seed)
+                           feature_set=feature_set, seed=seed, tuned=tuned, challenger=True)
     except SplitError as err:
         raise typer.BadParameter(str(err), param_hint=err.param) from None
     console.print(_frame_table(report.headline(), "test window: model, baselines"
@@ -398,7 +406,8 @@ def train_cmd(
         console.print("no ceiling: the lake holds no hidden ground truth (real data), so the "
                       "model is compared with the baselines only")
     console.print(f"split: {report.split_text()}; features: FeatureService "
-                  f"{report.feature_service}; seed {report.seed}", markup=False)
+                  f"{report.feature_service}; seed {report.seed}"
+                  + (f"; parameters from {tuned.source}" if tuned else ""), markup=False)
     console.print(f"MLflow run {report.run_id}; rows {report.sizes}; "
                   + (f"registered as version {report.version} (alias challenger)"
                      if report.version else "not registered"))
@@ -406,31 +415,53 @@ def train_cmd(
 
 @app.command("tune")
 def tune_cmd(
-    trials: Annotated[int, typer.Option(min=1, help="number of Optuna trials")] = 20,
-    storage: Annotated[str | None, typer.Option(help="Optuna storage: a journal file path "
-                                                   "(default under the data dir) or a "
-                                                   "postgresql:// URL for parallel workers")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="number of Optuna trials per "
+                                        "booster")] = 20,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage: a journal file path or a "
+                                                   "postgresql:// URL for parallel workers "
+                                                   "(default: Settings' optuna_storage_url)")] = None,
     study: Annotated[str, typer.Option(help="study name; workers with the same name and storage "
                                        "share it")] = "shipdelay-delay",
-    timeout: Annotated[int | None, typer.Option(min=1, help="stop after this many "
-                                                   "seconds")] = None,
+    timeout: Annotated[int | None, typer.Option(min=1, help="stop after this many seconds, "
+                                                   "shared by the boosters")] = None,
+    boosters: Annotated[str, typer.Option(
+        help="boosters to tune, comma-separated: classifier (P(late)), p10, p50, p90 (delay "
+             "quantiles)")] = "classifier,p10,p50,p90",
 ) -> None:
-    """Tune the classifier with Optuna (TPE, pruning); each trial is a nested MLflow run."""
+    """Tune every booster with Optuna (TPE, pruning): one MLflow run in the project's
+    experiment, a nested run per trial; `shipdelay train --params best` trains with the best."""
     from shipdelay.preflight import need_features
+    from training.params import BOOSTERS
     from training.train import current_split
     from training.tune import tune
 
+    chosen = tuple(b.strip() for b in boosters.split(",") if b.strip())
+    unknown = [b for b in chosen if b not in BOOSTERS]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown booster {', '.join(unknown) or '(none given)'}: "
+                                 f"choose among {', '.join(BOOSTERS)}", param_hint="--boosters")
     settings = get_settings()
     need_features(settings)
     with console.status("building the training set"):
         split = current_split(settings)
-    study_obj = tune(split, trials, study_name=study, storage=storage or None, timeout=timeout)
-    done = [t for t in study_obj.trials if t.value is not None and t.state.name == "COMPLETE"]
-    if not done:
-        console.print("[yellow]no trial completed (all pruned or failed); see the MLflow runs[/yellow]")
+    with console.status("tuning"):
+        result = tune(split, trials, study_name=study, storage=storage or None, timeout=timeout,
+                      boosters=chosen, settings=settings)
+    table = Table("booster", "best validation loss (log / pinball)", "trials", "best parameters",
+                  title=f"study {study}")
+    for booster, found in result.studies.items():
+        value = result.best_value(booster)
+        table.add_row(booster, "-" if value is None else f"{value:.4f}",
+                      str(len(found.trials)),
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in result.best_params.get(booster, {}).items()) or "-")
+    console.print(table)
+    if not result.best_params:
+        console.print("[yellow]no trial completed (all pruned or failed); see the MLflow "
+                      "runs[/yellow]")
         raise typer.Exit(1)
-    console.print(f"best validation log loss {study_obj.best_value:.4f} after {len(study_obj.trials)} "
-                  f"trials, with {study_obj.best_params}")
+    console.print(f"MLflow run {result.run_id}; train with these parameters: shipdelay train "
+                  "--params best (or --params <run id>)", markup=False)
 
 
 @app.command("promote")

@@ -91,7 +91,8 @@ def validate(mapping: Any, where: str) -> dict[str, dict[str, Any]]:
 def _check(name: str, value: Any, booster: str, where: str) -> None:
     names = _lightgbm_names()
     if names and name not in names:
-        close = difflib.get_close_matches(name, sorted(names), n=1)
+        close = (difflib.get_close_matches(name, sorted(_aliases()), n=1)
+                 or difflib.get_close_matches(name, sorted(names), n=1))
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ParamsError(f"unknown LightGBM parameter '{name}' for {booster} in {where}{hint}")
     if name in _owned_names():

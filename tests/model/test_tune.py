@@ -1,5 +1,6 @@
-"""Tuning behaviour: a study over a local journal file logs one MLflow parent run with a nested
-run per trial; two worker processes share one study on PostgreSQL."""
+"""Tuning behaviour: a study over a local journal file logs one MLflow parent run in the
+project's experiment with a nested run per trial; two worker processes share one study on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from features.schema import CATEGORICAL, model_feature_names
+from registry.store import EXPERIMENT, ensure_experiment
 from tests.conftest import services_required
 from training.split import Split
 from training.tune import load_split, make_storage, open_study, run_worker, save_split, tune
@@ -50,15 +52,20 @@ def split() -> Split:
 
 @pytest.fixture
 def tracking(tmp_path, monkeypatch) -> str:
-    """MLflow on SQLite in tmp_path, through the environment so that spawned workers see it."""
+    """MLflow on SQLite in tmp_path, through Settings' environment so that spawned workers see
+    it."""
+    from shipdelay.settings import get_settings
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)  # an earlier test in this process may have set another one
+    monkeypatch.setenv("SHIPDELAY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SHIPDELAY_MLFLOW_TRACKING_URI", uri)
+    get_settings.cache_clear()
     yield uri
+    get_settings.cache_clear()
     mlflow.set_tracking_uri(None)
 
 
-def _runs(uri: str, experiment: str) -> list:
+def _runs(uri: str, experiment: str = EXPERIMENT) -> list:
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     return client.search_runs([exp.experiment_id], max_results=1000)
@@ -81,7 +88,7 @@ def test_make_storage_kinds(tmp_path):
 def test_study_on_local_journal_logs_nested_runs(split, tmp_path, tracking):
     storage = f"journal:{tmp_path / 'optuna' / 'journal.log'}"
     study = tune(split, 6, study_name="t-local", storage=storage, max_rounds=ROUNDS,
-                 fixed_params=FIXED)
+                 fixed_params=FIXED, boosters=("classifier",)).studies["classifier"]
 
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 6 and all(t.state in DONE for t in trials)
@@ -90,27 +97,28 @@ def test_study_on_local_journal_logs_nested_runs(split, tmp_path, tracking):
     assert study.pruner._n_warmup_steps >= 30
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
 
-    runs = _runs(tracking, "t-local")
+    runs = _runs(tracking)
     parents = [r for r in runs if r.data.tags.get("role") == "study"]
     assert len(parents) == 1
     parent = parents[0]
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(nested) == 6 and len(runs) == 7
-    assert {r.info.run_name for r in nested} == {f"trial-{i}" for i in range(6)}
+    assert {r.info.run_name for r in nested} == {f"classifier-trial-{i}" for i in range(6)}
     for r in nested:
         assert {"learning_rate", "num_leaves", "lambda_l2"} <= set(r.data.params)
         assert r.data.tags["optuna.trial_state"] in ("COMPLETE", "PRUNED")
         if r.data.tags["optuna.trial_state"] == "COMPLETE":
-            assert r.data.metrics["best_valid_logloss"] > 0
+            assert r.data.metrics["best_valid_loss"] > 0
             assert r.data.metrics["best_iteration"] >= 1
-    assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
-    assert float(parent.data.params["best_learning_rate"]) == pytest.approx(
+    assert parent.data.metrics["classifier.best_value"] == pytest.approx(study.best_value)
+    assert float(parent.data.params["best.classifier.learning_rate"]) == pytest.approx(
         study.best_params["learning_rate"])
+    assert parent.info.artifact_uri.startswith((tmp_path / "data").resolve().as_uri())
 
     # Joining the same study adds trials instead of starting over.
     again = tune(split, 1, study_name="t-local", storage=storage, max_rounds=ROUNDS,
-                 fixed_params=FIXED, parent_run=False)
-    assert len(again.trials) == 7
+                 fixed_params=FIXED, parent_run=False, boosters=("classifier",))
+    assert len(again.studies["classifier"].trials) == 7
 
 
 def test_pruned_trials_are_tagged(split, tmp_path, tracking, monkeypatch):
@@ -118,9 +126,10 @@ def test_pruned_trials_are_tagged(split, tmp_path, tracking, monkeypatch):
     monkeypatch.setattr(optuna.pruners.MedianPruner, "prune",
                         lambda self, study, trial: (trial.last_step or 0) >= 9)
     study = tune(split, 2, study_name="t-pruned", storage=f"journal:{tmp_path / 'j.log'}",
-                 max_rounds=ROUNDS, fixed_params=FIXED)
+                 max_rounds=ROUNDS, fixed_params=FIXED,
+                 boosters=("classifier",)).studies["classifier"]
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
-    runs = _runs(tracking, "t-pruned")
+    runs = _runs(tracking)
     nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(nested) == 2
     for r in nested:
@@ -129,7 +138,8 @@ def test_pruned_trials_are_tagged(split, tmp_path, tracking, monkeypatch):
         assert r.data.metrics["pruned_at_iteration"] == 9
         assert 1 <= r.data.metrics["best_iteration"] <= 9
     parent = next(r for r in runs if r.data.tags.get("role") == "study")
-    assert parent.data.tags["best"] == "none" and parent.data.metrics["n_pruned"] == 2
+    assert parent.data.tags["best"] == "none"
+    assert parent.data.metrics["classifier.n_pruned"] == 2
 
 
 def _postgres_or_skip() -> None:
@@ -146,15 +156,17 @@ def _postgres_or_skip() -> None:
 @pytest.mark.services
 @pytest.mark.slow
 def test_two_workers_share_a_study_on_postgres(split, tmp_path, tracking):
+    from shipdelay.settings import get_settings
+
     _postgres_or_skip()
     name = f"test-tune-{uuid.uuid4().hex[:12]}"
     split_dir = save_split(split, tmp_path / "split")
     # Create the study, the Optuna tables and the MLflow database once, before the workers
     # start: concurrent first-time schema creation is racy on both.
     open_study(name, PG_URL)
-    mlflow.MlflowClient(tracking).create_experiment(name)
+    ensure_experiment(get_settings())
     ctx = multiprocessing.get_context("spawn")
-    kwargs = {"max_rounds": ROUNDS, "fixed_params": FIXED}
+    kwargs = {"max_rounds": ROUNDS, "fixed_params": FIXED, "boosters": ("classifier",)}
     workers = [ctx.Process(target=run_worker, args=(str(split_dir), 4, PG_URL, name),
                            kwargs=kwargs) for _ in range(2)]
     try:
@@ -164,21 +176,22 @@ def test_two_workers_share_a_study_on_postgres(split, tmp_path, tracking):
             w.join(timeout=600)
         assert [w.exitcode for w in workers] == [0, 0]
 
-        study = optuna.load_study(study_name=name, storage=PG_URL)
+        study = optuna.load_study(study_name=f"{name}.classifier", storage=make_storage(PG_URL))
         trials = study.get_trials(deepcopy=False)
         assert len(trials) == 8 and all(t.state in DONE for t in trials)
         pids = {t.user_attrs["worker_pid"] for t in trials}
         assert pids == {w.pid for w in workers}
 
-        runs = _runs(tracking, name)
+        runs = _runs(tracking)
         parents = [r for r in runs if r.data.tags.get("role") == "study"]
         assert sorted(int(p.data.tags["worker_pid"]) for p in parents) == sorted(pids)
         for p in parents:
             assert p.data.tags["optuna.study_name"] == name
+            assert p.data.params["boosters"] == "classifier"
             kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
             assert len(kids) == 4
     finally:
         for w in workers:
             if w.is_alive():
                 w.kill()
-        optuna.delete_study(study_name=name, storage=PG_URL)
+        optuna.delete_study(study_name=f"{name}.classifier", storage=make_storage(PG_URL))
