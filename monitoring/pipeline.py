@@ -89,7 +89,8 @@ def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
     report.seconds["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    trained = train(settings, on_step=lambda s: say(f"train: {s}"), run_name="retrain")
+    trained = train(settings, on_step=lambda s: say(f"train: {s}"), run_name="retrain",
+                    challenger=True)
     report.version = trained.version
     client(settings).set_model_version_tag(MODEL_NAME, trained.version, "retrain_reason",
                                            reason[:4000])

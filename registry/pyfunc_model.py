@@ -116,7 +116,7 @@ def example_rows(frame: pd.DataFrame, inputs: list[str], rows: int = 5) -> pd.Da
     if ID_COLUMN in head:
         out[ID_COLUMN] = head[ID_COLUMN].astype(str).to_numpy()
     if "as_of" in head:
-        out[TIME_COLUMN] = pd.to_datetime(head["as_of"], utc=True).astype("int64").to_numpy() / 1e9
+        out[TIME_COLUMN] = epoch_seconds(head["as_of"])
     return out
 
 
@@ -141,6 +141,12 @@ def output_schema() -> Schema:
 
 
 _JSON_TYPES = {"boolean": "boolean", "number": "double", "integer": "long", "string": "string"}
+
+
+def epoch_seconds(times) -> np.ndarray:
+    """Instants (any datetime unit; naive ones are UTC) as epoch seconds."""
+    stamps = pd.to_datetime(pd.Series(times), utc=True)
+    return ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(float)
 
 
 def log_scorer_model(bundle_folder: Path, *, name: str, inputs: list[str], example: pd.DataFrame,

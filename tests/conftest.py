@@ -98,7 +98,7 @@ def trained(tmp_path_factory):
     simulate(TRAINING, settings.lake_dir)
     build_features(settings)
     split = current_split(settings)
-    report = train(settings, split=split)
+    report = train(settings, split=split, challenger=True)
     return settings, split, report
 
 

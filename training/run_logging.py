@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from registry.pyfunc_model import epoch_seconds
 from training.bundle import QUANTILES, Bundle
 from training.split import Split
 
@@ -76,7 +77,7 @@ def data_window(split: Split) -> dict[str, str]:
     for name in ("train", "valid", "test"):
         rows = getattr(split, name)
         booked = rows["booked_at_s"] if "booked_at_s" in rows else pd.Series(dtype=float)
-        instants = (pd.to_datetime(rows["as_of"], utc=True).astype("int64") / 1e9
+        instants = (pd.Series(epoch_seconds(rows["as_of"]))
                     if "as_of" in rows and len(rows) else pd.Series(dtype=float))
         out |= {f"data.{name}.booked_from": _utc(booked.min()),
                 f"data.{name}.booked_to": _utc(booked.max()),

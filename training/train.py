@@ -34,12 +34,12 @@ from features.repo.services import apply_feature_set
 from features.schema import model_feature_names
 from features.store import get_store, offline_dir
 from monitoring.drift import save_training_reference
-from registry.register import log_bundle, register
+from registry.register import CHALLENGER, log_bundle, register
 from registry.store import ensure_experiment
 from shipdelay.lake import Lake
 from shipdelay.settings import Settings, get_settings
 from shipdelay.snapshots import TickRule
-from training import baselines, plots
+from training import baselines, plots, run_logging
 from training.bundle import Bundle
 from training.dataset import build_training_set
 from training.evaluate import (
@@ -209,25 +209,12 @@ def compare(split: Split, bundle: Bundle, ceiling: pd.DataFrame) -> tuple[pd.Dat
     return table, gap, scored
 
 
-def _log_metrics(table: pd.DataFrame, gap: pd.DataFrame, scored: dict) -> None:
-    out = {}
-    for prefix, frame in (("", table), ("on_ceiling_rows.", scored["ceiling_metrics"])):
-        for r in frame.itertuples():
-            if pd.notna(r.value):
-                group = "" if r.slice == "overall" else f"{r.slice}.{r.group}."
-                out[f"{prefix}{r.model}.{group}{r.metric}".replace(" ", "_")] = float(r.value)
-    for (slc, group), row in gap.iterrows():
-        for baseline, value in row.items():
-            if pd.notna(value):
-                out[f"gap_closed.{slc}.{group}.vs_{baseline}"] = float(value)
-    # model minus ceiling on the ceiling's rows, with the bootstrap interval's ends
-    for r in scored["versus_ceiling"].itertuples():
-        group = "" if r.slice == "overall" else f"{r.slice}.{r.group}."
-        for part in ("diff", "lo", "hi"):
-            value = getattr(r, part)
-            if pd.notna(value):
-                out[f"model_minus_ceiling.{group}{r.metric}.{part}"] = float(value)
+def _log_metrics(table: pd.DataFrame, gap: pd.DataFrame, scored: dict) -> dict[str, float]:
+    """Log the evaluation under `training.run_logging`'s names; returns the model's overall
+    test metrics."""
+    out = run_logging.metric_names(table, gap, scored["ceiling_metrics"], scored["versus_ceiling"])
     mlflow.log_metrics(out)
+    return {k: v for k, v in out.items() if k.count("/") == 1 and k.startswith("test/")}
 
 
 def _log_plots(split: Split, bundle: Bundle, table: pd.DataFrame, scored: dict) -> None:
@@ -263,12 +250,15 @@ def train(settings: Settings | None = None, params: dict | None = None,
           split: Split | None = None, register_model: bool = True,
           on_step: Callable[[str], None] | None = None, run_name: str = "train", *,
           split_options: SplitOptions | None = None, feature_set: FeatureSet | None = None,
-          seed: int = DEFAULT_SEED, tuned: BoosterParams | None = None) -> TrainReport:
+          seed: int = DEFAULT_SEED, tuned: BoosterParams | None = None,
+          challenger: bool = False) -> TrainReport:
     """Fit, evaluate and register one model; returns what a person wants to see.
 
     `split_options` choose the split (ignored when `split` is given); `feature_set` the
     features (default all: `features.feature_sets.choose`); `seed` LightGBM's seed; `tuned`
-    parameters per booster (a study's best or a file's: `training.params`), under `params`."""
+    parameters per booster (a study's best or a file's: `training.params`), under `params`.
+    A registered version gets the alias "challenger" only with `challenger` (`shipdelay train`,
+    the nightly retrain): an experiment never becomes promotable by accident."""
     settings = settings or get_settings()
     step = on_step or (lambda _: None)
     feature_set = feature_set or FeatureSet()
@@ -303,16 +293,22 @@ def train(settings: Settings | None = None, params: dict | None = None,
                             feature_set=feature_set, seed=seed,
                             quantile_params=tuned.quantiles if tuned else None)
         fit_seconds = time.perf_counter() - started
-        mlflow.log_metric("fit_seconds", fit_seconds)
+        mlflow.log_metric("fit/seconds", fit_seconds)
+        window = run_logging.log_model_facts(bundle, split)
         if bundle.spec.notes is not None:  # the note model's own numbers, next to the trees'
-            mlflow.log_metrics(bundle.spec.notes.metrics())
+            mlflow.log_metrics(run_logging.grouped(bundle.spec.notes.metrics(), "note_model"))
         step("evaluating against baselines (and the ceiling, if the lake has one)")
         table, gap, scored = compare(split, bundle, ceiling)
-        _log_metrics(table, gap, scored)
+        headline = _log_metrics(table, gap, scored)
         _log_plots(split, bundle, table, scored)
         step("registering the model")
-        model_uri = log_bundle(bundle, input_example=split.test.head(5))  # rows: it encodes them
-        version = register(settings, model_uri) if register_model else None
+        model_uri = log_bundle(bundle, input_example=split.test.head(5), metrics=headline)
+        version = (register(settings, model_uri, alias=CHALLENGER if challenger else None)
+                   if register_model else None)
+        run_logging.describe(run_name=run_name, bundle=bundle, split=split, window=window,
+                             headline={k: headline[f"test/{k}"] for k in HEADLINE
+                                       if f"test/{k}" in headline},
+                             version=version, challenger=challenger)
         if version is not None:  # what monitoring measures drift against: these very rows
             step("saving the monitoring reference")
             save_training_reference(settings, str(version), bundle, split)

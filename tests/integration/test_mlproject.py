@@ -55,6 +55,6 @@ def test_simulate_features_train_through_mlflow_run(project_env):
     trained = by_entry["train"]
     assert trained.info.status == "FINISHED"
     # the project run is the training run: its metrics and the registered model are there
-    assert "model.roc_auc" in trained.data.metrics
+    assert "test/roc_auc" in trained.data.metrics
     versions = client.search_model_versions(f"run_id = '{trained.info.run_id}'")
     assert len(versions) == 1

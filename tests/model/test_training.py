@@ -66,12 +66,12 @@ def test_model_and_ceiling_are_compared_on_the_same_rows(trained):
     assert ((versus["lo"] <= versus["diff"]) & (versus["diff"] <= versus["hi"])).all()
     logged = client(settings).get_run(report.run_id).data.metrics
     for r in stages.itertuples():
-        key = f"model_minus_ceiling.stage.{r.group}.{r.metric}"
-        assert logged[f"{key}.lo"] == pytest.approx(r.lo)
-        assert logged[f"{key}.hi"] == pytest.approx(r.hi)
-    assert logged["on_ceiling_rows.ceiling.roc_auc"] == pytest.approx(
-        overall.loc["ceiling", "roc_auc"])
-    assert "ceiling.roc_auc" not in logged  # never next to the model's all-rows figures
+        key = f"ceiling/model_minus_ceiling/by_stage/{r.group}/{r.metric}"
+        assert logged[f"{key}/lo"] == pytest.approx(r.lo)
+        assert logged[f"{key}/hi"] == pytest.approx(r.hi)
+    assert logged["ceiling/ceiling/roc_auc"] == pytest.approx(overall.loc["ceiling", "roc_auc"])
+    # never next to the model's all-rows figures
+    assert not [k for k in logged if k.startswith(("test/", "baseline/")) and "ceiling" in k]
 
 
 def test_no_label_window_of_a_training_row_reaches_the_next_window():
@@ -164,7 +164,7 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
     # a crippled challenger: two leaves, a handful of rounds (early stopping alone would let a
     # two-leaf model grow into a fair additive one)
     train(settings, params={"num_leaves": 2, "learning_rate": 0.01, "num_iterations": 5},
-          split=split, run_name="worse")
+          split=split, run_name="worse", challenger=True)
     refused = promote(settings, evaluate)
     assert not refused.ok and refused.reasons  # said why: log loss, calibration or a stage
     assert alias_version(settings, "champion") == champion
