@@ -205,6 +205,10 @@ class Prediction(BaseModel):
     eta_p10: AwareDatetime | None = None
     eta_p90: AwareDatetime | None = None
     reasons: list[str] = Field(default_factory=list)
+    reasons_at: AwareDatetime | None = Field(
+        None, description="the instant whose features the reasons explain (the shipment's "
+                          "state then equals its state now; only the clock has moved on); null "
+                          "without reasons")
     model_version: str | None = None
     status: Literal["in_flight", "delivered", "unknown"] | None = Field(
         None, description="in_flight (forecast), delivered (no forecast) or unknown")
@@ -290,6 +294,7 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
     p_late, d50, d90 = _numbers(scored["p_late"], scored["delay_p50_h"], scored["delay_p90_h"])
     eta, eta_p10, eta_p90 = _times(scored["eta"], scored["eta_p10"], scored["eta_p90"])
     promised = (_times(scored["promised_at"])[0] if "promised_at" in scored else [None] * n)
+    reasons_at = (_times(scored["reasons_at"])[0] if "reasons_at" in scored else [None] * n)
     modes = _modes(vectors, n)
     lanes, hubs = (_texts(vectors, c, n) for c in ("lane_id", "current_hub"))
     columns = {
@@ -298,7 +303,7 @@ def predictions(scored: Mapping, vectors: Mapping | None = None,
         "p_late": p_late, "risk_band": np.asarray(scored["risk_band"]).tolist(),
         "delay_p50_h": d50, "delay_p90_h": d90,
         "eta": eta, "eta_p10": eta_p10, "eta_p90": eta_p90,
-        "reasons": [list(r) if r is not None else [] for r in reasons],
+        "reasons": [list(r) if r is not None else [] for r in reasons], "reasons_at": reasons_at,
         "model_version": np.asarray(scored["model_version"]).astype(str).tolist(),
         "status": ["in_flight"] * n, "promised_at": promised, "mode": modes,
         "lane": lanes, "current_hub": hubs,

@@ -16,7 +16,9 @@ The nightly job operations plan the next day from, and analysts look back over:
 6. `serving.scorer.Scorer.score`, the one scoring path, chunk by chunk;
 7. the scores table `<data_dir>/scores/run_date=YYYY-MM-DD/` (Parquet), swapped in whole by
    `serving.partitions.publish`: a rerun replaces the day, a crash keeps the previous one;
-8. the summary report and its MLflow run (`serving.batch_report`).
+8. the reasons computed for the table kept in the online store, where /predict serves them
+   while they explain the shipment's state (`serving.reasons_store`; local engine);
+9. the summary report and its MLflow run (`serving.batch_report`).
 
 Shipments in flight that the feature store does not know (booked after its last build) are not
 scored; they are counted and listed in the report. `engine="spark"` runs steps 4-7 on Apache
@@ -25,6 +27,7 @@ Spark (`serving.batch_spark`) with the same scorer.
 
 from __future__ import annotations
 
+import logging
 import time as clock
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +59,7 @@ from shipdelay.parquet_io import duckdb_dataset, read_frame, sql_source
 from shipdelay.settings import Settings, get_settings
 from training.dataset import point_in_time
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_FEATURE_AGE_H = 24.0
 ENGINES = ("local", "spark")
 ROWS_PER_FILE = 250_000
@@ -238,11 +242,12 @@ def check_freshness(offline: Path, as_of, max_age_h: float) -> dict[str, float]:
 def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: Path,
                 step: Step, rows_per_file: int = ROWS_PER_FILE,
                 rule: ReasonsRule | None = None,
-                log_to: Path | None = None) -> tuple[int, list[str]]:
+                log_to: Path | None = None, kept: list | None = None) -> tuple[int, list[str]]:
     """Point-in-time features, scores, then the reasons of the shipments `rule` picks; written
     `rows_per_file` shipments at a time. With `log_to`, each chunk's predictions and feature
     vectors also go to the prediction log there (`monitoring.prediction_log`; a failed write
-    is logged, the scores are written all the same)."""
+    is logged, the scores are written all the same). `kept` receives the reasons with what
+    they explain (`serving.reasons_store` records), for the online store."""
     step("joining point-in-time features", 0, 1)
     vectors = point_in_time(offline, snapshots)
     known = vectors["booked_at_s"].notna().to_numpy()
@@ -263,9 +268,12 @@ def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: 
     explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
                                            scores["shipment_id"].to_numpy())
     reasons = scores["reasons"].tolist()
-    for at, words in zip(explain.tolist(), scorer.reasons_for(vectors.iloc[explain])):
-        reasons[at] = words
+    records = scorer.explain(vectors, explain)
+    for at, record in zip(explain.tolist(), records):
+        reasons[at] = list(record.words)
     scores["reasons"] = reasons
+    if kept is not None:
+        kept.extend(records)
     for i in range(chunks):
         step("writing", i, chunks)
         partitions.write_part(to_table(scores.iloc[i * rows_per_file:(i + 1) * rows_per_file]),
@@ -328,12 +336,13 @@ class Job:
         self.step("selecting shipments in flight", 0, 1)
         snapshots = in_flight(lake, t) if self.engine == "local" else None
         seconds["select"] = clock.perf_counter() - started
+        kept: list = []
         with partitions.publish(self.settings.scores_dir, t.date()) as folder:
             if self.engine == "local":
                 scored, missing = score_local(offline, snapshots, self.scorer, folder, self.step,
                                               self.rows_per_file, self.reasons,
                                               self.settings.predictions_dir
-                                              if self.settings.prediction_log else None)
+                                              if self.settings.prediction_log else None, kept)
             else:
                 from serving.batch_spark import score_spark
 
@@ -341,6 +350,9 @@ class Job:
                 scored, missing = score_spark(self.spark, self.settings, self.scorer, t, folder,
                                               self.reasons)
         seconds["score"] = clock.perf_counter() - started - seconds["select"]
+        if kept:
+            self.step("keeping the reasons online", 0, 1)
+            keep_online(self.settings, kept)
         result = BatchResult(t.date(), t, self.engine, self.scorer.version, scored, missing,
                              partitions.partition_path(self.settings.scores_dir, t.date()),
                              ages, seconds, reasons=self.reasons)
@@ -349,6 +361,25 @@ class Job:
                             log_run_to_mlflow=self.log_run)
         result.seconds["total"] = clock.perf_counter() - started
         return result
+
+
+def keep_online(settings: Settings, records: list) -> int:
+    """Keep the batch's reasons in the online store, where /predict serves them while they
+    explain the shipment's state (`serving.reasons_store`; a shipment's record for a later
+    instant, the stream's, stays). A store that cannot be written is logged, never fatal: the
+    service computes what it does not find. Returns how many were written."""
+    from features.online_direct import open_direct
+    from serving.reasons_store import OnlineReasons
+
+    try:
+        online = open_direct(settings)
+        try:
+            return OnlineReasons.of_direct(online).write(records)
+        finally:
+            online.close()
+    except Exception as err:  # noqa: BLE001 - the scores are written; reasons are a speed-up
+        log.warning("the batch's reasons were not kept in the online store: %s", err)
+        return 0
 
 
 def backfill_days(start: date, end: date, at: time = time(0, 0)) -> list[pd.Timestamp]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from serving import reasons_memory
+from serving import explain, reasons_memory
 from serving.api import MAX_FEATURE_AGE_H
 from serving.model_holder import DEFAULT_REFRESH_SECONDS, refresh_seconds_from_env
 from serving.scorer import Thresholds
@@ -17,6 +17,7 @@ MAX_BODY_BYTES = 1_000_000
 REASONS_FROM = Thresholds().high
 CACHE_SECONDS = 60.0
 REASONS_SECONDS = reasons_memory.SECONDS
+REASONS_MAX_AGE_S = explain.MAX_AGE_S
 GC_THRESHOLD = (50_000, 20, 100)
 KEEPALIVE_REQUESTS = 100
 
@@ -48,6 +49,11 @@ class ServeOptions:
     # SHIPDELAY_SERVE_REASONS_SECONDS: how long /predict remembers a shipment's reasons while
     # its state (every feature but the request-time ones) stays the same; 0: always computed.
     reasons_seconds: float = REASONS_SECONDS
+    # SHIPDELAY_SERVE_REASONS_MAX_AGE_S: the oldest reasons kept in the online store (by the
+    # stream and the nightly batch) /predict serves, in seconds between the instant they
+    # explain and the answer's; they must also explain the shipment's state now
+    # (`serving.explain`). 0: never served, always computed.
+    reasons_max_age_s: float = REASONS_MAX_AGE_S
     # SHIPDELAY_SERVE_CPUS ("1" or "0,1"): the cores each worker's threads may run on (unset:
     # any). One worker is one interpreter lock; pinned to one core, its event loop and its
     # batch thread stop handing the lock across cores (see benchmarks/README.md, service).
@@ -74,6 +80,7 @@ class ServeOptions:
             reasons_from=_probability("SHIPDELAY_SERVE_REASONS_FROM", REASONS_FROM),
             cache_seconds=_seconds("SHIPDELAY_SERVE_CACHE_SECONDS", CACHE_SECONDS),
             reasons_seconds=_seconds("SHIPDELAY_SERVE_REASONS_SECONDS", REASONS_SECONDS),
+            reasons_max_age_s=_seconds("SHIPDELAY_SERVE_REASONS_MAX_AGE_S", REASONS_MAX_AGE_S),
             cpus=_cpus("SHIPDELAY_SERVE_CPUS"),
             gc_threshold=_gc_threshold("SHIPDELAY_SERVE_GC_THRESHOLD"),
             keepalive_requests=int(_number("SHIPDELAY_SERVE_KEEPALIVE_REQUESTS",

@@ -116,23 +116,35 @@ def _sentence(feature: str, value) -> str:
         return template.format(v=str(value)) if "{v}" in template else template
 
 
-def top_reasons(contrib: np.ndarray, features: list[str], raw: Mapping, k: int = 3) -> list[list[str]]:
-    """The k strongest risk-raising contributions of each row, in words.
+def strongest(contrib: np.ndarray, n_features: int, k: int = 3) -> list[list[tuple[int, float]]]:
+    """Per row, the k strongest risk-raising contributions as (feature position, contribution),
+    strongest first; only positive ones (a row may have fewer than k, or none).
 
-    `contrib` is LightGBM's pred_contrib output (rows x features + bias); `raw` (a frame or a
-    mapping of column -> array) holds the human-readable values (categories as text) in the
-    same row order.
-    """
-    c = contrib[:, : len(features)]
-    order = np.argsort(-c, axis=1)[:, :k]
+    `contrib` is LightGBM's pred_contrib output (rows x features + bias)."""
+    c = contrib[:, :n_features]
+    order = np.argsort(-c, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(c, order, axis=1)
+    return [[(j, v) for j, v in zip(cols, values) if v > 0]
+            for cols, values in zip(order.tolist(), top.tolist())]
+
+
+def words_of(top: list[list[tuple[int, float]]], features: list[str], raw: Mapping
+             ) -> list[list[str]]:
+    """The sentences of `strongest`'s pairs; `raw` (a frame or a mapping of column -> array)
+    holds the human-readable values (categories as text) in the same row order."""
     out = []
-    for i, cols in enumerate(order):  # k sentences per row: cheap next to the trees
+    for i, pairs in enumerate(top):  # k sentences per row: cheap next to the trees
         out.append([_note_sentence(features[j], _value(raw[features[j]], i),
                                    _value(raw[QUOTES[features[j]]], i))
                     if features[j] in QUOTES and QUOTES[features[j]] in raw
-                    else _sentence(features[j], _value(raw[features[j]], i)) for j in cols
-                    if c[i, j] > 0])
+                    else _sentence(features[j], _value(raw[features[j]], i)) for j, _ in pairs])
     return out
+
+
+def top_reasons(contrib: np.ndarray, features: list[str], raw: Mapping, k: int = 3) -> list[list[str]]:
+    """The k strongest risk-raising contributions of each row, in words (`strongest`, then
+    `words_of`)."""
+    return words_of(strongest(contrib, len(features), k), features, raw)
 
 
 def _value(column, i: int):

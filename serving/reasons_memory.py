@@ -6,7 +6,7 @@ reasons change when the features do: an entry is keyed by the model version, the
 the features that describe its state (every model input but the request-time ones, which move
 with the clock), so a new scan, a new plan or new lane statistics mean new reasons. Entries live
 `seconds` (default 300): the sentences that quote elapsed hours ("no scan for 40 h") are never
-older than that.
+older than that. Each entry keeps the instant its reasons explain, which the answer states.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ class ReasonsMemory:
         state = np.ascontiguousarray(state, dtype=float)
         return [(version, str(s), row.tobytes()) for s, row in zip(shipment_ids, state)]
 
-    def recall(self, keys: list[tuple]) -> list[list[str] | None]:
+    def recall(self, keys: list[tuple]) -> list[tuple[list[str], float] | None]:
+        """(reasons, the instant they explain in epoch seconds) per key; None: not held."""
         held = self._recent.current()
         return [held.get(k) for k in keys]
 
-    def keep(self, keys: list[tuple], reasons: list[list[str]]) -> None:
+    def keep(self, keys: list[tuple], reasons: list[tuple[list[str], float]]) -> None:
         held = self._recent.current()
         for k, words in zip(keys, reasons):
             held[k] = words

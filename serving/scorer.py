@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from features.notes import RECENT_NOTES
+from features.request_time import REQUEST_TIME
 from features.schema import ON_DEMAND
+from serving import explain as explaining
 from serving.columns import as_array, as_numbers
 from serving.eta import conditional_delays
-from serving.reasons import QUOTES, top_reasons
+from serving.reasons import QUOTES, strongest, words_of
 from serving.reasons_memory import ReasonsMemory
 from training.bundle import Bundle
 
@@ -58,7 +60,8 @@ class Scorer:
         self._lasting = np.array([i for i, f in enumerate(spec.features) if f not in ON_DEMAND],
                                  dtype=int)
         # what reasons read: the features and the note each note feature quotes
-        self._explained = [*spec.features, *(QUOTES[f] for f in spec.features if f in QUOTES)]
+        self._quotes = [QUOTES[f] for f in spec.features if f in QUOTES]
+        self._explained = [*spec.features, *self._quotes]
 
     @property
     def version(self) -> str:
@@ -136,28 +139,43 @@ class Scorer:
         if not _rows(vectors):
             return []
         vectors = self.with_notes(vectors)
-        return self._reasons(self._matrix(vectors), vectors)
+        return self._reasons(self._matrix(vectors), vectors)[1]
 
-    def _reasons(self, X: np.ndarray, vectors: Mapping) -> list[list[str]]:
+    def explain(self, vectors: Mapping, rows: np.ndarray | None = None) -> list:
+        """The reasons of `rows` (all when None) with what they explain, as the online store
+        keeps them (`serving.explain.explain`)."""
+        return explaining.explain(self, vectors, rows)
+
+    def _reasons(self, X: np.ndarray, vectors: Mapping
+                 ) -> tuple[list[list[tuple[str, float]]], list[list[str]]]:
+        """TreeSHAP of the rows of X: the strongest risk-raising (feature, contribution) pairs
+        of each row and their sentences."""
         contrib = self.bundle.classifier.predict(X, pred_contrib=True)
-        return top_reasons(contrib, self.features, vectors)
+        top = strongest(contrib, len(self.features))
+        names = self.features
+        return [[(names[j], c) for j, c in pairs] for pairs in top], \
+            words_of(top, names, vectors)
 
     def score(self, vectors: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """Score feature vectors (one row per shipment; needs the model's features, and
         shipment_id when present is carried through). Times are UTC. Reasons (LightGBM's
         TreeSHAP) are by far the costliest part: about 1-2 ms a row on one core."""
         columns = self.score_columns(vectors, reasons_from=0.0 if reasons else None)
-        for c in ETA_COLUMNS:
+        for c in (*ETA_COLUMNS, "reasons_at") if reasons else ETA_COLUMNS:
             columns[c] = pd.DatetimeIndex(columns[c]).tz_localize("UTC")
         return pd.DataFrame(columns, index=vectors.index)
 
     def score_columns(self, vectors: Mapping, reasons_from: float | None = 0.0,
-                      memory: ReasonsMemory | None = None) -> dict:
+                      memory: ReasonsMemory | None = None, stored: explaining.Lookup | None = None,
+                      max_age_s: float = explaining.MAX_AGE_S) -> dict:
         """`score` without frames: a mapping of column -> array in, a dict of arrays out (ETAs
         as UTC datetime64[ns]). Reasons go to the rows with P(late) >= `reasons_from` ([] for
-        the others); None: no reasons column. With a `memory`, reasons of a shipment whose
-        state it has seen are recalled, not computed (needs shipment_id). A request's cost for a
-        few rows is mostly frames, so the online service calls this directly."""
+        the others), with `reasons_at`, the instant they explain (NaT: none); None: no reasons
+        columns. `stored` (shipment ids -> kept records) gives reasons kept in the online
+        store, served while valid (`serving.explain`); with a `memory`, reasons of a shipment
+        whose state it has seen are recalled; the others are computed (both need
+        shipment_id). A request's cost for a few rows is mostly frames, so the online service
+        calls this directly."""
         n = _rows(vectors)
         vectors = self.with_notes(vectors)
         X = self._matrix(vectors)
@@ -189,32 +207,14 @@ class Scorer:
             "model_version": np.full(n, self.version, dtype=object),
         }
         if reasons_from is not None:
-            explain = np.flatnonzero(p >= reasons_from)
-            columns["reasons"] = self._reasons_of(X, vectors, explain, n, memory)
+            if REQUEST_TIME not in vectors:  # the instant the reasons explain
+                vectors = ChainMap({REQUEST_TIME: asked.astype("int64") / 1e9}, vectors)
+            words, at = explaining.serve(self, X, vectors, np.flatnonzero(p >= reasons_from), n,
+                                      memory, stored, max_age_s)
+            columns["reasons"] = words
+            columns["reasons_at"] = np.where(np.isnan(at), np.datetime64("NaT"),
+                                             _instants(np.nan_to_num(at)))
         return columns
-
-    def _reasons_of(self, X: np.ndarray, vectors: Mapping, explain: np.ndarray, n: int,
-                    memory: ReasonsMemory | None) -> list[list[str]]:
-        """Reasons for the rows `explain` ([] for the others), recalled where `memory` can."""
-        if memory is None and len(explain) == n:
-            return self._reasons(X, vectors)
-        out: list[list[str]] = [[] for _ in range(n)]
-        if memory is not None and len(explain):
-            keys = memory.keys(self.version, _take(vectors["shipment_id"], explain),
-                               X[np.ix_(explain, self._lasting)])
-            recalled = memory.recall(keys)
-            for at, words in zip(explain.tolist(), recalled):
-                out[at] = words
-            missing = [j for j, words in enumerate(recalled) if words is None]
-            explain, keys = explain[missing], [keys[j] for j in missing]
-        if len(explain):
-            some = {c: _take(vectors[c], explain) for c in self._explained if c in vectors}
-            words = self._reasons(X[explain], some)
-            for at, w in zip(explain.tolist(), words):
-                out[at] = w
-            if memory is not None:
-                memory.keep(keys, words)
-        return out
 
 
 ETA_COLUMNS = ("eta", "eta_p10", "eta_p90", "promised_at")
@@ -236,7 +236,3 @@ def _nan(v) -> bool:
 
 def _rows(vectors: Mapping) -> int:
     return len(vectors) if isinstance(vectors, pd.DataFrame) else len(next(iter(vectors.values())))
-
-
-def _take(values, at: np.ndarray) -> np.ndarray:
-    return as_array(values)[at]

@@ -152,6 +152,7 @@ class ShipDelay:
         self.not_ready_because: str | None = None
         seconds = self.options.reasons_seconds
         self.reasons_memory = ReasonsMemory(seconds) if seconds > 0 else None
+        self.kept_reasons = self._kept_reasons()
         startup.slow_start()
         startup.report(startup.LOADING_MODEL)
         self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
@@ -182,6 +183,20 @@ class ShipDelay:
             log.warning("reading online features through Feast: %s", err)
             return None
 
+    def _kept_reasons(self):
+        """The reader of the reasons the stream and the batch keep in the online store
+        (`serving.reasons_store`), or None: not served (the option says so, or the store
+        cannot be read that way; reasons are then computed)."""
+        if self.options.reasons_max_age_s <= 0:
+            return None
+        from serving.reasons_store import OnlineReasons
+
+        try:
+            return OnlineReasons.of_feast(self.store)
+        except Exception as err:  # noqa: BLE001 - a speed-up, never a condition for serving
+            log.warning("reasons kept in the online store are not served: %s", err)
+            return None
+
     # -- helpers -----------------------------------------------------------------------------
     def now(self) -> pd.Timestamp:
         return self.options.as_of if self.options.as_of is not None else pd.Timestamp.now("UTC")
@@ -203,13 +218,16 @@ class ShipDelay:
 
     def _score(self, scorer, vectors: dict[str, np.ndarray], reasons_from: float | None,
                memory: ReasonsMemory | None = None,
-               logged_at: pd.Timestamp | None = None) -> list[Prediction]:
+               logged_at: pd.Timestamp | None = None, kept: bool = False) -> list[Prediction]:
         """Score rows together; if that fails, row by row, so one bad row fails alone. With
         `logged_at` (the instant the features describe) the predictions go to the prediction
-        log: the buffer keeps references to these arrays, the writer thread does the rest."""
+        log: the buffer keeps references to these arrays, the writer thread does the rest.
+        `kept`: serve the reasons kept in the online store where valid (`serving.explain`)."""
         limit = self.options.max_feature_age_h
+        stored = self.kept_reasons.read if kept and self.kept_reasons is not None else None
         try:
-            scored = scorer.score_columns(vectors, reasons_from, memory)
+            scored = scorer.score_columns(vectors, reasons_from, memory, stored,
+                                          self.options.reasons_max_age_s)
             answers = predictions(scored, vectors, limit)
             if logged_at is not None and self.prediction_log is not None:
                 self.prediction_log.add(scored, vectors, logged_at)
@@ -235,8 +253,9 @@ class ShipDelay:
         observe_many(m.p_late.labels(route),
                      [i.p_late for i in items if i.ok and i.p_late is not None])
 
-    def score_ids(self, shipment_ids: list[str]) -> list[Prediction]:
-        """The /predict logic: one answer per id, in order (ids may repeat when batched)."""
+    def score_ids(self, shipment_ids: list[str], explain: bool = False) -> list[Prediction]:
+        """The /predict logic: one answer per id, in order (ids may repeat when batched).
+        `explain`: every shipment's reasons computed for this answer, whatever its band."""
         started = time.perf_counter()
         ids = [str(i) for i in shipment_ids]
         unique = list(dict.fromkeys(ids))
@@ -245,7 +264,7 @@ class ShipDelay:
             answers = {i: failed(i, NO_MODEL) for i in unique}
         else:
             try:
-                answers = self._answers(scorer, unique)
+                answers = self._answers(scorer, unique, explain)
             except Exception:
                 log.exception("online feature read failed for %d id(s)", len(unique))
                 answers = {i: failed(i, FEATURES_UNAVAILABLE, scorer.version) for i in unique}
@@ -253,7 +272,7 @@ class ShipDelay:
         self._record("predict", items, started)
         return items
 
-    def _answers(self, scorer, ids: list[str]) -> dict[str, Prediction]:
+    def _answers(self, scorer, ids: list[str], explain: bool = False) -> dict[str, Prediction]:
         t0 = time.perf_counter()
         asked = self.now()
         vectors = self.online_vectors(ids, asked)
@@ -275,9 +294,12 @@ class ShipDelay:
                                                  for k, v in vectors.items()}
             live["request_time_s"] = np.full(int(scored.sum()), asked.timestamp())
             observe_many(self.metrics.feature_age, live["hours_since_last_scan"])
-            answers.update({item.shipment_id: item for item in
-                            self._score(scorer, live, self.options.reasons_from,
-                                        self.reasons_memory, logged_at=asked)})
+            if explain:  # asked for: computed now, for every shipment
+                items = self._score(scorer, live, 0.0, logged_at=asked)
+            else:
+                items = self._score(scorer, live, self.options.reasons_from,
+                                    self.reasons_memory, logged_at=asked, kept=True)
+            answers.update({item.shipment_id: item for item in items})
             self.metrics.latency.labels("predict", "score").observe(time.perf_counter() - t1)
         return answers
 
@@ -321,10 +343,12 @@ class ShipDelay:
     @one_shipment.get("/{shipment_id}", response_model=Prediction,
                       responses={404: {"model": Prediction, "description": UNKNOWN}})
     def shipment(self, shipment_id: Annotated[str, FastPath(min_length=1,
-                                                            max_length=MAX_ID_LENGTH)]):
+                                                            max_length=MAX_ID_LENGTH)],
+                 explain: bool = False):
         """The forecast of one shipment, as /predict answers it for that id (404 when the
-        online store does not know it)."""
-        (item,) = self.score_ids([shipment_id])
+        online store does not know it). `?explain=true`: its reasons computed now (LightGBM's
+        TreeSHAP on its features at this instant), whatever its risk band."""
+        (item,) = self.score_ids([shipment_id], explain)
         code = 404 if item.status == "unknown" else 200
         return JSONResponse(item.model_dump(mode="json"), status_code=code)
 

@@ -34,7 +34,7 @@ from features.stats_at import StatsAt
 from features.store import get_store, offline_dir
 from monitoring.prediction_log import log_now
 from serving.kafka import Topics, consumer_config, producer_config
-from serving.stream_batch import AlertRule, explain_alerts, process
+from serving.stream_batch import AlertRule, explain_risk, process
 from serving.stream_metrics import StreamMetrics
 from serving.stream_offline import OfflineStager
 from serving.stream_parse import dead_letter_records, parse_batch
@@ -186,8 +186,9 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
                            *dead_letter_records(dead, topics.events, now, max_bytes)),
            "risk": (topics.risk, *risk_records(result.risk))}
     _publish(producer, out)
-    # the alerts' reasons (TreeSHAP) only once the risk updates are out: they wait for nothing
-    out["alert"] = (topics.alerts, *alert_records(explain_alerts(scorer, result), rule))
+    # reasons (TreeSHAP) only once the risk updates are out: they wait for nothing; the
+    # alerts' and the high band's, kept online with the state (`serving.reasons_store`)
+    out["alert"] = (topics.alerts, *alert_records(explain_risk(scorer, result), rule))
     _publish(producer, {"alert": out["alert"]})
 
     if log_to is not None and result.vectors is not None:
@@ -199,7 +200,7 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
     if len(result.latest):
         token = stager.next_token()
         staged = stager.stage(result.states, token)
-        store.commit(result.latest, result.state, token)
+        store.commit(result.latest, result.state, token, result.reasons)
         stager.publish(staged)
         store.forget(token)
     _commit(consumer, meta, topics.events)

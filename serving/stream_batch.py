@@ -13,7 +13,10 @@ Pure apart from reads of the online store: nothing is written here (the loop in
    shipment's latest ingestion moment, `features.stats_at`) and score them with the shared
    scorer at that moment, so that a reprocessed batch scores the same;
 6. alert when P(late) crosses the threshold or rises by more than the jump since the
-   shipment's previously published score (`explain_alerts` adds their reasons).
+   shipment's previously published score.
+`explain_risk` then computes the reasons of the shipments whose new risk is in the high band
+(those /predict explains) and of the alerts, once, for the alerts and for the online store
+(`serving.reasons_store`, written with the batch's state).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class BatchResult:
     alert_vectors: pd.DataFrame | None = None  # the alerting shipments' features, for reasons
     vectors: pd.DataFrame | None = None  # the scored (moving) shipments' features, in the
     # order of their rows in `risk`, for the prediction log
+    reasons: list | None = None  # reasons to keep online (`explain_risk`)
 
 
 def _key(sid: pd.Series, eid: pd.Series) -> pd.MultiIndex:
@@ -181,6 +185,29 @@ def explain_alerts(scorer: Scorer, result: BatchResult) -> pd.DataFrame:
     if alerts.empty or "reasons" in alerts:
         return alerts
     return alerts.assign(reasons=pd.Series(scorer.reasons_for(result.alert_vectors),
+                                           index=alerts.index, dtype=object))
+
+
+def explain_risk(scorer: Scorer, result: BatchResult) -> pd.DataFrame:
+    """Reasons, computed once (TreeSHAP, the costliest step per shipment: the stream runs it
+    after the risk updates are out), for the moving shipments whose risk changed (P(late) not
+    the one published before) into the high band (P(late) >= the scorer's high threshold:
+    those /predict explains) and for the alerts. Sets `result.reasons` (the records the
+    online commit keeps) and returns the alerts with their reasons."""
+    alerts = result.alerts
+    if result.vectors is None or result.risk.empty:
+        result.reasons = []
+        return explain_alerts(scorer, result)
+    moving = result.risk[~result.risk["delivered"].to_numpy(bool)]
+    p = moving["p_late"].to_numpy(dtype=float)
+    changed = p != moving["previous_p_late"].to_numpy(dtype=float)
+    alerting = moving["shipment_id"].isin(alerts["shipment_id"]).to_numpy(bool)
+    rows = np.flatnonzero(((p >= scorer.thresholds.high) & changed) | alerting)
+    result.reasons = scorer.explain(result.vectors, rows)
+    if alerts.empty:
+        return alerts
+    words = {r.shipment_id: list(r.words) for r in result.reasons}
+    return alerts.assign(reasons=pd.Series([words[str(i)] for i in alerts["shipment_id"]],
                                            index=alerts.index, dtype=object))
 
 
