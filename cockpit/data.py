@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 
 from shipdelay.lake import Lake
 from shipdelay.parquet_io import read_frame
 
 BANDS = ("high", "medium", "low")
-MAX_ROWS = 2_000  # rows sent to the browser: the riskiest first (exposure, then P(late))
 
 
 def scores_days(scores_dir: Path) -> list[date]:
@@ -57,32 +55,6 @@ def hub_names(lake: Lake) -> pd.DataFrame:
                         "region": object})
     hubs["label"] = hubs["name"].fillna(hubs["hub_id"])
     return hubs.drop_duplicates("hub_id").reset_index(drop=True)
-
-
-def shipment_context(lake: Lake, ids: list[str], now: pd.Timestamp) -> pd.DataFrame:
-    """Per shipment: origin, destination, service level, promised time and the hub of its newest
-    scan at or before `now` (its current or last known hub)."""
-    wanted = ds.field("shipment_id").isin(list(ids))
-    ships = lake.read("shipments", columns=["shipment_id", "customer_id", "origin_hub",
-                                            "destination_hub", "service_level", "promised_at"],
-                      filter=wanted)
-    events = lake.read("tracking_events", columns=["shipment_id", "event_time", "ingested_at",
-                                                   "hub_id"], filter=wanted)
-    events = events[(events["ingested_at"] <= now) & events["hub_id"].notna()]
-    last = (events.sort_values(["shipment_id", "event_time"])
-            .drop_duplicates("shipment_id", keep="last")[["shipment_id", "hub_id"]]
-            .rename(columns={"hub_id": "current_hub"}))
-    out = ships.astype({"shipment_id": object}).merge(
-        last.astype({"shipment_id": object}), on="shipment_id", how="left")
-    out["current_hub"] = out["current_hub"].astype(object).fillna(out["origin_hub"].astype(object))
-    return out
-
-
-def legs_of(lake: Lake, ids: list[str]) -> pd.DataFrame:
-    """The legs of `ids`: shipment_id, leg_index, to_hub, planned_arrival."""
-    legs = lake.read("legs", columns=["shipment_id", "leg_index", "to_hub", "planned_arrival"],
-                     filter=ds.field("shipment_id").isin(list(ids)))
-    return legs.astype({"shipment_id": object, "to_hub": object})
 
 
 def hubs_ahead(legs: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
@@ -156,11 +128,14 @@ def band_counts(frame: pd.DataFrame) -> dict[str, int]:
 def now_rows(frame: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
     """The "Now" list from the scores joined to their context (`shipment_context`): one row per
     shipment with the columns people read (names, not only codes; hours rounded; time left or
-    overdue), plus the raw numbers for sorting."""
+    overdue), plus the raw numbers for sorting. Vectorized: the whole run (50,000 rows) is
+    formatted once per nightly run in a fraction of a second; the texts are those of
+    `delay_text`, `time_left_text` and a "%a %d %b %H:%M" time."""
     names = dict(zip(hubs["hub_id"], hubs["label"]))
-    origin = frame["origin_hub"].map(names).fillna(frame["origin_hub"])
-    dest = frame["destination_hub"].map(names).fillna(frame["destination_hub"])
-    hours_left = (pd.to_datetime(frame["promised_at"], utc=True) - now).dt.total_seconds() / 3600
+    origin = named(frame["origin_hub"], names)
+    dest = named(frame["destination_hub"], names)
+    hours_left = (utc(frame["promised_at"]) - now).dt.total_seconds() / 3600
+    delay = frame["delay_p50_h"].astype(float)
     out = pd.DataFrame({
         "shipment_id": frame["shipment_id"].astype(str),
         "customer": frame["customer"].astype(object),
@@ -169,17 +144,17 @@ def now_rows(frame: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.D
         "mode": frame["mode"].astype(object),
         "carrier": frame["carrier"].astype(object),
         "hub_id": frame["current_hub"].astype(object),
-        "hub": frame["current_hub"].map(names).fillna(frame["current_hub"]).astype(object),
+        "hub": named(frame["current_hub"], names),
         "band": frame["risk_band"].astype(object),
         "p_late_pct": (frame["p_late"].astype(float) * 100).round(0),
-        "delay_p50_h": frame["delay_p50_h"].astype(float).round(0),
-        "delay": [delay_text(h) for h in frame["delay_p50_h"].astype(float)],
+        "delay_p50_h": delay.round(0),
+        "delay": delay_texts(delay.to_numpy()),
         "hours_left": hours_left.round(0),
-        "promise": [time_left_text(h) for h in hours_left],
-        "eta": _day_hour(frame["eta"]),
-        "eta_window": _day_hour(frame["eta_p10"]) + " – " + _day_hour(frame["eta_p90"]),
+        "promise": time_left_texts(hours_left.to_numpy(dtype=float)),
+        "eta": day_hour_texts(frame["eta"]),
+        "eta_window": day_hour_texts(frame["eta_p10"]) + " – " + day_hour_texts(frame["eta_p90"]),
         "source": frame.get("source", pd.Series("nightly", index=frame.index)).to_numpy(),
-    })
+    }, index=frame.index)
     if "exposure" in frame:
         out["exposure"] = frame["exposure"].astype(float).round(0)
     if "hubs_ahead" in frame:
@@ -187,12 +162,92 @@ def now_rows(frame: pd.DataFrame, hubs: pd.DataFrame, now: pd.Timestamp) -> pd.D
     return out
 
 
-def _day_hour(times: pd.Series) -> pd.Series:
-    t = pd.to_datetime(times, utc=True)
-    return pd.Series(np.where(t.isna(), "-", t.dt.strftime("%a %d %b %H:%M")), index=times.index)
+def utc(times: pd.Series) -> pd.Series:
+    """`times` as UTC times (a column already in a time zone is only converted: pandas'
+    to_datetime would first look at every value)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        return times.dt.tz_convert("UTC")
+    return pd.Series(pd.to_datetime(times, utc=True), index=times.index)
 
 
-def riskiest(frame: pd.DataFrame, limit: int = MAX_ROWS) -> pd.DataFrame:
-    """The `limit` riskiest rows: by exposure when known, else by P(late)."""
+def named(codes: pd.Series, names: dict[str, str]) -> pd.Series:
+    """Hub codes as their names (the code where the name is unknown), as plain text."""
+    codes = codes.astype(object)
+    label = codes.map(names)
+    return label.where(label.notna(), codes).astype(object)
+
+
+def _by_value(keys: np.ndarray, say) -> np.ndarray:
+    """`say(key)` for every key of an integer array, computed once per distinct key."""
+    distinct, at = np.unique(keys, return_inverse=True)
+    return np.array([say(int(k)) for k in distinct] or [""], dtype=object)[at.ravel()]
+
+
+def _hours(h: int) -> str:
+    return f"{h // 24} d {h % 24} h" if h >= 48 else f"{h} h"
+
+
+def _rounded(hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(finite?, the value with 0 where not, its rounded absolute hours)."""
+    hours = np.asarray(hours, dtype=float)
+    ok = np.isfinite(hours)
+    safe = np.where(ok, hours, 0.0)
+    return ok, safe, np.round(np.abs(safe)).astype(np.int64)
+
+
+def hours_texts(hours: np.ndarray) -> np.ndarray:
+    """`hours_text` of a whole array ("-" where missing)."""
+    ok, _, h = _rounded(hours)
+    return _by_value(np.where(ok, h, -1), lambda k: "-" if k < 0 else _hours(k))
+
+
+def time_left_texts(hours_left: np.ndarray) -> np.ndarray:
+    """`time_left_text` of a whole array: key 2h + 1 when overdue, 2h when left, -1 missing."""
+    ok, safe, h = _rounded(hours_left)
+    late = np.round(safe) < 0
+    return _by_value(np.where(ok, 2 * h + late, -1), lambda k: "-" if k < 0 else (
+        f"{_hours(k // 2)} overdue" if k % 2 else f"{_hours(k // 2)} left"))
+
+
+def delay_texts(hours: np.ndarray) -> np.ndarray:
+    """`delay_text` of a whole array: key 2h + 1 when late, 2h when early, -1 missing,
+    -2 on time."""
+    ok, safe, h = _rounded(hours)
+    keys = np.where(np.round(safe) == 0, -2, 2 * h + (safe > 0))
+    return _by_value(np.where(ok, keys, -1), lambda k: "-" if k == -1 else "on time" if k == -2
+                     else f"{_hours(k // 2)} late" if k % 2 else f"{_hours(k // 2)} early")
+
+
+_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_WEEKDAY_DAY = np.array([f"{w} {d:02d} " for w in _DAYS for d in range(32)], dtype=object)
+_MONTH_HOUR = np.array([f"{m} {h:02d}:" for m in _MONTHS for h in range(24)], dtype=object)
+_MINUTE = np.array([f"{i:02d}" for i in range(60)], dtype=object)
+
+
+def day_hour_texts(times: pd.Series) -> pd.Series:
+    """Times as "Sat 01 Nov 10:00" (UTC), "-" where missing: strftime's "%a %d %b %H:%M",
+    assembled from tables of its parts with integer arithmetic (strftime of 50,000 times costs
+    a third of a second)."""
+    t = utc(times)
+    ok = t.notna().to_numpy()
+    out = np.full(len(t), "-", dtype=object)
+    if ok.any():
+        minutes = t.array.asi8[ok] // 60_000_000_000
+        hours, minute = np.divmod(minutes, 60)
+        days, hour = np.divmod(hours, 24)
+        day = days.astype("datetime64[D]")
+        month_start = day.astype("datetime64[M]")
+        month = month_start.astype(np.int64) % 12
+        mday = (day - month_start.astype("datetime64[D]")).astype(np.int64) + 1
+        out[ok] = (_WEEKDAY_DAY[((days + 3) % 7) * 32 + mday] + _MONTH_HOUR[month * 24 + hour]
+                   + _MINUTE[minute])
+    return pd.Series(out, index=times.index)
+
+
+def riskiest(frame: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
+    """The rows ranked riskiest first (by exposure when known, else by P(late)), the first
+    `limit` of them when given."""
     key = "exposure" if "exposure" in frame else "p_late"
-    return frame.sort_values(key, ascending=False, kind="stable").head(limit)
+    ranked = frame.sort_values(key, ascending=False, kind="stable")
+    return ranked if limit is None else ranked.head(limit)

@@ -4,10 +4,9 @@ planned vs actual, risk over time, raw events and notes."""
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 from dash import dcc, html
 
-from cockpit import data, money, shipment
+from cockpit import data, inflight, money, shipment
 from cockpit.state import Cockpit
 from cockpit.ui import data_table
 from shipdelay.lake import Lake
@@ -34,30 +33,45 @@ def _table(table_id: str, frame: pd.DataFrame):
                                   "textAlign": "left"})
 
 
-def risk_figure(history: pd.DataFrame) -> go.Figure:
-    fig = go.Figure()
-    for path, part in history.groupby("path"):
-        fig.add_scatter(x=part["instant"], y=part["p_late"] * 100, mode="lines+markers",
-                        name=path)
-    fig.update_layout(yaxis_title="P(late) %", yaxis_range=[0, 100], height=300,
-                      margin={"l": 50, "r": 10, "t": 10, "b": 40}, template="plotly_white")
-    return fig
+def risk_figure(history: pd.DataFrame) -> dict:
+    """P(late) over time, one line per door, as a plain figure (no plotly objects to build)."""
+    lines = [{"type": "scatter", "mode": "lines+markers", "name": str(path),
+              "x": part["instant"].dt.strftime("%Y-%m-%dT%H:%M:%S").tolist(),
+              "y": (part["p_late"].astype(float) * 100).tolist()}
+             for path, part in history.groupby("path")]
+    return {"data": lines, "layout": {
+        "height": 300, "margin": {"l": 50, "r": 10, "t": 10, "b": 40},
+        "paper_bgcolor": "white", "plot_bgcolor": "white",
+        "yaxis": {"title": {"text": "P(late) %"}, "range": [0, 100], "gridcolor": "#ebebeb"},
+        "xaxis": {"gridcolor": "#ebebeb"}}}
+
+
+def lake_rows(cockpit: Cockpit, shipment_id: str) -> inflight.InFlight:
+    """The shipment's facts, legs and events: kept with the nightly run when it is in flight,
+    read from the lake otherwise."""
+    world = cockpit.world()
+    if world.lake_rows is not None and shipment_id in world.lake_rows:
+        return world.lake_rows
+    return inflight.read_one(Lake(cockpit.settings.lake_dir), shipment_id, world.now)
 
 
 def shipment_page(cockpit: Cockpit, shipment_id: str) -> html.Div:
     world = cockpit.world()
-    lake = Lake(cockpit.settings.lake_dir)
-    facts = shipment.promised(lake, shipment_id)
-    if not facts:
+    rows = lake_rows(cockpit, shipment_id)
+    found = rows.rows("facts", shipment_id)
+    if found.empty:
         return html.Div(id="shipment-page", children=[
             html.P(f"No shipment {shipment_id} in the lake.", id="shipment-missing"),
             dcc.Link("Back to the list", href="/")])
+    facts = found.iloc[0].to_dict()
     names = dict(zip(world.hubs["hub_id"], world.hubs["label"]))
     live, problem = cockpit.live([shipment_id])
     row = live.iloc[0].to_dict() if len(live) else None
     hours_left = (pd.Timestamp(facts["promised_at"]) - world.now).total_seconds() / 3600
-    seen = shipment.scans(lake, shipment_id, world.now)
-    history = shipment.risk_history(cockpit.settings.predictions_dir, shipment_id)
+    seen = rows.rows("events", shipment_id)
+    booked = pd.Timestamp(facts["booked_at"])
+    history = shipment.risk_history(cockpit.settings.predictions_dir, shipment_id,
+                                    None if pd.isna(booked) else booked.date())
     if row is None:
         forecast = [html.P("Not in flight in the newest nightly run (delivered, or booked "
                            "after it).", id="shipment-forecast")]
@@ -87,7 +101,7 @@ def shipment_page(cockpit: Cockpit, shipment_id: str) -> html.Div:
         html.Div(id="shipment-forecast-box", children=forecast),
         html.P(problem or "", id="shipment-service"),
         html.H3("Itinerary: planned vs actual"),
-        _table("shipment-itinerary", shipment.itinerary(lake, shipment_id, seen, names)),
+        _table("shipment-itinerary", shipment.itinerary(rows.rows("legs", shipment_id), seen, names)),
         html.H3("Risk over time"),
         dcc.Graph(id="shipment-risk", figure=risk_figure(history),
                   config={"displaylogo": False}) if len(history) else

@@ -1,8 +1,11 @@
 """The cockpit's loaded world: the newest nightly scores joined once to the lake's context and the
-money at stake, kept until a newer nightly run appears; fresh answers come from the service."""
+money at stake, ranked and formatted for the Now list, with the lake's rows of the shipments in
+flight for their pages; kept until a newer nightly run appears (and loaded when the cockpit
+starts, so that its first visitor does not wait for it). Fresh answers come from the service."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from datetime import date
@@ -10,7 +13,8 @@ from datetime import date
 import pandas as pd
 import pyarrow.compute as pc
 
-from cockpit import data, money
+from cockpit import data, inflight, money
+from cockpit.listing import Listing
 from cockpit.service import ask
 from shipdelay.lake import Lake
 from shipdelay.parquet_io import read_table
@@ -38,6 +42,9 @@ class World:
     hubs: pd.DataFrame
     legs: pd.DataFrame  # the scored shipments' legs: shipment_id, to_hub, planned_arrival
     problem: str | None = None
+    listing: Listing | None = None  # the Now list, row i = shipments row i (ranked)
+    lake_rows: inflight.InFlight | None = None  # facts, legs and events of those in flight
+    position: dict = field(default_factory=dict)  # shipment_id -> row of `shipments`
 
 
 @dataclass
@@ -64,6 +71,17 @@ class Cockpit:
                 self._world = load_world(self.settings, days[-1] if days else None)
             return self._world
 
+    def preload(self) -> threading.Thread:
+        """Load the newest nightly run in the background (a page asked meanwhile waits for it);
+        a failure is left for the first page to say."""
+        def load():
+            with contextlib.suppress(Exception):  # the page that asks next reports it
+                self.world()
+
+        thread = threading.Thread(target=load, name="cockpit-preload", daemon=True)
+        thread.start()
+        return thread
+
     def history(self) -> pd.DataFrame:
         """The delivered shipments of the last weeks (`analytics.delivered`), kept per run."""
         from cockpit.analytics import delivered
@@ -80,9 +98,8 @@ class Cockpit:
     def live(self, ids: list[str]) -> tuple[pd.DataFrame, str | None]:
         """The world's rows for `ids`, refreshed with the service's answers."""
         world = self.world()
-        by_id = world.shipments.set_index("shipment_id", drop=False)
-        rows = by_id.loc[by_id.index.intersection(ids, sort=False)]
-        rows = rows.loc[[i for i in ids if i in rows.index]].reset_index(drop=True)
+        rows = world.shipments.iloc[[world.position[i] for i in ids if i in world.position]]
+        rows = rows.reset_index(drop=True)
         answers, problem = ask(self.service_url, rows["shipment_id"].tolist(), self.api_key)
         versions = [a.get("model_version") for a in answers if a.get("ok")]
         if versions:
@@ -105,15 +122,17 @@ def load_world(settings: Settings, day: date | None) -> World:
     problem = None if len(scores) else ("no nightly scores yet: run `shipdelay score-batch` "
                                         "(or `make demo`)")
     legs = pd.DataFrame(columns=["shipment_id", "to_hub", "planned_arrival"])
+    rows = None
     if len(scores) and lake.exists("shipments"):
-        ids = scores["shipment_id"].tolist()
-        context = data.shipment_context(lake, ids, now)
-        frame = scores.merge(context, on="shipment_id", how="left")
-        legs = data.legs_of(lake, ids)
+        rows = inflight.read(lake, scores["shipment_id"].tolist(), now)
+        frame = scores.merge(rows.context(), on="shipment_id", how="left")
+        legs = rows.legs[["shipment_id", "leg_index", "to_hub", "planned_arrival"]]
         frame = frame.merge(data.hubs_ahead(legs, hubs, now), on="shipment_id", how="left")
     else:
         frame = scores.assign(customer_id=None, origin_hub=None, destination_hub=None,
                               service_level=None, promised_at=pd.NaT, current_hub=None)
     frame = money.exposure(frame, money.Penalties.from_settings(settings))
-    return World(day.isoformat() if day else None, now, frame.reset_index(drop=True), hubs,
-                 legs, problem)
+    frame = data.riskiest(frame, len(frame)).reset_index(drop=True)
+    return World(day.isoformat() if day else None, now, frame, hubs, legs, problem,
+                 Listing.build(frame, hubs, now), rows,
+                 dict(zip(frame["shipment_id"], range(len(frame)))))

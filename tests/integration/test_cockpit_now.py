@@ -1,6 +1,7 @@
 """The cockpit over the small simulated world with a nightly scores table: the Now page against
-the table and the lake, the service's answers refreshing rows, one shipment's page, alerts
-arriving, the API key. Pages and callbacks are called over HTTP (Flask's test client)."""
+the table and the lake, the service's answers refreshing the rows shown, one shipment's page,
+alerts arriving, the API key. Pages and callbacks are called over HTTP (Flask's test client).
+The list's paging, sorting and filtering are in `test_cockpit_list`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from werkzeug.wrappers import Request, Response
 from cockpit.app import create_app
 from cockpit.money import Penalties, exposure
 from shipdelay.parquet_io import read_frame
-from tests.integration.test_cockpit_world import REASON, cockpit_settings, in_flight
+from tests.integration.test_cockpit_world import (
+    REASON,
+    all_rows,
+    cockpit_settings,
+    in_flight,
+    list_call,
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,9 @@ def test_now_page_counts_lists_and_words_match_the_table_and_the_lake(world):
     counts = scores["risk_band"].value_counts()
     for band in ("high", "medium", "low"):
         assert find(now, f"band-count-{band}")["children"] == f"{band}: {counts.get(band, 0):,}"
-    rows = pd.DataFrame(find(now, "risk-table")["data"])
+    first = pd.DataFrame(find(now, "risk-table")["data"])
+    rows, _ = all_rows(client)
+    assert rows["id"].head(25).tolist() == first["id"].tolist()
     assert sorted(rows["id"]) == sorted(scores["shipment_id"])
     # ranked by exposure, computed here from the scores and the shipments' service levels
     levels = lake.read("shipments", columns=["shipment_id", "service_level"])
@@ -102,30 +111,23 @@ class FakeService:
         return Response(json.dumps(answers), mimetype="application/json")
 
 
-def test_the_visible_rows_are_refreshed_from_the_service(world):
+def test_the_rows_shown_are_refreshed_from_the_service(world):
     settings, _, _ = world
     service = FakeService()
     try:
         client = create_app(settings, service.url, follow_alerts=False).server.test_client()
         rows = pd.DataFrame(find(page(client, "/"), "risk-table")["data"])
         asked = service.asked[0]
-        assert len(asked) == 25 and rows["id"].head(25).tolist() == asked
-        fresh = rows[rows["source"] == "service"]
-        assert sorted(fresh["id"]) == sorted(asked) and set(fresh["p_late_pct"]) == {99.0}
-        # the refresh button asks again for the rows on screen (here: the 26th to 30th)
-        body = {"output": "..risk-table.data...now-service.children..",
-                "outputs": [{"id": "risk-table", "property": "data"},
-                            {"id": "now-service", "property": "children"}],
-                "inputs": [{"id": "refresh-visible", "property": "n_clicks", "value": 1}],
-                "state": [{"id": "risk-table", "property": "derived_viewport_row_ids",
-                           "value": rows["id"].iloc[25:30].tolist()},
-                          {"id": "risk-table", "property": "data",
-                           "value": rows.to_dict("records")}],
-                "changedPropIds": ["refresh-visible.n_clicks"]}
-        reply = client.post("/_dash-update-component", json=body).get_json()["response"]
-        after = pd.DataFrame(reply["risk-table"]["data"])
-        assert service.asked[-1] == rows["id"].iloc[25:30].tolist()
-        assert (after["source"] == "service").sum() == 30
+        assert len(asked) == 25 and rows["id"].tolist() == asked
+        assert set(rows["source"]) == {"service"} and set(rows["p_late_pct"]) == {99.0}
+        # the next page asks the service for its own 25 rows, the button asks again
+        second = list_call(client, 1)["risk-table"]["data"]
+        assert service.asked[-1] == [r["id"] for r in second] and not set(asked) & set(
+            service.asked[-1])
+        assert {r["source"] for r in second} == {"service"}
+        again = list_call(client, 1, changed="refresh-visible.n_clicks", clicks=1)
+        assert service.asked[-1] == [r["id"] for r in second]
+        assert "25 row(s) refreshed" in again["now-service"]["children"]
         service_page = page(client, f"/shipment/{asked[0]}")
         assert find(service_page, "shipment-reasons")["children"][0]["props"]["children"] \
             == "a fresh reason"
@@ -223,20 +225,30 @@ def test_the_map_sizes_hubs_by_horizon_and_a_click_filters_the_list(world):
     traces = {}
     for horizon in (24, 72):
         figure = _callback(client, "hub-map", "figure",
-                           [{"id": "map-horizon", "property": "value", "value": horizon}])
+                           [{"id": "map-horizon", "property": "value", "value": horizon},
+                            {"id": "risk-table", "property": "filter_query", "value": ""}])
         traces[horizon] = next(t for t in figure["data"] if t.get("name") == "at-risk volume")
     names = set(lake.read("hubs", columns=["name"])["name"])
     assert set(traces[24]["customdata"]) <= names
     assert set(traces[24]["customdata"]) <= set(traces[72]["customdata"])
     # every hub where an at-risk shipment is now is on the map
-    rows = pd.DataFrame(find(page(client, "/"), "risk-table")["data"])
+    rows, _ = all_rows(client)
     assert set(rows.loc[rows["band"].isin(["high", "medium"]), "hub"]) <= \
         set(traces[24]["customdata"])
     label = traces[24]["customdata"][0]
     query = _callback(client, "risk-table", "filter_query",
                       [{"id": "hub-map", "property": "clickData",
-                        "value": {"points": [{"customdata": label}]}}])
+                        "value": {"points": [{"customdata": label}]}},
+                       {"id": "clear-filter", "property": "n_clicks", "value": None}])
     assert query == f'{{hub}} = "{label}" || {{hubs_ahead}} contains "{label}"'
+    body = {"output": "risk-table.filter_query",
+            "outputs": {"id": "risk-table", "property": "filter_query"},
+            "inputs": [{"id": "hub-map", "property": "clickData",
+                        "value": {"points": [{"customdata": label}]}},
+                       {"id": "clear-filter", "property": "n_clicks", "value": 1}],
+            "changedPropIds": ["clear-filter.n_clicks"]}  # "Show all" after the click
+    cleared = client.post("/_dash-update-component", json=body).get_json()["response"]
+    assert cleared["risk-table"]["filter_query"] == ""
 
 
 def test_analytics_page_and_its_csv_agree_with_the_outcomes(world):

@@ -1,6 +1,7 @@
 """A cockpit world for the cockpit's tests: the session's small simulated lake, linked, and a
 nightly scores table for its shipments in flight written by hand (P(late) and delay quantiles
-drawn from a seeded generator, bands by the product's cut-offs), so the tests need no model.
+drawn from a seeded generator, bands by the product's cut-offs), so the tests need no model;
+and the Now list's callback as the browser calls it (`list_call`, `all_rows`).
 """
 
 from __future__ import annotations
@@ -76,3 +77,36 @@ def cockpit_settings(root: Path, lake: Lake, **fields) -> Settings:
     settings = Settings(data_dir=root, **fields)
     write_scores(settings, lake)
     return settings
+
+
+OUTPUTS = [("risk-table", "data"), ("risk-table", "page_count"), ("risk-table", "page_current"),
+           ("band-counts", "children"), ("exposure-total", "children"),
+           ("now-matched", "children"), ("now-service", "children")]
+
+
+def list_call(client, page_no=0, sort_by=None, filter_query="", changed="page_current",
+              clicks=None) -> dict:
+    """The list callback's answer for one page, sort and filter (`changed`: what moved)."""
+    body = {"output": ".." + "...".join(f"{i}.{p}" for i, p in OUTPUTS) + "..",
+            "outputs": [{"id": i, "property": p} for i, p in OUTPUTS],
+            "inputs": [{"id": "risk-table", "property": "page_current", "value": page_no},
+                       {"id": "risk-table", "property": "sort_by", "value": sort_by or []},
+                       {"id": "risk-table", "property": "filter_query", "value": filter_query},
+                       {"id": "refresh-visible", "property": "n_clicks", "value": clicks}],
+            "state": [{"id": "risk-table", "property": "page_size", "value": 25}],
+            "changedPropIds": [changed if "." in changed else f"risk-table.{changed}"]}
+    reply = client.post("/_dash-update-component", json=body)
+    assert reply.status_code == 200, reply.data[:300]
+    return reply.get_json()["response"]
+
+
+def all_rows(client, sort_by=None, filter_query="") -> tuple[pd.DataFrame, dict]:
+    """Every page of the list, in order, and the first page's answer."""
+    first = list_call(client, 0, sort_by, filter_query, changed="filter_query")
+    pages = first["risk-table"]["page_count"]
+    rows = list(first["risk-table"]["data"])
+    for n in range(1, pages):
+        got = list_call(client, n, sort_by, filter_query)
+        assert got["risk-table"]["page_current"] == n and len(got["risk-table"]["data"]) <= 25
+        rows += got["risk-table"]["data"]
+    return pd.DataFrame(rows), first
