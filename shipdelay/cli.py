@@ -270,6 +270,38 @@ def features_build_cmd(
     loaded = (f"online store loaded with values from {report.online_from:%Y-%m-%d} to "
               f"{report.online_to:%Y-%m-%d %H:%M} UTC" if online else "online store not loaded")
     console.print(f"{loaded}; " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+    _write_feast_yaml(settings)
+
+
+def _write_feast_yaml(settings) -> None:
+    """Write features/repo/feature_store.yaml for Feast's own commands; say where, or why not."""
+    from features.feast_yaml import write_feature_store_yaml
+
+    try:
+        path = write_feature_store_yaml(settings)
+    except OSError as err:
+        console.print(f"[yellow]feature_store.yaml not written ({err.strerror or err}): Feast's "
+                      "own commands need it; shipdelay does not.[/yellow]")
+        return
+    console.print(f"Feast's commands can read this store: cd {path.parent} && feast "
+                  "feature-views list", soft_wrap=True, highlight=False)
+
+
+@features_app.command("config")
+def features_config_cmd(
+    show: Annotated[bool, typer.Option("--show", help="print the file instead of writing "
+                                       "it")] = False,
+) -> None:
+    """Write features/repo/feature_store.yaml from the settings, so that Feast's own commands
+    (feast feature-views list, feast ui) open this deployment's store. shipdelay never reads
+    it: run this again after changing the settings."""
+    from features.feast_yaml import feature_store_yaml
+
+    settings = get_settings()
+    if show:
+        console.print(feature_store_yaml(settings), markup=False, highlight=False, end="")
+        return
+    _write_feast_yaml(settings)
 
 
 @features_app.command("roll")

@@ -15,7 +15,7 @@ from feast.types import Array, Float64, Int64, String
 
 from features.offline import view_glob
 from features.repo.entities import entities
-from features.schema import TIMESTAMP, VIEW_ENTITY, VIEWS
+from features.schema import DESCRIPTIONS, TIMESTAMP, VIEW_DESCRIPTIONS, VIEW_ENTITY, VIEWS
 
 FEAST_TYPES = {"str": String, "int": Int64, "float": Float64,
                "float_list": Array(Float64), "str_list": Array(String)}
@@ -45,8 +45,10 @@ def feature_views(offline: Path) -> dict[str, FeatureView]:
             name=name,
             entities=[ents[VIEW_ENTITY[name]]],
             ttl=TTL[name],
-            schema=[Field(name=c, dtype=FEAST_TYPES[t]) for c, t in columns.items()],
+            schema=[Field(name=c, dtype=FEAST_TYPES[t], description=DESCRIPTIONS[c])
+                    for c, t in columns.items()],
             source=src,
             online=True,
+            description=VIEW_DESCRIPTIONS[name],
         )
     return views
