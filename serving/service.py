@@ -10,7 +10,9 @@ rows) and `/metrics` (BentoML's own metrics, labelled by route with every other 
 "other", plus `shipdelay_*`, see `serving.metrics`) are BentoML's.
 
 Both prediction routes answer one item per shipment, in request order, through the one scorer
-(`serving/scorer.py`). A shipment that cannot be scored gets `ok: false` and an `error`
+(`serving/scorer.py`). /predict serves the reasons the stream and the nightly batch keep in the
+online store while they explain the vector it scores, and computes the others
+(`serving.explain`); a what-if and `GET /shipments/{id}?explain=true` always compute them. A shipment that cannot be scored gets `ok: false` and an `error`
 ("unknown shipment", "already delivered", ...); the request itself never fails because of one id.
 Every /predict forecast goes to the prediction log, to be judged once the outcome is known
 (`monitoring.log_buffer`: buffered, written by a background thread, never waited for); what-if
@@ -64,6 +66,7 @@ from serving.api import (
     predictions,
 )
 from serving.batching import dispatch_without_corking
+from serving.bento_export import holder_class
 from serving.delivered import delivered_at
 from serving.metrics import bound_endpoint_labels, metrics, observe_many, quiet_bad_input_logs
 from serving.middleware import (
@@ -73,7 +76,6 @@ from serving.middleware import (
     KeepAliveLimitMiddleware,
     RequestLimitsMiddleware,
 )
-from serving.model_holder import ModelHolder
 from serving.openapi_doc import document_errors
 from serving.options import ServeOptions, pin_threads
 from serving.reasons_memory import ReasonsMemory
@@ -155,8 +157,9 @@ class ShipDelay:
         self.kept_reasons = self._kept_reasons()
         startup.slow_start()
         startup.report(startup.LOADING_MODEL)
-        self.holder = ModelHolder(self.settings, self.options.refresh_seconds, store=self.store,
-                                  on_event=self.metrics.model_event)
+        holder = holder_class(self.options.model_source)  # the registry's, or BentoML's store
+        self.holder = holder(self.settings, self.options.refresh_seconds, store=self.store,
+                             on_event=self.metrics.model_event)
         if self.holder.ready:
             startup.report(startup.READY, f"version {self.holder.version}")
         else:
