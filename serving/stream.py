@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from features.online_direct import open_direct
-from features.stats_at import StatsAt
 from features.store import get_store, offline_dir
 from monitoring.prediction_log import log_now
 from serving.kafka import Topics, consumer_config, producer_config
@@ -40,6 +39,7 @@ from serving.stream_offline import OfflineStager
 from serving.stream_parse import dead_letter_records, parse_batch
 from serving.stream_records import alert_records, risk_records
 from serving.stream_roll import StreamRoller
+from serving.stream_stats import WarmStats
 from serving.stream_store import StreamStore
 from shipdelay.settings import Settings
 
@@ -88,7 +88,8 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     topics = Topics.from_settings(settings)
     rule = AlertRule(settings.stream_alert_threshold, settings.stream_alert_jump)
     store = StreamStore(open_direct(settings), lake_dir=settings.lake_dir)
-    store.stats = StatsAt(offline_dir(settings))  # statistics at each shipment's instant
+    # statistics at each shipment's instant, kept warm across micro-batches
+    store.stats = WarmStats(offline_dir(settings))
     roller = StreamRoller(settings)
     stager = OfflineStager(offline_dir(settings))
     published, deleted = stager.recover(store)
@@ -196,7 +197,8 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
         # them and would never score them again; a replay of a batch logged but not committed
         # logs the same predictions again, and readers keep one per key
         moving = result.risk[~result.risk["delivered"].to_numpy(bool)]
-        log_now(log_to, "stream", moving, result.vectors, moving["as_of"], result.counts)
+        log_now(log_to, "stream", moving, result.vectors, moving["as_of"], result.counts,
+                notes=scorer.with_notes)
     if len(result.latest):
         token = stager.next_token()
         staged = stager.stage(result.states, token)

@@ -148,10 +148,22 @@ def _flags(table: pa.Table, escaped: np.ndarray) -> list[tuple[np.ndarray, str]]
     return out
 
 
-def _reasons(frame: pd.DataFrame, keys: pd.Series, now: pd.Timestamp, times: dict,
+def _key_differs(keys: list[bytes | None], rows: np.ndarray, shipment: pa.ChunkedArray
+                 ) -> np.ndarray:
+    """Per parsed row: its message has a key and a shipment_id, and the key is not the
+    shipment_id's UTF-8 bytes. Compared as bytes in Arrow, so no key is decoded one by one
+    (and a key that is not UTF-8 never equals any shipment_id)."""
+    key = pa.array(keys, pa.binary()).take(pa.array(rows, pa.int64()))
+    sid = pc.cast(shipment, pa.binary())
+    differs = pc.and_(pc.and_(pc.is_valid(key), pc.is_valid(sid)), pc.not_equal(key, sid))
+    return np.asarray(differs.fill_null(False).to_numpy(zero_copy_only=False), bool)
+
+
+def _reasons(frame: pd.DataFrame, key_differs: np.ndarray, now: pd.Timestamp, times: dict,
              flags: list[tuple[np.ndarray, str]]) -> pd.Series:
     """The contract's checks, all vectorized; '' where a row passes. `times`: the parsed
-    event_time and ingested_at."""
+    event_time and ingested_at; `key_differs`: rows whose message key is not their
+    shipment_id."""
     rules: list[tuple[np.ndarray, str]] = list(flags)
 
     def rule(mask, text) -> None:
@@ -173,9 +185,7 @@ def _reasons(frame: pd.DataFrame, keys: pd.Series, now: pd.Timestamp, times: dic
     for col, limit in COORDINATES.items():
         rule(np.isfinite(frame[col]) & (frame[col].abs() > limit), f"{col} outside "
              f"-{limit}..{limit}")
-    rule(keys.notna() & frame["shipment_id"].notna()
-         & (keys.astype(object) != frame["shipment_id"].astype(object)),
-         "message key is not the shipment_id")
+    rule(key_differs, "message key is not the shipment_id")
     out = np.full(len(frame), "", dtype=object)
     any_bad = np.logical_or.reduce([m for m, _ in rules])
     for i in np.flatnonzero(any_bad):  # bad rows only: name every problem
@@ -223,9 +233,8 @@ def parse_batch(values: list[bytes | None], keys: list[bytes | None], meta: pd.D
                               if pa.types.is_string(FIELDS.field(c).type)})
         frame = frame.astype({"leg_index": "Int64", "latitude": "float64",
                               "longitude": "float64"})
-        key_text = pd.Series([None if keys[i] is None else keys[i].decode("utf-8", "replace")
-                              for i in rows], dtype=object)
-        found = _reasons(frame, key_text, now, times, flags).to_numpy()
+        differs = _key_differs(keys, rows, table.column("shipment_id"))
+        found = _reasons(frame, differs, now, times, flags).to_numpy()
         reason[rows] = found
         ok = found == ""
         picked = meta.iloc[rows[ok]].reset_index(drop=True)
