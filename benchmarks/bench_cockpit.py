@@ -14,7 +14,11 @@ needed: the cockpit only reads the scores table.
 Measured: `shipdelay cockpit --port <free>` as a subprocess (no service URL: the Now page renders
 from the nightly scores), driven by headless Chromium (selenium, `tests/integration/browser.py`).
 For each page a fresh server and a fresh browser profile, then 5 loads: the first is cold (the
-server loads the nightly run, the browser has no cache), the others warm (median reported). A
+browser has no cache; the server answered a moment before, while Chromium started, and loads
+the nightly run in the background from its start), the others warm (median reported). "At
+start" rows: the browser is started first and the page asked the instant the server answers,
+so the first load also waits for whatever remains of the server's load of the nightly run;
+that load alone is timed in this process (`cockpit.state.load_world`, the same data). A
 load's time is `performance.now()` in the page (milliseconds since navigation start) when the
 risk table shows its first cells (Now) or the shipment's reasons are shown (shipment page),
 polled every 20 ms. The split comes from the page's resource timing: when the browser sent the
@@ -109,6 +113,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def key_env() -> dict[str, str]:
+    """The key file this process encrypts with (the scores table it wrote), for the cockpit's
+    process: encryption is configured per process, and the cockpit's data folder has no keys
+    of its own."""
+    from shipdelay import crypto
+
+    enc = crypto.active()
+    return {"SHIPDELAY_ENCRYPTION_KEY_FILE": str(enc.key_file)} if enc is not None else {}
+
+
 def start_cockpit(data: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`shipdelay cockpit` on a free port of 127.0.0.1, once it answers."""
     import urllib.request
@@ -117,6 +131,7 @@ def start_cockpit(data: Path, log: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, **PROFILE_ENV, "SHIPDELAY_DATA_DIR": str(data)}
     for name in ("SHIPDELAY_COCKPIT_SERVICE_URL", "SHIPDELAY_API_KEY"):
         env.pop(name, None)
+    env.update(key_env())
     proc = subprocess.Popen([SHIPDELAY, "cockpit", "--port", str(port)], env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -178,17 +193,46 @@ def _s(ms) -> float | None:
     return None if ms is None else round(ms / 1000, 3)
 
 
-def series(data: Path, url_path: str, css: str, tmp: Path, name: str) -> list[dict]:
-    """A fresh cockpit and a fresh browser, then REPEATS loads of one page."""
+def series(data: Path, url_path: str, css: str, tmp: Path, name: str,
+           at_start: bool = False) -> list[dict]:
+    """A fresh cockpit and a fresh browser, then REPEATS loads of one page (`at_start`: the
+    browser first, the first load the instant the server answers)."""
     from tests.integration.browser import start_chromium
 
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp))
+    driver = start_chromium(profile) if at_start else None
     proc, url = start_cockpit(data, tmp / f"cockpit-{name}.log")
-    driver = start_chromium(Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp)))
+    up = time.perf_counter()
     try:
-        return [load_once(driver, url + url_path, css) for _ in range(REPEATS)]
+        driver = driver or start_chromium(profile)
+        loads = []
+        for _ in range(REPEATS):
+            waited = round(time.perf_counter() - up, 3)
+            loads.append({**load_once(driver, url + url_path, css),
+                          "server_up_before_s": waited})
+            up = float("inf")  # only the first load's wait is meaningful
+        return loads
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         stop(proc)
+
+
+def load_seconds(data: Path) -> list[float]:
+    """The server's load of the nightly run (scores, lake rows, money, the list's texts), timed
+    here on the same data: twice, the first with a cold import."""
+    from cockpit.data import scores_days
+    from cockpit.state import load_world
+    from shipdelay.settings import Settings
+
+    settings = Settings(data_dir=data)
+    day = scores_days(settings.scores_dir)[-1]
+    out = []
+    for _ in range(2):
+        start = time.perf_counter()
+        load_world(settings, day)
+        out.append(round(time.perf_counter() - start, 3))
+    return out
 
 
 def static_reference(tmp: Path) -> list[dict]:
@@ -236,6 +280,11 @@ def run(quick: bool) -> list[dict]:
                               tmp, "now"))
         ship = _summary(series(data, f"/shipment/{ship_id}", "#shipment-reasons li", tmp,
                                "shipment"))
+        now_start = series(data, "/", "#risk-table td[data-dash-column='shipment_id']", tmp,
+                           "now-start", at_start=True)[0]
+        ship_start = series(data, f"/shipment/{ship_id}", "#shipment-reasons li", tmp,
+                            "shipment-start", at_start=True)[0]
+        loading = load_seconds(data)
         ref = _summary(static_reference(tmp))
     facts = {"in_flight": size, "simulated_in_flight": originals, "shipment_id": ship_id,
              "repeats": REPEATS, "load_avg_1m_after": round(os.getloadavg()[0], 2)}
@@ -264,4 +313,12 @@ def run(quick: bool) -> list[dict]:
                         browser_after_answer_median_s=round(
                             result["warm_browser_after_answer_median_s"], 3),
                         loads=result["loads"], **facts))
+    for page, first in (("now", now_start), ("shipment", ship_start)):
+        rows.append(row(f"cockpit_{page}_first_render_at_start", first["shown_s"], "s",
+                        target=("<=", TARGET_S), target_applies=applies,
+                        reference=reference(first["shown_s"], True), measured_command=cmd,
+                        split=first, **facts))
+    rows.append(row("cockpit_nightly_run_load", loading[0], "s", measured_command=(
+        "cockpit.state.load_world in the benchmark's process (benchmarks/bench_cockpit.py)"),
+        loads_s=loading, **facts))
     return rows

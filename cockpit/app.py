@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+import dash
 from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from cockpit import access
@@ -17,7 +18,16 @@ from cockpit.alerts import AlertFollower, inbox_rows
 from cockpit.health import health_page
 from cockpit.pages_analytics import analytics_page, breakdown, trend_figure
 from cockpit.pages_map import hub_filter, hub_map_figure
-from cockpit.pages_now import HORIZONS, band_spans, exposure_text, matched_text, now_page, now_view
+from cockpit.pages_now import (
+    HORIZONS,
+    MAP_SHOWN,
+    band_spans,
+    exposure_text,
+    map_graph,
+    matched_text,
+    now_page,
+    now_view,
+)
 from cockpit.pages_shipment import shipment_page
 from cockpit.state import Cockpit
 from shipdelay.settings import Settings
@@ -27,7 +37,7 @@ def create_app(settings: Settings, service_url: str | None = None,
                follow_alerts: bool = True) -> Dash:
     """The cockpit for `settings` (its lake, scores and API key), asking `service_url`."""
     cockpit = Cockpit(settings, service_url or settings.cockpit_service_url)
-    cockpit.preload()  # the nightly run is ready by the time the first visitor asks
+    cockpit.keep_loaded()  # the nightly run is ready before the first visitor asks for it
     follower = AlertFollower(settings)
     if follow_alerts:
         follower.start()
@@ -85,6 +95,14 @@ def create_app(settings: Settings, service_url: str | None = None,
         view = now_view(cockpit, page or 0, sort_by, filter_query, size or 25)
         return (view.rows, view.page_count, view.page, band_spans(view.counts),
                 exposure_text(cockpit, view), matched_text(view), view.service)
+
+    @app.callback(Output("hub-map-box", "children"), Output("hub-map-box", "className"),
+                  Input("risk-table", "derived_viewport_data"),
+                  State("hub-map-box", "className"), prevent_initial_call=True)
+    def _map_after_list(_, drawn):
+        if drawn == MAP_SHOWN:
+            return dash.no_update, dash.no_update
+        return map_graph(), MAP_SHOWN
 
     @app.callback(Output("hub-map", "figure"), Input("map-horizon", "value"),
                   Input("risk-table", "filter_query"))

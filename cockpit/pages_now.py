@@ -28,6 +28,7 @@ NOW_COLUMNS = [
 ]
 DEFAULT_SORT = [{"column_id": "exposure", "direction": "desc"}]
 HORIZONS = (24, 48, 72)
+MAP_PENDING, MAP_SHOWN = "map-pending", "map-shown"
 BAND_COLOURS = {"high": "#c0392b", "medium": "#e67e22", "low": "#27ae60"}
 
 
@@ -78,6 +79,12 @@ def now_view(cockpit: Cockpit, page: int = 0, sort_by: list[dict] | None = None,
                    problem or service_note(cockpit, len(ids)), chosen.problem)
 
 
+def map_graph() -> dcc.Graph:
+    """The map's graph, put on the page once the list has drawn its first rows: plotly's
+    script (4.8 MB) is loaded and run only then, so it does not hold the list back."""
+    return dcc.Graph(id="hub-map", config={"displaylogo": False, "scrollZoom": True})
+
+
 def band_spans(counts: dict[str, int]) -> list:
     return [html.Span(f"{band}: {counts[band]:,}", id=f"band-count-{band}",
                       style={"background": BAND_COLOURS[band]}, className="band")
@@ -120,7 +127,8 @@ def now_page(cockpit: Cockpit) -> html.Div:
             dcc.RadioItems(id="map-horizon", value=HORIZONS[0], inline=True,
                            options=[{"label": f" {h} h ", "value": h} for h in HORIZONS]),
             html.Span("(click a hub to filter the list)")]),
-        dcc.Graph(id="hub-map", config={"displaylogo": False, "scrollZoom": True}),
+        html.Div(id="hub-map-box", className=MAP_PENDING, children=html.P(
+            "The map is drawn once the list shows.", id="hub-map-pending")),
         html.Div(className="row", children=[
             html.Button("Refresh visible rows from the service", id="refresh-visible"),
             html.Button("Show all", id="clear-filter"),

@@ -1,12 +1,14 @@
 """The cockpit's loaded world: the newest nightly scores joined once to the lake's context and the
 money at stake, ranked and formatted for the Now list, with the lake's rows of the shipments in
-flight for their pages; kept until a newer nightly run appears (and loaded when the cockpit
-starts, so that its first visitor does not wait for it). Fresh answers come from the service."""
+flight for their pages; kept until a newer nightly run appears. The cockpit loads it when it
+starts and looks for a newer one every minute in the background (a page also looks), so that
+visitors seldom wait for a load. Fresh answers come from the service."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -19,6 +21,8 @@ from cockpit.service import ask
 from shipdelay.lake import Lake
 from shipdelay.parquet_io import read_table
 from shipdelay.settings import Settings
+
+RELOAD_CHECK_S = 60.0
 
 
 def lake_now(lake: Lake) -> pd.Timestamp | None:
@@ -71,14 +75,18 @@ class Cockpit:
                 self._world = load_world(self.settings, days[-1] if days else None)
             return self._world
 
-    def preload(self) -> threading.Thread:
-        """Load the newest nightly run in the background (a page asked meanwhile waits for it);
-        a failure is left for the first page to say."""
-        def load():
-            with contextlib.suppress(Exception):  # the page that asks next reports it
-                self.world()
+    def keep_loaded(self, every_s: float = RELOAD_CHECK_S) -> threading.Thread:
+        """Load the newest nightly run now and whenever a newer one appears (looked for every
+        `every_s`), in the background: the first visitor after the cockpit starts, or after a
+        nightly run lands, does not wait for it (a page asked during a load waits for its end).
+        A failure is left for the next page to say."""
+        def follow():
+            while True:
+                with contextlib.suppress(Exception):  # the page that asks next reports it
+                    self.world()
+                time.sleep(every_s)
 
-        thread = threading.Thread(target=load, name="cockpit-preload", daemon=True)
+        thread = threading.Thread(target=follow, name="cockpit-nightly-run", daemon=True)
         thread.start()
         return thread
 
