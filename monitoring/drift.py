@@ -166,8 +166,12 @@ def build_reference(version: str, frame: pd.DataFrame, features: list[str],
                     categorical: set[str], p_late, log_loss: float, source: str,
                     window_days: float = float("nan")) -> Reference:
     """A reference from training rows (`frame` holds the features) and their P(late);
-    `window_days` is the span of the training window they come from."""
-    binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features if f in frame}
+    `window_days` is the span of the training window they come from. Text features (the notes)
+    have no bins: the numbers the model reads from them (`NOTE_FEATURES`) stand for them."""
+    from features.schema import TEXT_FEATURES
+
+    binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features
+                if f in frame and f not in TEXT_FEATURES}
     binnings[PREDICTION] = fit_binning(PREDICTION, p_late, False)
     return Reference(version, binnings, float(log_loss), len(frame), source,
                      float(window_days))
@@ -211,13 +215,17 @@ def reference_from_training(settings, version: str) -> Reference:
 
 def save_training_reference(settings, version: str, bundle, split) -> Reference:
     """Build and save a version's reference from the split it was trained on: the training
-    rows' features and P(late), the validation log loss (what `shipdelay train` calls)."""
+    rows' features (with the note features the trees were fitted on, out of fold, so that they
+    compare with what a door reads from new notes) and P(late), the validation log loss (what
+    `shipdelay train` calls)."""
     from features.schema import CATEGORICAL
     from training.evaluate import classification_metrics
     from training.train import score_frame
 
     train = split.train
     p_train, _ = score_frame(bundle, train)
+    if bundle.spec.reads_notes:  # what the trees learned from: each row's out-of-fold notes
+        train = train.assign(**bundle.spec.note_features(train, cross_fitted=True))
     p_valid, _ = score_frame(bundle, split.valid)
     loss = classification_metrics(split.valid["is_late"].to_numpy(float), p_valid)["log_loss"]
     booked = train["booked_at_s"] if "booked_at_s" in train else pd.Series(dtype=float)

@@ -18,53 +18,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from monitoring.grouped import codes_of, realized_groups
 from training.evaluate import (
     classification_metrics,
     clip_scores,
     interval_metrics,
-    journey_stage,
 )
 
 SLICES = {"mode": "main_mode", "lane": "lane_id", "carrier": "carrier_id",
           "customer": "customer_id", "stage": "stage", "path": "path",
           "model_version": "model_version"}
 DAILY_SLICES = ("path",)  # judged day by day; every slice is judged over the window
-MAX_GROUPS = 25  # largest groups of a slice that get metrics (each costs sklearn's calls)
-# a slice group larger than this is judged on a seeded sample of this many rows: sklearn's
-# metrics sort every row, and at this size their sampling error is far below any alarm's margin
-# (the overall numbers always use every row)
-MAX_ROWS = 200_000
+MAX_GROUPS = 25  # largest groups of a slice that the report shows
 HOURS_OUT_EDGES = (0, 6, 12, 24, 48, 96, 168, 336, np.inf)
 RELIABILITY_BINS = 10
 MIN_GROUP = 50  # fewest judged rows a slice group needs to get metrics
 HEADLINE = ("roc_auc", "log_loss", "brier", "ece", "late_rate", "mean_p")
-
-
-def compact(frame: pd.DataFrame, day) -> pd.DataFrame:
-    """What the monitor keeps of one day's predictions: slices, scores and, once judged, the
-    outcome (y NaN while not judged)."""
-    n = len(frame)
-    delivered = frame["delivered_s"].to_numpy(float)
-    judged = np.isfinite(delivered)
-    # text columns straight to categoricals: a frame built from object arrays makes pandas look
-    # for dates in every one of them (a tenth of a day's work in a profile)
-    text = {c: pd.Categorical(frame[c]) for c in ("path", "model_version", "main_mode",
-                                                  "lane_id", "carrier_id", "customer_id")}
-    out = pd.DataFrame({
-        "day": np.full(n, pd.Timestamp(day)),
-        **text,
-        "stage": pd.Categorical(journey_stage(frame).astype(str)),
-        "p": frame["p_late"].to_numpy(float),
-        "y": np.where(judged, pd.to_numeric(frame["is_late"], errors="coerce")
-                      .to_numpy(float), np.nan),
-        "delay": frame["delay_hours"].to_numpy(float),
-        "q10": frame["delay_p10_h"].to_numpy(float),
-        "q50": frame["delay_p50_h"].to_numpy(float),
-        "q90": frame["delay_p90_h"].to_numpy(float),
-        "eta_err_h": np.abs(frame["eta_s"].to_numpy(float) - delivered) / 3600,
-        "lead_h": (delivered - frame["instant_s"].to_numpy(float)) / 3600,
-    })
-    return out
 
 
 def realized(rows: pd.DataFrame) -> dict[str, float]:
@@ -105,34 +74,47 @@ def estimated(p) -> dict[str, float]:
 
 
 def by_day(rows: pd.DataFrame) -> pd.DataFrame:
-    """Realized metrics per prediction day, overall and per daily slice: tidy rows
-    [day, slice, group, metric, value]."""
+    """Realized metrics per prediction day, overall and per daily slice (groups of at least
+    MIN_GROUP rows): tidy rows [day, slice, group, metric, value]."""
+    days, day_values = codes_of(rows["day"])
+    n_days = len(day_values)
+    overall = realized_groups(rows, days, n_days)
+    sizes = np.bincount(days[days >= 0], minlength=n_days)
+    slices = []
+    for name in DAILY_SLICES:
+        codes, values = codes_of(rows[SLICES[name]])
+        both = np.where((days >= 0) & (codes >= 0), days * len(values) + codes, -1)
+        slices.append((name, values, realized_groups(rows, both, n_days * len(values)),
+                       np.bincount(both[both >= 0], minlength=n_days * len(values))))
     out = []
-    for day, today in rows.groupby("day", observed=True):
-        out += _tidy(day, "overall", "all", realized(_sample(today)))
-        for name in DAILY_SLICES:
-            for group, part in today.groupby(SLICES[name], observed=True):
-                if len(part) >= MIN_GROUP:
-                    out += _tidy(day, name, group, realized(_sample(part)))
+    for d, day in enumerate(day_values):
+        if sizes[d]:
+            out += _tidy(day, "overall", "all", overall.iloc[d].to_dict())
+        for name, values, table, counts in slices:
+            for v, group in enumerate(values):
+                if counts[d * len(values) + v] >= MIN_GROUP:
+                    out += _tidy(day, name, group, table.iloc[d * len(values) + v].to_dict())
     return pd.DataFrame(out, columns=["day", "slice", "group", "metric", "value"])
 
 
 def by_slice(rows: pd.DataFrame) -> pd.DataFrame:
     """Realized metrics over the whole window per slice group: the MAX_GROUPS largest groups
-    of each slice with at least MIN_GROUP judged rows."""
-    out = _tidy(None, "overall", "all", realized(rows))
+    of each slice with at least MIN_GROUP judged rows, every row of each."""
+    everyone = realized_groups(rows, np.zeros(len(rows), np.int64), 1)
+    out = _tidy(None, "overall", "all", everyone.iloc[0].to_dict())
     for name, column in SLICES.items():
-        sizes = rows[column].value_counts()
-        for group in sizes[sizes >= MIN_GROUP].index[:MAX_GROUPS]:
-            part = rows[(rows[column] == group).to_numpy()]
-            metrics = realized(_sample(part))
-            metrics["n"] = float(len(part))  # the group's judged rows, sampled or not
-            out += _tidy(None, name, group, metrics)
+        codes, values = codes_of(rows[column])
+        sizes = np.bincount(codes[codes >= 0], minlength=len(values))
+        top = [g for g in np.argsort(-sizes, kind="stable") if sizes[g] >= MIN_GROUP]
+        top = top[:MAX_GROUPS]
+        remap = np.full(len(values) + 1, -1, np.int64)
+        remap[top] = np.arange(len(top))
+        table = realized_groups(rows, remap[codes], len(top))  # code -1 maps to -1
+        for i, g in enumerate(top):
+            metrics = table.iloc[i].to_dict()
+            metrics["n"] = float(sizes[g])  # the group's judged rows
+            out += _tidy(None, name, values[g], metrics)
     return pd.DataFrame(out, columns=["day", "slice", "group", "metric", "value"])
-
-
-def _sample(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.sample(MAX_ROWS, random_state=0) if len(rows) > MAX_ROWS else rows
 
 
 def _tidy(day, slice_name: str, group, metrics: dict) -> list[tuple]:

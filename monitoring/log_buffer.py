@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from monitoring.prediction_log import prediction_table, write_predictions
+from monitoring.prediction_log import Notes, prediction_table, write_predictions
 
 log = logging.getLogger("shipdelay.monitoring")
 
@@ -36,7 +36,7 @@ class PredictionBuffer:
         self.flush_s, self.flush_rows, self.max_rows = flush_s, flush_rows, max_rows
         self.on_count = on_count or (lambda outcome, rows: None)
         self.counts = {"written": 0, "dropped": 0, "failed": 0}
-        self._pending: list[tuple[Mapping, Mapping, object, pd.Timestamp]] = []
+        self._pending: list[tuple] = []  # (scored, vectors, instants, at, notes)
         self._rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -54,15 +54,18 @@ class PredictionBuffer:
                    settings.prediction_log_flush_rows, settings.prediction_log_max_rows,
                    on_count)
 
-    def add(self, scored: Mapping, vectors: Mapping, instants) -> None:
+    def add(self, scored: Mapping, vectors: Mapping, instants, notes: Notes | None = None
+            ) -> None:
         """Keep one scoring call's predictions for the next write (never raises, never waits
-        for I/O). The arrays must not be changed afterwards."""
+        for I/O). The arrays must not be changed afterwards. `notes` (the scorer's
+        `with_notes`) reads the note features in the writer thread, off the request's path."""
         try:
             n = len(scored["p_late"])
             with self._lock:
                 full = self._rows + n > self.max_rows or self._closed
                 if not full:
-                    self._pending.append((scored, vectors, instants, pd.Timestamp.now("UTC")))
+                    self._pending.append((scored, vectors, instants, pd.Timestamp.now("UTC"),
+                                          notes))
                     self._rows += n
                     wake = self._rows >= self.flush_rows
             if full:
@@ -86,7 +89,8 @@ class PredictionBuffer:
         if not batch:
             return 0
         try:
-            tables = [prediction_table(self.path, s, v, i, at) for s, v, i, at in batch]
+            tables = [prediction_table(self.path, s, v, i, at, notes)
+                      for s, v, i, at, notes in batch]
             write_predictions(self.root, pa.concat_tables(tables))
         except Exception as err:  # noqa: BLE001 - counted, logged, the service goes on
             log.warning("could not write %d logged prediction(s): %s", rows, err)

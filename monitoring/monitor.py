@@ -1,11 +1,13 @@
 """`shipdelay monitor`: judge the logged predictions, watch the inputs, raise alarms.
 
-One pass over the window's days (default: the `monitor_days` days up to the lake's now), one day
-of the prediction log in memory at a time (`monitoring.reader`): each day's predictions are
-de-duplicated, joined to the outcomes known at the cut-off, and reduced to what the report needs
-(judged rows' scores and slices, drift bin counts, missing rates, estimates for the rows not
-judged yet). Then realized metrics (`monitoring.judge`), drift (`monitoring.drift`), inputs
-(`monitoring.inputs`), alarms (`monitoring.alarms`) and the reports (`monitoring.report`).
+One scan of the window (default: the `monitor_days` days up to the lake's now) of the prediction
+log and of the outcomes (`monitoring.reader`): the predictions de-duplicated, joined to the
+outcomes known at the cut-off and kept compact in DuckDB, then reduced there to what the report
+needs (counts per day and door, drift bin counts per day and per slice, missing rates, the judged
+rows' scores and slices, the P(late) of the rows not judged yet). Then realized metrics of every
+day and slice group at once (`monitoring.judge`, `monitoring.grouped`), drift
+(`monitoring.drift`), inputs (`monitoring.inputs`), alarms (`monitoring.alarms`) and the reports
+(`monitoring.report`).
 
 Bad input is counted, never fatal: days without predictions, predictions without outcomes yet,
 outcomes without predictions, model versions the registry does not know, a missing reference.
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -35,7 +36,6 @@ from monitoring.inputs import (
     complete_days,
     source_volume,
     view_freshness,
-    view_missing,
 )
 from monitoring.reader import LogReader, log_days
 from monitoring.summary import Alarm, MonitorSummary
@@ -48,23 +48,6 @@ log = logging.getLogger("shipdelay.monitoring")
 RECENT_DAYS = 3  # drift and volume alarms judge the newest days of the window
 DRIFT_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
 Step = Callable[[str, int, int], None]
-
-
-@dataclass
-class Window:
-    """What the pass over the days keeps."""
-
-    start: date
-    end: date
-    recent_from: date
-    judged: list[pd.DataFrame] = field(default_factory=list)
-    counts_by_day: list[dict] = field(default_factory=list)
-    estimates: list[dict] = field(default_factory=list)
-    missing: list[dict] = field(default_factory=list)
-    drift_daily: dict[date, dict[str, np.ndarray]] = field(default_factory=dict)
-    drift_slices: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
-    versions: dict[str, int] = field(default_factory=dict)
-    pending: list[np.ndarray] = field(default_factory=list)  # P(late) of rows not judged
 
 
 def cutoff(settings: Settings, as_of=None) -> pd.Timestamp:
@@ -92,36 +75,44 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
     days = int(days or settings.monitor_days)
     end = t.date()
     start = end - pd.Timedelta(days=days - 1)
-    w = Window(start, end, end - pd.Timedelta(days=RECENT_DAYS - 1))
+    recent_from = end - pd.Timedelta(days=RECENT_DAYS - 1)
     counts = {"empty_days": 0, "duplicates_dropped": 0, "not_judged_yet": 0,
               "outcomes_without_predictions": 0, "unknown_model_version_rows": 0}
     logged_days = [d for d in log_days(settings.predictions_dir) if start <= d <= end]
     # the registry is asked only when there is something to compare
     ref = reference or (_reference(settings, counts) if logged_days else None)
     lake = Lake(settings.lake_dir)
-    reader = LogReader(settings.predictions_dir, lake, t)
+    step("reading the prediction log", 0, 1)
+    reader = LogReader(settings.predictions_dir, lake, t, start, end, ref)
     try:
-        for i, (day, frame) in enumerate(reader.days(start, end)):
-            step("reading the prediction log", i, days)
-            if frame.empty:
-                counts["empty_days"] += 1
-                w.counts_by_day.append({"day": day, "path": "all", "logged": 0, "judged": 0})
-                continue
-            _one_day(w, day, frame, ref)
-        step("reading the prediction log", days, days)
+        step("summing the window", 0, 1)
+        by_day = reader.counts_by_day()
+        by_day["day"] = pd.to_datetime(by_day["day"]).dt.date
+        empty = sorted(set(pd.date_range(start, end, freq="D").date) - set(by_day["day"]))
+        counts["empty_days"] = len(empty)
+        by_day = pd.concat([by_day, pd.DataFrame({"day": empty, "path": "all", "logged": 0,
+                                                  "judged": 0})], ignore_index=True)
+        by_day = by_day.sort_values("day", kind="stable", ignore_index=True)
+        estimates, pending = _estimates(reader.pending(), by_day)
+        versions = reader.versions()
+        missing = reader.missing_by_view()
+        missing["day"] = pd.to_datetime(missing["day"]).dt.date
+        drift_daily = reader.drift_by_day(ref) if ref else {}
+        drift_slices = {(name, group): per for name, column in DRIFT_SLICES.items()
+                        for group, per in (reader.drift_by_slice(ref, column, recent_from)
+                                           if ref else {}).items()}
         counts["duplicates_dropped"] = int(reader.duplicates)
         counts["outcomes_without_predictions"] = reader.outcomes_without_predictions(
             pd.Timestamp(start, tz="UTC"))
+        step("computing metrics", 0, 1)
+        judged = reader.judged()
     finally:
         reader.close()
-    known = _registered_versions(settings, counts) if w.versions else None
-    unknown = {v: n for v, n in w.versions.items() if known is not None and v not in known}
+    known = _registered_versions(settings, counts) if versions else None
+    unknown = {v: n for v, n in versions.items() if known is not None and v not in known}
     counts["unknown_model_version_rows"] = int(sum(unknown.values()))
 
-    step("computing metrics", 0, 1)
-    parts = [j for j in w.judged if len(j)]
-    judged = pd.concat(parts, ignore_index=True) if parts else None
-    by_day = pd.DataFrame(w.counts_by_day)
+    judged = judged if len(judged) else None
     logged = int(by_day.loc[by_day["path"] != "all", "logged"].sum()) if len(by_day) else 0
     n_judged = len(judged) if judged is not None else 0
     counts["not_judged_yet"] = logged - n_judged
@@ -132,10 +123,11 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
         "reliability": judge.reliability(judged) if judged is not None else pd.DataFrame(),
         "hours_out": judge.hours_out(judged).reset_index(names="band")
         if judged is not None else pd.DataFrame(),
-        "estimated_by_day": pd.DataFrame(w.estimates),
-        "missing_by_view": pd.DataFrame(w.missing),
-        "drift_by_day": _drift_by_day(w, ref),
-        "drift_recent": _drift_recent(w, ref, settings.monitor_psi_min_rows),
+        "estimated_by_day": estimates,
+        "missing_by_view": missing,
+        "drift_by_day": _drift_by_day(drift_daily, ref),
+        "drift_recent": _drift_recent(drift_daily, drift_slices, ref, recent_from,
+                                      settings.monitor_psi_min_rows),
     }
     step("checking the inputs", 0, 1)
     volume = source_volume(lake, start, t) if lake.exists("shipments") else pd.DataFrame(
@@ -146,73 +138,53 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
                         [["source", "day", "rows"]]], ignore_index=True)
     tables["volume"] = complete_days(volume, start, t)
     tables["freshness_h"] = _freshness(settings, t, counts)
-    found = alarms.find(settings, tables, judged, ref, w.recent_from, unknown)
+    found = alarms.find(settings, tables, judged, ref, recent_from, unknown)
     summary = MonitorSummary(as_of=t.isoformat(), days=days, alarms=found, judged=n_judged,
                              logged=logged, counts=counts,
-                             headline=_headline(tables, judged, w, found, logged, n_judged))
+                             headline=_headline(tables, pending, found, logged, n_judged))
     step("writing the reports", 0, 1)
     report.write(settings, summary, tables, judged, ref, log_to_mlflow=log_to_mlflow)
     return summary
 
 
-def _one_day(w: Window, day: date, frame: pd.DataFrame, ref: Reference | None) -> None:
-    c = judge.compact(frame, day)
-    judged = c["y"].notna().to_numpy()
-    w.judged.append(c[judged])
-    for version, n in frame["model_version"].astype(str).value_counts().items():
-        w.versions[version] = w.versions.get(version, 0) + int(n)
-    for path, part in c.groupby("path", observed=True):
-        w.counts_by_day.append({"day": day, "path": str(path), "logged": len(part),
-                                "judged": int(part["y"].notna().sum())})
-        w.estimates.append({"day": day, "path": str(path),
-                            **judge.estimated(part.loc[part["y"].isna(), "p"])})
-    w.pending.append(c.loc[~judged, "p"].to_numpy(np.float32))
-    w.estimates.append({"day": day, "path": "all", **judge.estimated(w.pending[-1])})
-    w.missing += [{"day": day, "view": v, "missing_rate": r}
-                  for v, r in view_missing(frame).items()]
-    if ref is None:
-        return
-    columns = {n: frame[n if n != PREDICTION else "p_late"] for n in ref.binnings
-               if (n if n != PREDICTION else "p_late") in frame}
-    codes = {n: ref.binnings[n].codes(v) for n, v in columns.items()}
-    w.drift_daily[day] = {n: np.bincount(c_, minlength=ref.binnings[n].bins)
-                          for n, c_ in codes.items()}
-    if day < w.recent_from:
-        return
-    for name, column in DRIFT_SLICES.items():
-        groups, uniques = pd.factorize(frame[column])
-        # a slice's own defining feature always "drifts" inside it: left out
-        keep = groups >= 0
-        for n, c_ in codes.items():
-            if n == column:
-                continue
-            bins = ref.binnings[n].bins
-            counts = np.bincount(groups[keep] * bins + c_[keep],
-                                 minlength=len(uniques) * bins).reshape(len(uniques), bins)
-            for g, group in enumerate(uniques):
-                slot = w.drift_slices.setdefault((name, str(group)), {})
-                slot[n] = slot[n] + counts[g] if n in slot else counts[g]
+def _estimates(pending: pd.DataFrame, by_day: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """CBPE of the predictions not judged yet: per day and door and per day ("all") for each
+    day and door with predictions, and over the whole window."""
+    p = pending["p"].to_numpy(float)
+    keys = pd.DataFrame({"day": pd.to_datetime(pending["day"]).dt.date,
+                         "path": pending["path"].astype(str)})
+    at = {k: idx for k, idx in keys.groupby(["day", "path"]).indices.items()}
+    on = {k: idx for k, idx in keys.groupby("day").indices.items()}
+    none = np.array([], int)
+    out = []
+    for day, today in by_day[by_day["path"] != "all"].groupby("day", sort=True):
+        for path in sorted(today["path"]):
+            out.append({"day": day, "path": path,
+                        **judge.estimated(p[at.get((day, path), none)])})
+        out.append({"day": day, "path": "all", **judge.estimated(p[on.get(day, none)])})
+    return pd.DataFrame(out), judge.estimated(p)
 
 
-def _drift_by_day(w: Window, ref: Reference | None) -> pd.DataFrame:
+def _drift_by_day(daily: dict, ref: Reference | None) -> pd.DataFrame:
     rows = [(day, n, psi(ref.binnings[n].shares, c), int(c.sum()))
-            for day, per in w.drift_daily.items() for n, c in per.items()] if ref else []
+            for day, per in daily.items() for n, c in per.items()] if ref else []
     return pd.DataFrame(rows, columns=["day", "feature", "psi", "rows"])
 
 
-def _drift_recent(w: Window, ref: Reference | None, min_rows: int) -> pd.DataFrame:
+def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from: date,
+                  min_rows: int) -> pd.DataFrame:
     """PSI over the recent days, overall and per slice group with at least `min_rows` rows;
     `expected_drift` says why a feature's drift is no alarm (empty for the others)."""
     if ref is None:
         return pd.DataFrame(columns=["slice", "feature", "psi", "rows", "expected_drift"])
     total: dict[str, np.ndarray] = {}
-    for day, per in w.drift_daily.items():
-        if day >= w.recent_from:
+    for day, per in daily.items():
+        if day >= recent_from:
             for n, c in per.items():
                 total[n] = total[n] + c if n in total else c
     rows = [("overall", n, psi(ref.binnings[n].shares, c), int(c.sum()))
             for n, c in total.items()]
-    for (name, group), per in w.drift_slices.items():
+    for (name, group), per in slices.items():
         rows += [(f"{name}={group}", n, psi(ref.binnings[n].shares, c), int(c.sum()))
                  for n, c in per.items() if c.sum() >= min_rows]
     out = pd.DataFrame(rows, columns=["slice", "feature", "psi", "rows"])
@@ -274,8 +246,8 @@ def _freshness(settings: Settings, t: pd.Timestamp, counts: dict) -> dict[str, f
         return {}
 
 
-def _headline(tables: dict, judged: pd.DataFrame | None, w: Window, found: list[Alarm],
-              logged: int, n_judged: int) -> dict[str, float]:
+def _headline(tables: dict, pending: dict, found: list[Alarm], logged: int,
+              n_judged: int) -> dict[str, float]:
     out = {"logged": float(logged), "judged": float(n_judged),
            "judged_share": n_judged / logged if logged else float("nan"),
            "alarms": float(len(found)),
@@ -286,10 +258,9 @@ def _headline(tables: dict, judged: pd.DataFrame | None, w: Window, found: list[
         real = dict(zip(whole["metric"], whole["value"]))
         out |= {k: real[k] for k in ("roc_auc", "log_loss", "brier", "ece", "coverage_p10_p90",
                                      "eta_mae_h")}
-    if w.pending:  # the window's predictions not judged yet, estimated together
-        estimate = judge.estimated(np.concatenate(w.pending))
-        out |= {k: estimate[k] for k in ("expected_roc_auc", "expected_log_loss",
-                                         "expected_late_rate")}
+    if pending["n"]:  # the window's predictions not judged yet, estimated together
+        out |= {k: pending[k] for k in ("expected_roc_auc", "expected_log_loss",
+                                        "expected_late_rate")}
     drift = tables["drift_recent"]
     overall = drift[drift["slice"] == "overall"] if len(drift) else drift
     if len(overall):

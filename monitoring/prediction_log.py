@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.schema import CATEGORICAL, model_feature_names
+from features.schema import CATEGORICAL, NOTE_FEATURES, TEXT_FEATURES, model_feature_names
 from serving.columns import as_array, as_numbers
 from shipdelay.lake import split_by_day, write_parquet_atomic
 
@@ -43,6 +43,7 @@ PATHS = ("service", "stream", "batch")
 KEY = ("path", "shipment_id", "instant", "model_version")
 SLICE_KEYS = ("lane_id", "carrier_id", "customer_id")
 _TS = pa.timestamp("us", tz="UTC")
+Notes = Callable[[Mapping], Mapping]  # vectors -> vectors with the note features
 BASE_SCHEMA = pa.schema([
     ("shipment_id", pa.string()), ("instant", _TS), ("logged_at", _TS), ("path", pa.string()),
     ("model_version", pa.string()), ("p_late", pa.float64()), ("delay_p10_h", pa.float64()),
@@ -53,10 +54,13 @@ BASE_SCHEMA = pa.schema([
 
 
 def log_schema() -> pa.Schema:
-    """Every column of the log: the base columns, then the model's features by name."""
-    categorical = set(CATEGORICAL)
-    return pa.schema([*BASE_SCHEMA, *[(f, pa.string() if f in categorical else pa.float64())
-                                      for f in model_feature_names()]])
+    """Every column of the log: the base columns, the model's features by name (categorical
+    and text features as text: `recent_notes` is the notes themselves), then the numbers the
+    model read from the notes (`NOTE_FEATURES`; null when the model reads no notes)."""
+    text = set(CATEGORICAL) | set(TEXT_FEATURES)
+    return pa.schema([*BASE_SCHEMA, *[(f, pa.string() if f in text else pa.float64())
+                                      for f in model_feature_names()],
+                      *[(f, pa.float64()) for f in NOTE_FEATURES]])
 
 
 def _texts(values, n: int) -> pa.Array:
@@ -86,11 +90,15 @@ def _times(values, n: int) -> pa.Array:
 
 
 def prediction_table(path: str, scored: Mapping, vectors: Mapping, instants,
-                     logged_at: pd.Timestamp | None = None) -> pa.Table:
+                     logged_at: pd.Timestamp | None = None, notes: Notes | None = None
+                     ) -> pa.Table:
     """The log's rows for one scoring call: `scored` as `Scorer.score_columns` (or `score`)
     gives it, `vectors` the rows it scored (same order), `instants` each row's moment (one
-    timestamp or one per row). Vectorized: one conversion per column."""
+    timestamp or one per row); `notes` (the scorer's `with_notes`) adds the note features the
+    model read when `vectors` lacks them. Vectorized: one conversion per column."""
     n = len(scored["p_late"])
+    if notes is not None and not all(f in vectors for f in NOTE_FEATURES):
+        vectors = notes(vectors)
     logged_at = logged_at or pd.Timestamp.now("UTC")
     instant = pd.Series(instants) if np.ndim(instants) else pd.Series([instants] * n)
     p50, p90 = as_numbers(scored["delay_p50_h"]), as_numbers(scored["delay_p90_h"])
@@ -115,11 +123,11 @@ def prediction_table(path: str, scored: Mapping, vectors: Mapping, instants,
     for key in SLICE_KEYS:
         columns[key] = _texts(vectors.get(key) if key in vectors else None, n)
     schema = log_schema()
-    categorical = set(CATEGORICAL)
-    for f in model_feature_names():
+    text = set(CATEGORICAL) | set(TEXT_FEATURES)
+    for f in [*model_feature_names(), *NOTE_FEATURES]:
         if f not in vectors:
             columns[f] = pa.nulls(n, schema.field(f).type)
-        elif f in categorical:
+        elif f in text:
             columns[f] = _texts(vectors[f], n)
         else:
             columns[f] = pa.array(as_numbers(vectors[f]), type=pa.float64())
@@ -144,12 +152,12 @@ def write_predictions(root: Path, table: pa.Table) -> list[Path]:
 
 
 def log_now(root: Path, path: str, scored: Mapping, vectors: Mapping, instants,
-            counts: dict | None = None) -> int:
-    """Write one scoring call's predictions at once (the stream, the batch). A failure is
-    logged and counted in `counts["failed"]`, never raised: monitoring never blocks scoring.
-    Returns rows written."""
+            counts: dict | None = None, notes: Notes | None = None) -> int:
+    """Write one scoring call's predictions at once (the stream, the batch; `notes` as for
+    `prediction_table`). A failure is logged and counted in `counts["failed"]`, never raised:
+    monitoring never blocks scoring. Returns rows written."""
     try:
-        table = prediction_table(path, scored, vectors, instants)
+        table = prediction_table(path, scored, vectors, instants, notes=notes)
         write_predictions(root, table)
     except Exception as err:  # noqa: BLE001 - the answer matters more than its log
         n = len(scored["p_late"]) if "p_late" in scored else 0

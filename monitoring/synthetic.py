@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.schema import CATEGORICAL, model_feature_names
+from features.schema import CATEGORICAL, NOTE_FEATURES, TEXT_FEATURES, model_feature_names
 from monitoring.drift import Reference, build_reference
 from monitoring.prediction_log import prediction_table, write_predictions
 from shipdelay.lake import Lake
@@ -38,8 +38,11 @@ class SyntheticLog:
 def _features(rng: np.random.Generator, n: int, shifted: np.ndarray) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     categorical = set(CATEGORICAL)
-    for f in model_feature_names():
-        if f in categorical:
+    for f in [*model_feature_names(), *NOTE_FEATURES]:
+        if f in TEXT_FEATURES:  # notes: text on some shipments, none on most
+            out[f] = np.where(rng.random(n) < 0.1, "2026-01-01T00:00:00Z held at the port",
+                              None).astype(object)
+        elif f in categorical:
             out[f] = np.asarray(LEVELS, dtype=object)[rng.integers(0, len(LEVELS), n)]
         else:
             x = rng.normal(size=n)
@@ -63,8 +66,8 @@ def reference(rows: int = 20_000, seed: int = 1, log_loss: float | None = None) 
     p = p_late_of(vectors[DRIVER])
     if log_loss is None:
         log_loss = float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
-    return build_reference("1", pd.DataFrame(vectors), model_feature_names(), set(CATEGORICAL),
-                           p, log_loss, "synthetic training window")
+    return build_reference("1", pd.DataFrame(vectors), [*model_feature_names(), *NOTE_FEATURES],
+                           set(CATEGORICAL), p, log_loss, "synthetic training window")
 
 
 def write_log(root, lake: Lake, shipments: int, start: str, days: int, seed: int = 7,
