@@ -11,7 +11,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
+)
 
 from monitoring import monitor as mon
 from monitoring import synthetic
@@ -139,3 +144,98 @@ def test_cbpe_estimates_what_labels_drawn_from_the_probabilities_give():
     assert got["expected_roc_auc"] == pytest.approx(auc, abs=0.005)
     assert got["expected_log_loss"] == pytest.approx(loss, abs=0.005)
     assert got["expected_late_rate"] == pytest.approx(draws.mean(), abs=0.005)
+
+
+def _judged_by_hand(settings) -> pd.DataFrame:
+    """The judged rows as a person would build them: every log file read whole, duplicates
+    dropped, a pandas merge with the outcomes, each derived column from its definition."""
+    from training.evaluate import journey_stage
+
+    files = [f for fs in log_days(settings.predictions_dir).values() for f in fs]
+    log = pd.concat([read_table(f).to_pandas() for f in files], ignore_index=True)
+    log = log.sort_values("logged_at", kind="stable").drop_duplicates(
+        ["path", "shipment_id", "instant", "model_version"])
+    outcomes = open_lake(settings.lake_dir).read("outcomes")
+    rows = log.merge(outcomes[outcomes["delivered_at"] <= AS_OF], on="shipment_id")
+    rows = rows[rows["instant"] <= AS_OF]
+    rows["day"] = rows["instant"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%d")
+    rows["stage"] = journey_stage(rows).astype(str)
+    rows["eta_err_h"] = (rows["eta"] - rows["delivered_at"]).abs().dt.total_seconds() / 3600
+    return rows
+
+
+def _sklearn_metrics(part: pd.DataFrame) -> dict[str, float]:
+    y = part["is_late"].astype(float).to_numpy()
+    p = part["p_late"].clip(1e-4, 1 - 1e-4).to_numpy()
+    two = 0 < y.sum() < len(y)
+    bins = np.minimum((p * 15).astype(int), 14)
+    ece = sum(abs(y[bins == b].sum() - p[bins == b].sum()) for b in range(15)) / len(y)
+    inside = (part["delay_hours"] >= part["delay_p10_h"]) & \
+        (part["delay_hours"] <= part["delay_p90_h"])
+    return {"roc_auc": roc_auc_score(y, p) if two else np.nan,
+            "pr_auc": average_precision_score(y, p) if two else np.nan,
+            "log_loss": log_loss(y, p, labels=[0, 1]), "brier": brier_score_loss(y, p),
+            "ece": ece, "late_rate": y.mean(), "mean_p": p.mean(), "n": float(len(y)),
+            "coverage_p10_p90": inside.mean(), "eta_mae_h": part["eta_err_h"].mean(),
+            "expected_log_loss": float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))}
+
+
+def _assert_same(got: pd.DataFrame, want: dict[str, float], where: str) -> None:
+    shown = dict(zip(got["metric"], got["value"]))
+    for metric, value in want.items():
+        assert shown[metric] == pytest.approx(value, abs=1e-8, nan_ok=True), (where, metric)
+
+
+def test_every_day_and_slice_group_equals_sklearn_on_a_pandas_join(world, summary):
+    settings, _ = world
+    rows = _judged_by_hand(settings)
+    tables = json.loads(summary.json_path.read_text())["tables"]
+    daily = pd.DataFrame(tables["realized_by_day"])
+    daily["day"] = daily["day"].str[:10]
+    assert set(daily["day"]) == set(rows["day"])
+    for day, today in rows.groupby("day"):
+        at = daily[daily["day"] == day]
+        _assert_same(at[at["slice"] == "overall"], _sklearn_metrics(today), day)
+        for path, part in today.groupby("path"):
+            mine = at[(at["slice"] == "path") & (at["group"] == path)]
+            assert len(mine) == (len(_sklearn_metrics(part)) if len(part) >= 50 else 0)
+            if len(part) >= 50:
+                _assert_same(mine, _sklearn_metrics(part), f"{day} {path}")
+    slices = pd.DataFrame(tables["realized_by_slice"])
+    _assert_same(slices[slices["slice"] == "overall"], _sklearn_metrics(rows), "overall")
+    columns = {"mode": "main_mode", "lane": "lane_id", "carrier": "carrier_id",
+               "customer": "customer_id", "stage": "stage", "path": "path",
+               "model_version": "model_version"}
+    for name, column in columns.items():
+        sizes = rows[column].value_counts()
+        shown = slices[slices["slice"] == name]
+        assert shown["group"].nunique() == min(25, int((sizes >= 50).sum())), name
+        for group, mine in shown.groupby("group"):
+            part = rows[rows[column].astype(str) == group]
+            assert len(part) >= 50 and len(part) >= sizes.iloc[min(24, len(sizes) - 1)]
+            _assert_same(mine, _sklearn_metrics(part), f"{name}={group}")
+
+
+def test_grouped_metrics_equal_sklearn_with_tied_scores_and_one_class_groups():
+    from monitoring.grouped import realized_groups
+
+    rng = np.random.default_rng(8)
+    n = 6_000
+    p = np.round(rng.beta(2, 4, n), 2)  # ties on purpose
+    group = rng.integers(0, 6, n)
+    y = (rng.random(n) < p).astype(float)
+    y[group == 5] = 0.0  # a group without a late shipment: no AUC
+    group[:40] = -1  # rows in no group
+    delay = rng.normal(size=n) * 10
+    rows = pd.DataFrame({"p": p, "y": y, "delay": delay, "q10": delay - rng.random(n) * 20,
+                         "q50": delay, "q90": delay + rng.normal(size=n) * 5,
+                         "eta_err_h": rng.random(n) * 30})
+    got = realized_groups(rows, group, 6)
+    for g in range(6):
+        part = rows[group == g].rename(columns={"p": "p_late", "y": "is_late",
+                                                "delay": "delay_hours", "q10": "delay_p10_h",
+                                                "q90": "delay_p90_h"})
+        want = _sklearn_metrics(part)
+        for metric, value in want.items():
+            assert got.loc[g, metric] == pytest.approx(value, abs=1e-10, nan_ok=True), (g, metric)
+    assert np.isnan(got.loc[5, "roc_auc"]) and np.isnan(got.loc[5, "pr_auc"])

@@ -34,7 +34,9 @@ def _call(n: int, start: str = "2026-01-01T10:00", version: str = "3", seed: int
     vectors = {f: rng.normal(size=n) for f in model_feature_names()}
     vectors |= {"main_mode": np.array(["air", None] * (n // 2) + ["air"] * (n % 2),
                                       dtype=object),
-                "lane_id": np.full(n, "L1", dtype=object), "shipment_id": scored["shipment_id"]}
+                "lane_id": np.full(n, "L1", dtype=object), "shipment_id": scored["shipment_id"],
+                "recent_notes": np.array([f"2026-01-01T08:00:00Z held {i}" if i % 3 else None
+                                          for i in range(n)], dtype=object)}
     return scored, vectors
 
 
@@ -123,10 +125,33 @@ def test_readers_keep_one_row_per_key(tmp_path):
     plog.write_predictions(tmp_path / "log", table.slice(0, 5))  # a replayed batch
     other = plog.prediction_table("stream", scored, vectors, at + pd.Timedelta(hours=1))
     plog.write_predictions(tmp_path / "log", other.slice(0, 2))  # a later prediction: kept
+    day = pd.Timestamp("2026-01-01").date()
     reader = LogReader(tmp_path / "log", open_lake(tmp_path / "lake"),
-                       pd.Timestamp("2026-01-02T00:00Z"))
-    (_, frame), = list(reader.days(pd.Timestamp("2026-01-01").date(),
-                                     pd.Timestamp("2026-01-01").date()))
+                       pd.Timestamp("2026-01-02T00:00Z"), day, day)
+    counts = reader.counts_by_day()
+    kept = reader.sql("SELECT shipment_id, instant FROM log")
     reader.close()
-    assert len(frame) == 10 and reader.duplicates == 5
-    assert frame["is_late"].isna().all()  # no outcome yet
+    assert counts["logged"].tolist() == [10] and reader.duplicates == 5
+    assert counts["judged"].tolist() == [0]  # no outcome yet
+    assert len(kept.drop_duplicates()) == 10
+
+
+def test_the_notes_are_logged_as_text_with_the_numbers_read_from_them(tmp_path):
+    scored, vectors = _call(6)
+
+    def with_notes(v):  # stands for the scorer's note model: counts the notes' characters
+        text = [t or "" for t in v["recent_notes"]]
+        return {**v, "note_risk": np.array([len(t) / 10 for t in text]),
+                "note_latest_risk": np.array([-len(t) / 10 for t in text]),
+                "note_count": np.array([float(bool(t)) for t in text])}
+
+    buffer = PredictionBuffer(tmp_path / "with", flush_s=600)
+    buffer.add(scored, vectors, pd.Timestamp("2026-01-01T10:00Z"), notes=with_notes)
+    buffer.close()
+    plog.log_now(tmp_path / "without", "batch", scored, vectors, pd.Timestamp("2026-01-01"))
+    got = _read(tmp_path / "with").sort_values("shipment_id", key=lambda s: s.str[1:].astype(int))
+    assert got["recent_notes"].tolist() == vectors["recent_notes"].tolist()
+    assert got["note_risk"].tolist() == [len(t or "") / 10 for t in vectors["recent_notes"]]
+    assert got["note_count"].tolist() == [0.0, 1.0, 1.0] * 2
+    plain = _read(tmp_path / "without")
+    assert plain["recent_notes"].notna().sum() == 4 and plain["note_risk"].isna().all()
