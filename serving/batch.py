@@ -44,7 +44,7 @@ from features.online import FeatureServiceMismatch
 from features.schema import TIMESTAMP
 from features.store import offline_dir
 from registry.loader import load_by_alias
-from serving import partitions
+from serving import compiled_trees, partitions
 from serving.batch_scores import (
     SCORE_COLUMNS,
     SCORES_SCHEMA,
@@ -262,7 +262,7 @@ def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: 
         if log_to is not None:
             from monitoring.prediction_log import log_now
 
-            log_now(log_to, "batch", parts[-1], part, part["as_of"])
+            log_now(log_to, "batch", parts[-1], part, part["as_of"], notes=scorer.with_notes)
     scores = pd.concat(parts, ignore_index=True)  # chunks >= 1: an empty frame scores empty
     step("explaining the riskiest", 0, 1)
     explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
@@ -315,6 +315,8 @@ class Job:
             check_servable(bundle, None)
         except FeatureServiceMismatch as err:
             raise BatchError(f"the champion cannot be scored: {err}") from err
+        if options.get("engine", "local") == "local":  # Spark's executors load the files
+            bundle = compiled_trees.compiled_for(settings, bundle)
         return cls(settings, Scorer(bundle), **options)
 
     @property

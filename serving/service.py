@@ -233,7 +233,7 @@ class ShipDelay:
                                           self.options.reasons_max_age_s)
             answers = predictions(scored, vectors, limit)
             if logged_at is not None and self.prediction_log is not None:
-                self.prediction_log.add(scored, vectors, logged_at)
+                self.prediction_log.add(scored, vectors, logged_at, notes=scorer.with_notes)
             return answers
         except Exception:
             log.exception("scoring %d row(s) failed; retrying one by one",
