@@ -213,7 +213,7 @@ class ModelHolder:
         with self._check_lock:
             self._last_check = self.clock()
             try:
-                wanted = alias_version(self.settings, self.alias)
+                wanted = self._wanted_version()
             except Exception as err:  # noqa: BLE001 - any failure: keep serving the last good
                 self.last_error = f"registry unreachable: {type(err).__name__}: {err}"
                 log.warning("%s; keeping version %s", self.last_error, self.version)
@@ -230,7 +230,7 @@ class ModelHolder:
             inline = mode == "wait" or (mode == "background" and not self.background)
             run = None
             try:
-                bundle = load_by_alias(self.settings, self.alias)
+                bundle = self._load_bundle()
                 check_servable(bundle, self.store)
                 limit_threads(bundle, self.predict_threads)
                 if mode != "off":
@@ -261,9 +261,20 @@ class ModelHolder:
                 run.start(then=self._swap_compiled)
             return True
 
+    # Where versions come from: the registry's alias here; `serving.bento_export` overrides
+    # these three for a model exported to BentoML's store.
+    def _wanted_version(self) -> str | None:
+        return alias_version(self.settings, self.alias)
+
+    def _load_bundle(self) -> Bundle:
+        return load_by_alias(self.settings, self.alias)
+
+    def _ledger(self, version: str):
+        return compiled_trees.RegistryLedger(self.settings, version)
+
     def _compile_run(self, bundle: Bundle) -> compiled_trees.CompileRun:
         version = bundle.version
-        ledger = compiled_trees.RegistryLedger(self.settings, version)
+        ledger = self._ledger(version)
 
         def progress(done: int, total: int) -> None:
             if self._scorer is None or self.version == version:  # else an older one serves

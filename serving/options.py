@@ -20,6 +20,7 @@ REASONS_SECONDS = reasons_memory.SECONDS
 REASONS_MAX_AGE_S = explain.MAX_AGE_S
 GC_THRESHOLD = (50_000, 20, 100)
 KEEPALIVE_REQUESTS = 100
+MODEL_SOURCE = "mlflow"
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:
@@ -67,6 +68,9 @@ class ServeOptions:
     # service closes it (0: never), so that connections spread over the workers again
     # (`serving.middleware.KeepAliveLimitMiddleware`).
     keepalive_requests: int = KEEPALIVE_REQUESTS
+    # SHIPDELAY_MODEL_SOURCE: "mlflow" follows the registry's champion alias; "bentoml" serves
+    # the model exported to BentoML's store (`serving.bento_export`), as a Bento's image does.
+    model_source: str = MODEL_SOURCE
 
     @classmethod
     def from_env(cls) -> ServeOptions:
@@ -87,7 +91,15 @@ class ServeOptions:
                                            KEEPALIVE_REQUESTS,
                                            lambda v: v >= 0 and float(v).is_integer(),
                                            "a whole number, 0 or more")),
+            model_source=_model_source("SHIPDELAY_MODEL_SOURCE"),
         )
+
+
+def _model_source(name: str) -> str:
+    text = (os.environ.get(name) or MODEL_SOURCE).strip().lower()
+    if text not in ("mlflow", "bentoml"):
+        raise ValueError(f"{name} must be mlflow or bentoml, not {text!r}")
+    return text
 
 
 def _gc_threshold(name: str) -> tuple[int, int, int] | None:

@@ -42,13 +42,23 @@ def progress() -> Progress:
 
 @app.command("config")
 def config_cmd() -> None:
-    """Print the resolved settings (profile, paths, service URLs), secrets masked."""
+    """Print the resolved settings (profile, paths, service URLs), secrets masked, and the
+    serving environment variables with their values and defaults."""
     table = Table(title=f"shipdelay settings (profile {get_settings().profile})")
     table.add_column("setting", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in get_settings().masked().items():
         table.add_row(key, str(value))
+    table.caption = "each read from SHIPDELAY_<SETTING> (e.g. SHIPDELAY_DATA_DIR) or .env"
     console.print(table)
+    from shipdelay.env_vars import ENV_VARS, UNSET
+
+    serving = Table(title="serving: environment variables read when the service starts")
+    for column in ("variable", "value", "default", "meaning"):
+        serving.add_column(column, no_wrap=column == "variable", overflow="fold")
+    for var in ENV_VARS:
+        serving.add_row(var.name, var.current() or UNSET, var.default, var.meaning)
+    console.print(serving)
 
 
 def _parse_date(value: str) -> str:
@@ -528,6 +538,29 @@ def rollback_cmd() -> None:
 
     old, new = rollback(get_settings())
     console.print(f"champion rolled back from version {old} to version {new}")
+
+
+@app.command("export-bento")
+def export_bento_cmd(
+    alias: Annotated[str, typer.Option(help="the registry alias whose version is exported")
+                     ] = "champion",
+) -> None:
+    """Export the champion into BentoML's model store (BENTOML_HOME, default ~/bentoml), so
+    that `bentoml build` in the project folder makes a Bento of the service that carries it."""
+    from registry.loader import NoChampionError
+    from serving.bento_export import export_champion
+    from serving.serve import ROOT
+    from shipdelay.cli_guard import Failure
+
+    try:
+        done = export_champion(get_settings(), alias)
+    except NoChampionError as err:
+        raise Failure(f"{err}.") from None
+    home = os.environ.get("BENTOML_HOME") or "~/bentoml"
+    what = "exported" if done.created else "already exported"
+    console.print(f"model version {done.version} ({alias}) {what} to BentoML's store in {home} "
+                  f"as {done.tag}; build the Bento with: cd {ROOT} && bentoml build",
+                  soft_wrap=True, highlight=False)
 
 
 @app.command("retrain")
