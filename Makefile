@@ -37,11 +37,12 @@ demo: $(STAMP)
 	$(BIN)/shipdelay stream-demo --events 20000
 	$(BIN)/shipdelay cockpit --check
 
-# Tests (and the notebook) get their own data folder: they never touch ./data. Two test workers
-# share the two cores, so each fits and predicts with one OpenMP thread.
+# Tests get their own data folder: they never touch ./data (the notebook runs in
+# tests/integration/test_notebook_aliases.py, on a trained world). Two test workers share the
+# two cores, so each fits and predicts with one OpenMP thread.
 test: $(STAMP) browser
 	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
-		tests notebooks --nbmake
+		tests
 
 # The cockpit's browser tests drive Debian's headless Chromium: installed here when missing
 # and this is root, else one sentence saying how (the tests then fail under CI=true).

@@ -97,22 +97,36 @@ def _is_text(name: str) -> bool:
     return name in CATEGORICAL or name in TEXT_FEATURES or name == RECENT_NOTES
 
 
-def input_schema(inputs: list[str]) -> Schema:
-    """Every input the model reads (text or double, nulls allowed), then the two optional
-    columns."""
-    return Schema([*(ColSpec("string" if _is_text(c) else "double", c) for c in inputs),
+def input_schema(inputs: list[str], whole: set[str] = frozenset()) -> Schema:
+    """Every input the model reads, then the two optional columns. Text features are string,
+    numbers double (nulls allowed), except `whole`: the numbers training frames hold as
+    integers, never missing (a booking's legs, parcels, weekday...), which are long, so that
+    the product's own frames pass MLflow's type check as they are (it refuses an int64 column
+    for a double; its server converts JSON numbers itself)."""
+    def kind(c: str) -> str:
+        return "string" if _is_text(c) else "long" if c in whole else "double"
+
+    return Schema([*(ColSpec(kind(c), c) for c in inputs),
                    ColSpec("string", ID_COLUMN, required=False),
                    ColSpec("double", TIME_COLUMN, required=False)])
 
 
+def whole_numbers(frame: pd.DataFrame, inputs: list[str]) -> set[str]:
+    """The numeric inputs `frame` holds as integers."""
+    return {c for c in inputs if c in frame and not _is_text(c)
+            and pd.api.types.is_integer_dtype(frame[c].dtype)}
+
+
 def example_rows(frame: pd.DataFrame, inputs: list[str], rows: int = 5) -> pd.DataFrame:
-    """The first `rows` rows of a training or scoring frame as a caller sends them: raw values,
-    text for categories (never encoded), and the instant each describes."""
-    head = frame.head(rows)
+    """`rows` rows spread over a training or scoring frame as a caller sends them: raw values
+    (integers where the frame holds them), text for categories (never encoded), and the
+    instant each describes."""
+    head = frame.iloc[::max(1, len(frame) // rows)].head(rows)
+    whole = whole_numbers(frame, inputs)
     out = pd.DataFrame({c: _column(head, c) for c in inputs}, index=range(len(head)))
     for c in inputs:
         if not _is_text(c):
-            out[c] = out[c].astype(float)
+            out[c] = head[c].to_numpy() if c in whole else out[c].astype(float)
     if ID_COLUMN in head:
         out[ID_COLUMN] = head[ID_COLUMN].astype(str).to_numpy()
     if "as_of" in head:
@@ -153,12 +167,14 @@ def log_scorer_model(bundle_folder: Path, *, name: str, inputs: list[str], examp
                      run_id: str, metadata: dict | None = None):
     """Log the bundle in `bundle_folder` as the pyfunc model `name` of the active run (`inputs`:
     the features it reads); returns MLflow's ModelInfo."""
-    signature = ModelSignature(inputs=input_schema(inputs), outputs=output_schema())
+    signature = ModelSignature(inputs=input_schema(inputs, whole_numbers(example, inputs)),
+                               outputs=output_schema())
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(CODE_FILE),
         artifacts={BUNDLE_ARTIFACT: str(bundle_folder)},
-        model_config={"run_id": run_id},
+        # model_version: "" until a loader names it (`model_config` at load time)
+        model_config={"run_id": run_id, "model_version": ""},
         signature=signature,
         input_example=example,
         metadata=metadata,

@@ -43,8 +43,9 @@ def log_bundle(bundle: Bundle, *, input_example: pd.DataFrame,
                metrics: dict[str, float] | None = None) -> str:
     """Log `bundle` to the active MLflow run and return the logged model's URI.
 
-    `input_example` is rows of a training or scoring frame (raw values, categoricals as
-    strings): its first rows become the model's input example, as a caller sends them."""
+    `input_example` is a training or scoring frame (raw values, categoricals as strings): a
+    few of its rows become the model's input example, as a caller sends them, and its integer
+    columns the signature's long inputs (`registry.pyfunc_model.input_schema`)."""
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_bundle must be called inside `with mlflow.start_run():`")

@@ -302,7 +302,7 @@ def train(settings: Settings | None = None, params: dict | None = None,
         headline = _log_metrics(table, gap, scored)
         _log_plots(split, bundle, table, scored)
         step("registering the model")
-        model_uri = log_bundle(bundle, input_example=split.test.head(5), metrics=headline)
+        model_uri = log_bundle(bundle, input_example=split.test, metrics=headline)
         version = (register(settings, model_uri, alias=CHALLENGER if challenger else None)
                    if register_model else None)
         run_logging.describe(run_name=run_name, bundle=bundle, split=split, window=window,
