@@ -78,7 +78,10 @@ def answer_rows(scorer, rows: pd.DataFrame, max_feature_age_h: float) -> pd.Data
     vectors |= {ID_COLUMN: np.asarray(labels, dtype=object), TIME_COLUMN: asked}
     scored = scorer.score_columns(vectors, reasons_from=0.0)  # what if: every row's reasons
     items = predictions(scored, vectors, max_feature_age_h)
-    return pd.DataFrame([item.model_dump(mode="json") for item in items], index=rows.index)
+    answers = pd.DataFrame([item.model_dump(mode="json") for item in items], index=rows.index)
+    # None where the service's JSON says null (a float column would hold NaN, which MLflow's
+    # server writes as the invalid JSON token NaN)
+    return answers.astype(object).where(answers.notna(), None)
 
 
 def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
