@@ -13,7 +13,9 @@ The nightly job operations plan the next day from, and analysts look back over:
 5. their point-in-time features at the cut-off (`training.dataset.point_in_time`, the join
    proven equal to Feast's `get_historical_features` through the FeatureService), so nothing
    ingested after the cut-off is used;
-6. `serving.scorer.Scorer.score`, the one scoring path, chunk by chunk;
+6. `serving.scorer.Scorer.score`, the one scoring path, chunk by chunk, on the champion's
+   trees compiled as the service compiles them (`serving.compiled_trees.compiled_for`;
+   LightGBM's own when compiling is off or fails);
 7. the scores table `<data_dir>/scores/run_date=YYYY-MM-DD/` (Parquet), swapped in whole by
    `serving.partitions.publish`: a rerun replaces the day, a crash keeps the previous one;
 8. the reasons computed for the table kept in the online store, where /predict serves them
@@ -371,8 +373,11 @@ def keep_online(settings: Settings, records: list) -> int:
     instant, the stream's, stays). A store that cannot be written is logged, never fatal: the
     service computes what it does not find. Returns how many were written."""
     from features.online_direct import open_direct
+    from features.store import feast_dir
     from serving.reasons_store import OnlineReasons
 
+    if settings.online_store == "sqlite" and not (feast_dir(settings) / "online.db").exists():
+        return 0  # no online store to keep them in (never materialized here)
     try:
         online = open_direct(settings)
         try:

@@ -38,20 +38,29 @@ Lookup = Callable[[Sequence[str]], Sequence[Reasons | None]]
 def states(scorer, X: np.ndarray, vectors: Mapping, rows: np.ndarray) -> list[str]:
     """The state digest of `rows` (hex, 128 bits): see the module docstring."""
     lasting = X[np.ix_(rows, scorer._lasting)]
-    lasting = np.ascontiguousarray(np.where(np.isnan(lasting), np.nan, lasting) + 0.0)
+    lasting = np.where(np.isnan(lasting), np.nan, lasting) + 0.0
+    data, width = np.ascontiguousarray(lasting).tobytes(), lasting.shape[1] * 8
     quotes = [as_array(vectors[c])[rows].tolist() for c in scorer._quotes if c in vectors]
-    out = []
-    for i, row in enumerate(lasting):
-        h = hashlib.blake2b(row.tobytes(), digest_size=16)
-        for q in quotes:
-            text = q[i]
-            h.update(b"\x01" + text.encode() + b"\x00" if isinstance(text, str) else b"\x02")
-        out.append(h.hexdigest())
-    return out
+    if quotes:  # each text after its length in bytes; a missing one as length 2**32 - 1
+        tails = [b"".join(_sized(t) for t in texts) for texts in zip(*quotes)]
+    else:
+        tails = [b""] * len(rows)
+    blake = hashlib.blake2b
+    return [blake(data[i * width:(i + 1) * width] + tail, digest_size=16).hexdigest()
+            for i, tail in enumerate(tails)]
+
+
+def _sized(text) -> bytes:
+    if not isinstance(text, str):
+        return b"\xff\xff\xff\xff"
+    data = text.encode()
+    return len(data).to_bytes(4, "little") + data
 
 
 def _request_times(vectors: Mapping, rows: np.ndarray) -> np.ndarray:
-    return np.asarray(vectors[REQUEST_TIME], dtype=float)[rows]
+    """The rows' instants in epoch seconds, to the microsecond (as the store's timestamps and
+    pandas' `timestamp()` are), so that one instant is one number whichever way it was made."""
+    return np.round(np.asarray(vectors[REQUEST_TIME], dtype=float)[rows], 6)
 
 
 def explain(scorer, vectors: Mapping, rows: np.ndarray | None = None) -> list[Reasons]:
@@ -87,8 +96,10 @@ def serve(scorer, X: np.ndarray, vectors: Mapping, rows: np.ndarray, n: int,
         kept = stored(ids)
         digests = states(scorer, X, vectors, rows)
         for j, (r, s, t) in enumerate(zip(kept, digests, now.tolist())):
+            # instants compared to the microsecond: epoch seconds as floats round differently
+            # depending on how they were made (pandas' `timestamp()` rounds to microseconds)
             if r is not None and r.version == scorer.version and r.state == s \
-                    and 0.0 <= t - r.at <= max_age_s:
+                    and 0 <= round((t - r.at) * 1e6) <= max_age_s * 1e6:
                 out[rows[j]], at[rows[j]] = list(r.words), r.at
                 todo[j] = False
     left = np.flatnonzero(todo)  # positions in `rows` still without reasons

@@ -69,7 +69,7 @@ def decode(ids: Sequence[str], texts: Sequence[str | bytes | None]) -> list[Reas
     for i, r in zip(where, parsed):
         try:
             out[i] = Reasons(str(ids[i]), r["v"], r["s"], float(r["at"]),
-                             tuple((f, float(c)) for f, c in r["top"]), tuple(r["w"]))
+                             tuple(map(tuple, r["top"])), tuple(r["w"]))
         except (KeyError, TypeError, ValueError):
             out[i] = None
     return out
