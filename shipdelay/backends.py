@@ -88,6 +88,11 @@ def ensure_schema(url: str) -> None:
     engine = sa.create_engine(_without_options(url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
+            # looked up first: creating needs the CREATE right on the database even when the
+            # schema exists, and a schema made beforehand by an administrator must do
+            if conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                            {"s": schema}).first() is not None:
+                return
             try:
                 conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             except sa.exc.IntegrityError:  # another worker created it at the same moment

@@ -21,6 +21,7 @@ import pytest
 from features.schema import CATEGORICAL, model_feature_names
 from registry.loader import alias_version
 from registry.store import EXPERIMENT, MODEL_NAME, client, ensure_experiment
+from shipdelay.backends import ensure_schema
 from shipdelay.settings import Settings
 from tests.conftest import services_required
 from training.params import resolve
@@ -146,3 +147,21 @@ def test_tuning_studies_and_runs_live_in_postgres(scale, database):
         study = optuna.load_study(study_name=f"pg.{booster}", storage=storage)
         assert {k: best.by_booster[booster][k] for k in study.best_params} == pytest.approx(
             study.best_params)
+
+
+def test_a_schema_made_beforehand_needs_no_right_to_create_one(database):
+    """An administrator may create the schema and give the application's user no CREATE right
+    on the database: then the schema is used as it is."""
+    role = f"shipdelay_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"CREATE SCHEMA studies_made AUTHORIZATION {role}")
+    as_app = database.replace("postgres@", f"{role}@")
+    try:
+        ensure_schema(f"{as_app}?options=-csearch_path%3Dstudies_made")
+        with pytest.raises(Exception, match="permission denied"):  # the right it lacks
+            ensure_schema(f"{as_app}?options=-csearch_path%3Dstudies_missing")
+    finally:
+        with psycopg.connect(database, autocommit=True, connect_timeout=3) as conn:
+            conn.execute("DROP SCHEMA studies_made")
+            conn.execute(f"DROP ROLE {role}")
