@@ -92,7 +92,7 @@ def test_bentoml_build_makes_a_bento_of_the_service_with_the_model(built):
     assert info["service"] == "serving.service:ShipDelay"
     (model,) = stored_models(env)
     assert [m["tag"] for m in info["models"]] == [f"{MODEL_NAME}:{model.name}"]
-    assert {"name": "SHIPDELAY_MODEL_SOURCE", "value": "bentoml"} in info["envs"]
+    assert {e["name"]: e["value"] for e in info["envs"]}["SHIPDELAY_MODEL_SOURCE"] == "bentoml"
     src = folder / "src"
     assert (src / "serving" / "service.py").is_file() and (src / "features" / "schema.py").is_file()
     assert not (src / "data").exists() and not (src / "tests").exists()
