@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -61,6 +62,12 @@ ENV = "SHIPDELAY_COMPILED_TREES"
 # mismatch), unrecorded (no digest to check against), failed
 counts: Counter[str] = Counter()
 _load_lock = threading.Lock()  # LLVM's engine set-up, one at a time
+PARALLEL_ROWS = 50_000  # rows per core before a prediction is split across the cores
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
 
 
 def mode() -> str:
@@ -98,8 +105,20 @@ class NativeForest:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"rows must have {self.n_features} features, got shape {X.shape}")
         out = np.zeros(len(X))  # the trees' sums are added into it
-        self._entry(X.ctypes.data_as(POINTER(c_double)), out.ctypes.data_as(POINTER(c_double)),
-                    0, len(X))
+        rows, sums = X.ctypes.data_as(POINTER(c_double)), out.ctypes.data_as(POINTER(c_double))
+        parts = min(_cores(), len(X) // PARALLEL_ROWS)
+        if parts <= 1:
+            self._entry(rows, sums, 0, len(X))
+            return out
+        # a batch's millions of rows: one range per core (the call releases the interpreter
+        # lock; each range writes only its own sums)
+        bounds = np.linspace(0, len(X), parts + 1).astype(int)
+        threads = [threading.Thread(target=self._entry, args=(rows, sums, a, b))
+                   for a, b in itertools.pairwise(bounds.tolist())]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         return out
 
 
@@ -330,6 +349,19 @@ class CompileRun:
             self.bundle, classifier=c.get("classifier", self.bundle.classifier),
             quantiles={q: c.get(f"delay_q{int(q * 100):02d}", b)
                        for q, b in self.bundle.quantiles.items()})
+
+
+def compiled_for(settings, bundle: Bundle) -> Bundle:
+    """`bundle` with its boosters compiled as the service's holder compiles them (the same
+    cache folder, `<data_dir>/compiled`, and the registry's ledger, so a version the service
+    or the stream compiled on this machine loads in milliseconds), for a scorer that starts,
+    scores and stops: the nightly batch. LightGBM's own boosters where compiled trees are off
+    (`ENV` = 0) or a booster cannot be compiled (the reason logged, as for the service)."""
+    if mode() == "off":
+        return bundle
+    ledger = RegistryLedger(settings, bundle.version)
+    run = CompileRun(bundle, settings.data_dir / "compiled", ledger).run()
+    return run.compiled_bundle() or bundle
 
 
 def compile_bundle(bundle: Bundle, cache: Path, ledger: Ledger | None = None) -> list[str]:
