@@ -14,6 +14,11 @@ is a false alarm.
 
     .venv/bin/python benchmarks/retraining_loop.py [--work DIR] [--stable-only | --degrade-only]
         [--first-night YYYY-MM-DD] [--last-night YYYY-MM-DD] [--every N] [--shipments N]
+        [--params FILE]
+
+`--params` trains every model with a parameters file (as `shipdelay train --params`), e.g.
+smaller trees for a quicker run. The carrier's realized log loss as the monitor reported it is
+printed for each night its slice had enough judged predictions.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ def main() -> None:
     args.add_argument("--last-night", default="2025-08-10")
     args.add_argument("--first-night", default="2025-07-03")
     args.add_argument("--every", type=int, default=1, help="nights between two runs")
+    args.add_argument("--params", type=Path, default=None,
+                      help="LightGBM parameters file every training uses")
     only = args.add_mutually_exclusive_group()
     only.add_argument("--stable-only", action="store_true")
     only.add_argument("--degrade-only", action="store_true")
@@ -63,12 +70,16 @@ def main() -> None:
         result = run_scenario(work / name, world, TRAIN_UNTIL, opts.first_night,
                               opts.last_night, every_days=opts.every,
                               settings_overrides={"monitor_psi_min_rows": 300},
+                              params=opts.params,
                               say=lambda s, n=name: print(f"[{n}] {s}", flush=True))
         out[name] = {
             "first_drift_on_carrier": result.first_alarm("drift", f"carrier={CARRIER}"),
             "first_performance_alarm": result.first_alarm("performance"),
             "nights": len(result.nights),
             "nights_with_alarms": result.nights_with_alarms,
+            "carrier_log_loss_by_night": {n.day: round(n.log_loss[f"carrier={CARRIER}"], 4)
+                                          for n in result.nights
+                                          if f"carrier={CARRIER}" in n.log_loss},
             "retrained": [(n.day, n.retrained, n.promoted) for n in result.nights if n.retrained],
             "realized_log_loss_after_last_promotion": result.realized,
             "realized_rows": result.realized_rows,

@@ -8,7 +8,8 @@ takes every known outcome, so each retrain runs in a second data folder whose la
 lake as it stood that night (`shipdelay.world.timeline.lake_until`), with an incremental feature
 build; both folders share one model registry, so a promotion there is the champion here.
 
-`run_scenario` returns, night by night, the alarms and what the pipeline did, and at the end
+`run_scenario` returns, night by night, the alarms, the realized log loss the monitor reported
+(overall and per carrier, lane and mode group) and what the pipeline did, and at the end
 each champion's realized log loss on the snapshots of the weeks after the last promotion (the
 same rows for both models, all judged by the world's end). benchmarks/retraining_loop.py runs
 it at full size with and without the degradation; tests/model/test_retraining_loop.py a small
@@ -42,7 +43,9 @@ class Night:
     retrained: str | None = None  # the version trained that night, if any
     promoted: bool = False
     champion: str | None = None
-    judged: int = 0
+    judged: int = 0  # predictions of the monitor's window whose outcome was known that night
+    # the monitor's realized log loss over its window: "overall" and "carrier=OCE-02" etc.
+    log_loss: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +66,17 @@ class ScenarioResult:
     @property
     def nights_with_alarms(self) -> int:
         return sum(bool(n.alarms) for n in self.nights)
+
+
+def _realized_by_group(summary) -> dict[str, float]:
+    """The realized log loss of the monitor's report, overall and per slice group."""
+    import json
+
+    if summary is None or summary.json_path is None:
+        return {}
+    rows = json.loads(Path(summary.json_path).read_text())["tables"]["realized_by_slice"]
+    return {("overall" if r["slice"] == "overall" else f"{r['slice']}={r['group']}"):
+            float(r["value"]) for r in rows if r["metric"] == "log_loss"}
 
 
 def _share_reference(source: Settings, target: Settings, version: str) -> None:
@@ -102,15 +116,19 @@ def _realized(live: Settings, versions: list[str], since: pd.Timestamp,
 
 def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: str,
                  last_night: str, *, every_days: int = 1, settings_overrides: dict | None = None,
-                 compare_days: int = 14, say: Callable[[str], None] = print) -> ScenarioResult:
+                 compare_days: int = 14, params: str | Path | None = None,
+                 say: Callable[[str], None] = print) -> ScenarioResult:
     """Simulate `world`, train the first champion on what was known at `train_until`, run the
     nightly pipeline every night from `first_night` to `last_night` (YYYY-MM-DD), then compare
-    the first and the last champion on the `compare_days` after the last promotion."""
+    the first and the last champion on the `compare_days` after the last promotion. `params`:
+    a parameters file every training uses (`shipdelay train --params`; e.g. smaller trees)."""
     import time
 
     from features.build import build_features
     from monitoring.monitor import run_monitor
+    from training.params import read_file
 
+    tuned = read_file(params) if params is not None else None
     work = Path(work)
     registry = {"mlflow_tracking_uri": f"sqlite:///{(work / 'mlflow.db').resolve()}"}
     live = Settings(data_dir=work / "live", **registry, **(settings_overrides or {}))
@@ -125,7 +143,7 @@ def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: st
     t = time.perf_counter()
     say(f"the first champion: trained on the lake as of {train_until}")
     lake_until(full, trainer.lake_dir, pd.Timestamp(train_until, tz="UTC"))
-    first = retrain(trainer, "initial model", full=True, online=False)
+    first = retrain(trainer, "initial model", full=True, online=False, tuned=tuned)
     result.initial = first.version
     _share_reference(trainer, live, first.version)
     build_features(live, online=False)
@@ -134,25 +152,33 @@ def run_scenario(work: Path, world: SimConfig, train_until: str, first_night: st
     def retrain_that_night(when: pd.Timestamp):
         def retrainer(settings, reason, stage_margin=0.01, step=None) -> RetrainReport:
             lake_until(full, trainer.lake_dir, when)
-            done = retrain(trainer, reason, stage_margin=stage_margin, online=False, step=step)
+            done = retrain(trainer, reason, stage_margin=stage_margin, online=False, step=step,
+                           tuned=tuned)
             if done.promoted:
                 _share_reference(trainer, live, done.version)
             return done
         return retrainer
 
+    seen = {}
+
     def monitor(settings, as_of=None, days=None):
-        return run_monitor(settings, as_of=as_of, days=days, log_to_mlflow=False)
+        seen["summary"] = run_monitor(settings, as_of=as_of, days=days, log_to_mlflow=False)
+        return seen["summary"]
 
     t = time.perf_counter()
     champion, promoted_at = first.version, None
     for day in pd.date_range(first_night, last_night, freq=f"{every_days}D", tz="UTC"):
         when = day + NIGHTLY_AT
+        seen.clear()
         report = nightly(live, when, monitor=monitor, retrainer=retrain_that_night(when))
         retrained = next((s for s in report.steps if s.name == "retrain" and s.status == "ok"),
                          None)
         night = Night(f"{day:%Y-%m-%d}",
                       [(a["kind"], a["slice"], a["metric"]) for a in report.alarms],
                       report.exit_code, champion=champion)
+        if seen.get("summary") is not None:
+            night.judged = seen["summary"].judged
+            night.log_loss = _realized_by_group(seen["summary"])
         if retrained is not None:
             night.retrained = retrained.detail.split()[1]
             night.promoted = report.promoted_version is not None

@@ -72,9 +72,10 @@ def incremental_since(settings: Settings) -> pd.Timestamp | None:
 
 def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
             stage_margin: float = 0.01, online: bool = True,
-            step: Step | None = None) -> RetrainReport:
+            step: Step | None = None, tuned=None) -> RetrainReport:
     """Rebuild the features, train a challenger and put it to the gate; see the module doc.
-    `online=False` leaves the online store as it is (training reads the offline store)."""
+    `online=False` leaves the online store as it is (training reads the offline store);
+    `tuned` (`training.params.BoosterParams`) are the boosters' parameters, as `train --params`."""
     from features.build import build_features
     from registry.promote import promote
     from registry.store import MODEL_NAME, client
@@ -90,7 +91,7 @@ def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
 
     t = time.perf_counter()
     trained = train(settings, on_step=lambda s: say(f"train: {s}"), run_name="retrain",
-                    challenger=True)
+                    challenger=True, tuned=tuned)
     report.version = trained.version
     client(settings).set_model_version_tag(MODEL_NAME, trained.version, "retrain_reason",
                                            reason[:4000])
