@@ -46,8 +46,8 @@ def store(tmp_path):
 
 def _same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for c in a:
-        x, y = np.asarray(a[c]), np.asarray(b[c])
+    for c, values in a.items():
+        x, y = np.asarray(values), np.asarray(b[c])
         if x.dtype == object:
             assert [None if pd.isna(v) else v for v in x] == \
                 [None if pd.isna(v) else v for v in y], c
