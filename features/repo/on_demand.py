@@ -9,7 +9,7 @@ from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_
 from feast.types import Float64
 
 from features.request_time import REQUEST_TIME
-from features.schema import ON_DEMAND, VIEW_DESCRIPTIONS
+from features.schema import DESCRIPTIONS, ON_DEMAND, VIEW_DESCRIPTIONS
 
 NAME = "delay_on_demand"
 
@@ -23,11 +23,13 @@ def on_demand_view(profile: FeatureView, progress: FeatureView) -> OnDemandFeatu
         name=NAME,
         sources=[profile[["booked_at_s", "promised_at_s", "planned_arrival_s"]],
                  progress[["last_event_s", "next_planned_s"]], request_source()],
-        # no per-feature descriptions here: Feast 0.67 drops them when it reads the view back, and
-        # its projection check then finds the described features missing at online reads
+        # the features' descriptions go in the view's tags: Feast 0.67 drops a computed feature's
+        # own description when it reads the view back, and its projection check at online reads
+        # then refuses the described feature as missing
         schema=[Field(name=c, dtype=Float64) for c in ON_DEMAND],
         mode="python",
         description=VIEW_DESCRIPTIONS[NAME],
+        tags={f"feature.{c}": DESCRIPTIONS[c] for c in ON_DEMAND},
     )
     def delay_on_demand(inputs: dict[str, Any]) -> dict[str, Any]:
         # Feast stores this function as source text and runs it elsewhere: import inside.

@@ -76,7 +76,7 @@ def test_every_feature_carries_its_schema_description_in_feast(repo):
     """The registry Feast reads from the yaml holds each stored feature's description from the
     schema list, and each view's. The on-demand view's computed features carry none: Feast 0.67
     drops them when it reads the view back, and its projection check at online reads then
-    refuses described features as missing."""
+    refuses described features as missing: their descriptions are the view's tags."""
     folder, _ = repo
     store = FeatureStore(repo_path=str(folder))  # Feast's own reading of the yaml
     stored = store.registry.proto()
@@ -86,6 +86,9 @@ def test_every_feature_carries_its_schema_description_in_feast(repo):
     expected = {c: DESCRIPTIONS[c] for cols in VIEWS.values() for c in cols}
     assert described == {**expected, **{c: "" for c in ON_DEMAND}}
     assert all(expected.values())  # none empty
+    odfv = store.get_on_demand_feature_view(ODFV)
+    assert odfv.tags == {f"feature.{c}": DESCRIPTIONS[c] for c in ON_DEMAND}
+    assert all(DESCRIPTIONS[c] for c in ON_DEMAND)
     assert {s.name for s in specs if s.description} == {*VIEWS, ODFV}
     # the views as Feast's Python API returns them carry the same
     api = {f.name: f.description for v in store.list_feature_views() for f in v.features}
