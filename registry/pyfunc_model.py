@@ -21,6 +21,7 @@ the run's `bundle/` folder (`registry.loader`): faster to load, and compiled for
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,9 +173,18 @@ def log_scorer_model(bundle_folder: Path, *, name: str, inputs: list[str], examp
     the features it reads); returns MLflow's ModelInfo."""
     signature = ModelSignature(inputs=input_schema(inputs, whole_numbers(example, inputs)),
                                outputs=output_schema())
+    with tempfile.TemporaryDirectory() as scratch:
+        # MLflow copies the code file with its mode bits: a fresh copy takes the process's file
+        # mode (owner-only where the product keeps its files private), not the checkout's
+        code = Path(scratch) / CODE_FILE.name
+        code.write_bytes(CODE_FILE.read_bytes())
+        return _log(name, code, bundle_folder, run_id, signature, example, metadata)
+
+
+def _log(name: str, code: Path, bundle_folder: Path, run_id: str, signature, example, metadata):
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=str(CODE_FILE),
+        python_model=str(code),
         artifacts={BUNDLE_ARTIFACT: str(bundle_folder)},
         # model_version: "" until a loader names it (`model_config` at load time)
         model_config={"run_id": run_id, "model_version": ""},

@@ -118,3 +118,16 @@ def reasons_calls(monkeypatch):
         return calls
 
     return watch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_service_app_per_module():
+    """BentoML registers its request metrics in prometheus_client's default registry when it
+    builds an ASGI app, once per process; with test files sharing a worker process, a second
+    module's app would find them taken. Each module starts without them."""
+    from prometheus_client import REGISTRY
+
+    for collector, names in list(REGISTRY._collector_to_names.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            REGISTRY.unregister(collector)
+    yield

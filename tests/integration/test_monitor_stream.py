@@ -87,8 +87,9 @@ def test_a_sigkilled_stream_loses_no_logged_prediction(stream_world, kafka, tmp_
 
     # a replayed batch's second copy is dropped on read
     t = raw["as_of"].max() + pd.Timedelta(seconds=1)
-    reader = LogReader(root, Lake(case.settings.lake_dir), t)
-    rows = sum(len(frame) for _, frame in reader.days(raw["as_of"].min().date(), t.date()))
+    reader = LogReader(root, Lake(case.settings.lake_dir), t, raw["as_of"].min().date(),
+                       t.date())
+    rows = int(reader.counts_by_day()["logged"].sum())
     reader.close()
     assert rows == len(raw.drop_duplicates([*KEY, "path", "model_version"]))
     assert reader.duplicates == len(raw) - rows
