@@ -74,11 +74,11 @@ def write(settings, summary: MonitorSummary, tables: dict, judged: pd.DataFrame 
 def _log_run(settings, summary: MonitorSummary, folder: Path) -> None:
     import mlflow
 
-    from registry.store import client, ensure_experiment
+    from registry.store import activate, ensure_experiment
 
     with contextlib.ExitStack() as stack:
         if os.environ.get("MLFLOW_RUN_ID"):
-            client(settings)
+            activate(settings)
             stack.enter_context(mlflow.start_run())
         else:
             ensure_experiment(settings, EXPERIMENT)

@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from registry.pyfunc_model import example_rows, log_scorer_model
-from registry.store import MODEL_NAME, client
+from registry.store import MODEL_NAME, activate, client
 from shipdelay.settings import Settings
 from training.bundle import Bundle
 
@@ -99,7 +99,7 @@ def register(settings: Settings, run_id_or_model_uri: str, alias: str | None = C
     """Register a logged bundle as a new version of MODEL_NAME, tag it with its FeatureService and
     run, point `alias` at it (default "challenger"; None: no alias, an experiment that
     `promote` never sees), and return the version number as a string."""
-    c = client(settings)
+    c = activate(settings)  # register_model below is a fluent call
     model_uri, run_id = _resolve(c, run_id_or_model_uri)
     spec = bundle_spec(c, run_id)
     tags = {"feature_service": spec["service"], "run_id": run_id}

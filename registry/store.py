@@ -21,14 +21,23 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def client(settings: Settings) -> MlflowClient:
-    """An MlflowClient on `settings.tracking_uri`, which also becomes the process-wide tracking
-    and registry URI so that fluent calls (`mlflow.start_run`, `log_model`) agree with it."""
+    """An MlflowClient on `settings.tracking_uri`. It leaves the process-wide URIs alone: a
+    background reader (the service's model refresh) must not move where another part of the
+    process logs its runs."""
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # SQLite will not create the folder
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def activate(settings: Settings) -> MlflowClient:
+    """`client`, and `settings.tracking_uri` becomes the process-wide tracking and registry URI,
+    so that fluent calls (`mlflow.start_run`, `log_model`, `register_model`,
+    `pyfunc.load_model("models:/...")`) agree with it."""
+    c = client(settings)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return c
 
 
 def safe_uri(uri: str) -> str:
@@ -55,7 +64,7 @@ def ensure_experiment(settings: Settings, name: str = EXPERIMENT) -> str:
     """Create the experiment if missing, make it the active one, and return its id. An
     experiment of no kind yet is marked as machine learning, so that MLflow opens it on its
     runs."""
-    c = client(settings)
+    c = activate(settings)
     found = c.get_experiment_by_name(name)
     if found is None or KIND_TAG not in found.tags:
         experiment_id = _create(c, settings, name) if found is None else found.experiment_id

@@ -226,11 +226,11 @@ def log_run(settings: Settings, result, folder: Path) -> str:
     nested in the project's run instead."""
     import mlflow
 
-    from registry.store import client, ensure_experiment
+    from registry.store import activate, ensure_experiment
 
     with contextlib.ExitStack() as stack:
         if os.environ.get("MLFLOW_RUN_ID"):
-            client(settings)
+            activate(settings)
             stack.enter_context(mlflow.start_run())  # the project's run
         else:
             ensure_experiment(settings, EXPERIMENT)

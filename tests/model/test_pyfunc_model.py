@@ -20,7 +20,7 @@ import pytest
 
 from features.schema import CATEGORICAL, model_feature_names
 from registry.loader import CHAMPION
-from registry.store import MODEL_NAME, client
+from registry.store import MODEL_NAME, activate, client
 from shipdelay.settings import Settings, get_settings
 from tests.conftest import TRAINING
 
@@ -92,7 +92,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def test_the_champion_pyfunc_answers_as_the_service(world, served):
     settings, rows, version = world
-    client(settings)  # the copy's registry for models:/ URIs
+    activate(settings)  # the copy's registry for models:/ URIs
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
     # the training frame's own rows and types, categories as text; the service's frozen clock
     asked = rows.assign(request_time_s=AS_OF.timestamp())
@@ -120,7 +120,7 @@ def test_the_champion_pyfunc_answers_as_the_service(world, served):
 
 def test_signature_and_example_are_raw_feature_values(world):
     settings, _, version = world
-    client(settings)
+    activate(settings)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
     schema = {c.name: c for c in model.metadata.get_input_schema().inputs}
     assert schema["service_level"].type.name == "string"
