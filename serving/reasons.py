@@ -78,10 +78,23 @@ for _prefix, _who in (("lane", "lane"), ("carrier", "carrier"), ("customer", "cu
                              f"{_who}'s worst deliveries {{v:.0f}} h late {_when}")
         TEMPLATES.setdefault(f"{_prefix}_volume_{_d}d", f"{_who} volume: {{v:.0f}} deliveries {_when}")
 TEMPLATES.update({
+    "hours_overdue": "the next planned milestone is {v:.0f} h overdue",
+    "booked_hour": "booked at {v:.0f}:00 local time",
+    "recent_notes": "what the recent tracking notes say",
+    "weather_temperature_c": "{v:.0f} C at the current hub",
+    "weather_humidity_pct": "humidity {v:.0f}% at the current hub",
+    "weather_wind_kmh": "wind {v:.0f} km/h at the current hub",
+    "weather_gust_kmh": "gusts of {v:.0f} km/h at the current hub",
+    "weather_precipitation_mm": "{v:.1f} mm of rain or snow at the current hub",
+    "weather_pressure_hpa": "air pressure {v:.0f} hPa at the current hub",
+    "weather_visibility_km": "visibility {v:.1f} km at the current hub",
     "hub_departures_24h": "busy hub: {v:.0f} departures in the last 24 h",
     "hub_arrivals_24h": "busy hub: {v:.0f} arrivals in the last 24 h",
     "hub_exceptions_24h": "{v:.0f} exceptions at the current hub today",
 })
+
+# a time left that has run out reads as the time past it
+PAST = {"hours_to_promised": "{v:.0f} h past the promised time"}
 
 
 # Note features are explained by quoting the note they were read from (a column the scorer adds
@@ -110,6 +123,8 @@ def _sentence(feature: str, value) -> str:
         return f"{feature.replace('_', ' ')} unknown"
     if template is None:
         return f"{feature} = {value:.3g}" if isinstance(value, (int, float)) else f"{feature} = {value}"
+    if feature in PAST and isinstance(value, (int, float)) and value < 0:
+        return PAST[feature].format(v=-value)  # "35 h past the promised time", not "-35 h left"
     try:
         return template.format(v=value)
     except (ValueError, TypeError):
