@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shipdelay.memory import default_budget_gb
+
 Profile = Literal["local", "scale"]
 
 # At scale every connection is encrypted and authenticated: Redis over TLS (rediss://) with its
@@ -99,6 +101,11 @@ class Settings(BaseSettings):
     serve_body_timeout_s: float = Field(5.0, gt=0, description="seconds a client has to send a "
                                         "request body once its headers arrived, 408 after")
     seed: int = Field(7, description="default random seed")
+    memory_budget_gb: float = Field(default_factory=default_budget_gb, gt=0, description="memory "
+                                    "one offline job (features build, training set, batch join) "
+                                    "may hold, in GB; DuckDB gets half and spills beyond it to "
+                                    "<data_dir>/tmp/duckdb, the rest is cut into chunks to fit "
+                                    "(default: half the machine)")
     snapshot_tick_hours: float = Field(12.0, gt=0, description="hours between the clock-tick "
                                        "snapshots a training set takes of each shipment in "
                                        "flight (the simulated ceiling is estimated at 12)")
