@@ -389,11 +389,17 @@ def train_cmd(
     params: Annotated[str | None, typer.Option(
         "--params", help="LightGBM parameters per booster: best (the newest `shipdelay tune` "
         "run's best), a tuning run id, or a JSON/YAML file; default: the built-in ones")] = None,
+    engine: Annotated[str, typer.Option(help="local (this machine) or dask (LightGBM across "
+                                        "a Dask cluster)")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        help="Dask scheduler for --engine dask, e.g. tcp://host:8786; default: a local cluster "
+             "of 2 worker processes, stopped at the end")] = None,
 ) -> None:
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
     from features.feature_sets import choose
     from shipdelay.preflight import need_features
+    from training.dask_fit import DaskClusterError, check_scheduler
     from training.params import ParamsError, resolve
     from training.split import SplitError
     from training.train import SplitOptions, train
@@ -411,6 +417,16 @@ def train_cmd(
     except ValueError:
         raise typer.BadParameter(f"'{gap_days}' is not a number of days",
                                  param_hint="--gap-days") from None
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter("must be local or dask", param_hint="--engine")
+    if scheduler and engine != "dask":
+        raise typer.BadParameter("only with --engine dask", param_hint="--scheduler")
+    if scheduler:  # before the training set is built, not after
+        try:
+            check_scheduler(scheduler)
+        except DaskClusterError as err:
+            console.print(f"[red]train: {err}[/red]")
+            raise typer.Exit(1) from None
     try:  # empty texts (the MLproject's defaults) choose the default rule
         options = SplitOptions(test_from or None, valid_from or None, test_share, valid_share,
                                gap)
@@ -418,9 +434,13 @@ def train_cmd(
         with console.status("training") as status:
             report = train(get_settings(), register_model=not no_register,
                            on_step=lambda s: status.update(s), split_options=options,
-                           feature_set=feature_set, seed=seed, tuned=tuned, challenger=True)
+                           feature_set=feature_set, seed=seed, tuned=tuned, challenger=True,
+                           engine=engine, scheduler=scheduler or None)
     except SplitError as err:
         raise typer.BadParameter(str(err), param_hint=err.param) from None
+    except DaskClusterError as err:
+        console.print(f"[red]train: {err}[/red]")
+        raise typer.Exit(1) from None
     console.print(_frame_table(report.headline(), "test window: model, baselines"
                                + (", ceiling" if report.has_ceiling else " (no ceiling)")))
     from training.evaluate import STAGES

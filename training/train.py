@@ -18,6 +18,7 @@ parameters of the run.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -251,14 +252,17 @@ def train(settings: Settings | None = None, params: dict | None = None,
           on_step: Callable[[str], None] | None = None, run_name: str = "train", *,
           split_options: SplitOptions | None = None, feature_set: FeatureSet | None = None,
           seed: int = DEFAULT_SEED, tuned: BoosterParams | None = None,
-          challenger: bool = False) -> TrainReport:
+          challenger: bool = False, engine: str = "local",
+          scheduler: str | None = None) -> TrainReport:
     """Fit, evaluate and register one model; returns what a person wants to see.
 
     `split_options` choose the split (ignored when `split` is given); `feature_set` the
     features (default all: `features.feature_sets.choose`); `seed` LightGBM's seed; `tuned`
     parameters per booster (a study's best or a file's: `training.params`), under `params`.
     A registered version gets the alias "challenger" only with `challenger` (`shipdelay train`,
-    the nightly retrain): an experiment never becomes promotable by accident."""
+    the nightly retrain): an experiment never becomes promotable by accident. `engine` "dask"
+    fits the same boosters across the Dask cluster at `scheduler` (default a local one of two
+    workers: `training.dask_fit`)."""
     settings = settings or get_settings()
     step = on_step or (lambda _: None)
     feature_set = feature_set or FeatureSet()
@@ -278,7 +282,7 @@ def train(settings: Settings | None = None, params: dict | None = None,
                            **{k: str(v) for k, v in split.bounds.items()},
                            "label_horizon_days": split.horizon.days,
                            **options.params(), "split.gap_days": f"{gap_days:g}", "seed": seed,
-                           "feature_service": feature_set.service,
+                           "feature_service": feature_set.service, "fit_engine": engine,
                            "dropped_feature_groups": ",".join(feature_set.dropped),
                            "n_features": len(feature_set.model_inputs)})
         mlflow.log_input(mlflow.data.from_pandas(
@@ -289,9 +293,14 @@ def train(settings: Settings | None = None, params: dict | None = None,
         if tuned is not None:  # where they came from; the boosters record what they used
             mlflow.set_tag("params_source", tuned.source)
             mlflow.log_dict(tuned.by_booster, "tuned_params.json")
-        bundle = fit_bundle(split, {**(tuned.classifier if tuned else {}), **(params or {})},
-                            feature_set=feature_set, seed=seed,
-                            quantile_params=tuned.quantiles if tuned else None)
+        fit = fit_bundle
+        if engine == "dask":
+            from training.dask_fit import fit_bundle_on_cluster
+
+            fit = functools.partial(fit_bundle_on_cluster, scheduler=scheduler)
+        bundle = fit(split, {**(tuned.classifier if tuned else {}), **(params or {})},
+                     feature_set=feature_set, seed=seed,
+                     quantile_params=tuned.quantiles if tuned else None)
         fit_seconds = time.perf_counter() - started
         mlflow.log_metric("fit/seconds", fit_seconds)
         window = run_logging.log_model_facts(bundle, split)
