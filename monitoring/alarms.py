@@ -1,7 +1,8 @@
 """Alarms: the thresholds of `Settings` (`monitor_*`) applied to one monitoring run's tables.
 
 Kinds, and what each asks for:
-- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi`, one alarm per
+- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi` and above what
+  chance alone could reach on samples that small (`drift.noise_level`), one alarm per
   feature: overall (naming its worst slices), or, when only slices cross the threshold, in its
   worst carrier, lane or mode (slices need `monitor_psi_min_rows` rows): that is what localizes
   a degrading carrier. Features whose drift is expected by construction
@@ -70,7 +71,10 @@ def drift_alarms(settings, drift: pd.DataFrame) -> list[Alarm]:
     limit = settings.monitor_psi
     if not len(drift):
         return []
-    judged = drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & (drift["psi"] > limit)]
+    above = drift["psi"] > limit
+    if "noise" in drift:  # PSI that chance alone could reach on samples this small
+        above &= drift["psi"] > drift["noise"].fillna(0.0)
+    judged = drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & above]
     out = []
     for feature, rows in judged.groupby("feature", sort=False):
         whole = rows[rows["slice"] == "overall"]

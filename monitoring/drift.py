@@ -2,14 +2,31 @@
 P(late) against the model's training window.
 
 The reference is a small JSON artifact per model version (`<data_dir>/monitoring/reference/
-<version>.json`): for each numeric feature the edges of its deciles in the training window and
-the share of rows in each bin (plus one bin for missing values), for each categorical feature
-its levels' shares (plus "other" and missing), the same for P(late) on the training rows, and
-the model's log loss on its validation window (what realized log loss is compared with). It is
-built from the training set once (`build_reference`: at training time, or by `shipdelay monitor`
-from the lake's current training window the first time it meets a version without one), then
-only read: bins are fixed, so a day's counts are a few bincounts and never need the training
-data again.
+<version>.json`): for each numeric feature the edges of its deciles and the share of rows in
+each bin (plus one bin for missing values), for each categorical feature its levels' shares
+(plus "other" and missing), the same for P(late), the same shares within each carrier, lane and
+mode (`DRIFT_SLICES`) that has enough shipments, and the model's log loss on its validation
+window (what realized log loss is compared with).
+
+Its rows are what the nightly batch would have scored on the last nights before the model was
+trained (`reference_rows`): the shipments in flight at `REFERENCE_AT` on every
+`REFERENCE_EVERY_DAYS`-th of the last `REFERENCE_DAYS` days of the lake, with their
+point-in-time features, the same join the batch reads. Training snapshots are another
+population (taken at scans, weighted, ocean journeys capped), so comparing the nightly batch
+with them would call every night a drift. A lake with no shipment in flight on those nights
+falls back to the training rows. It is built once (at training time, or by `shipdelay monitor`
+the first time it meets a version without one), then only read: bins are fixed, so a day's
+counts are a few bincounts and never need the data again.
+
+A slice (one carrier, lane or mode) is compared with the same slice of the reference, never
+with the whole network (a carrier's shipments are not the average shipment), and not on the
+statistics of its own entity (`OWN_STATISTICS`: one value a day for every shipment of the
+slice, so a few days hold a handful of values, which no histogram can judge).
+
+PSI alone grows with noise as samples shrink: with k bins and n independent shipments on each
+side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
+changed (n_eff = 1 / (1/n_recent + 1/n_reference)). `noise_level` is the PSI that chance alone
+exceeds one time in a thousand; a drift alarm needs PSI above both `monitor_psi` and it.
 
 PSI = sum over bins of (a - e) * ln(a / e), shares floored at `FLOOR` so an empty bin costs a
 bounded amount. Read it as: < 0.1 stable, 0.1-0.25 a shift worth a look, > 0.25 a real shift.
@@ -25,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +51,11 @@ import pandas as pd
 from serving.columns import as_array, as_numbers
 
 FLOOR = 1e-4
+DRIFT_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
+REFERENCE_AT = pd.Timedelta(hours=2)  # the nightly batch's usual cut-off after midnight
+REFERENCE_DAYS, REFERENCE_EVERY_DAYS = 28, 2
+MIN_SLICE_SHIPMENTS = 30  # a slice of the reference with fewer shipments is not kept
+NOISE_QUANTILE = 0.999
 DECILES = np.linspace(0.1, 0.9, 9)
 MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
 PREDICTION = "p_late"  # the prediction's drift is reported next to the features'
@@ -131,12 +153,23 @@ class Reference:
     log_loss: float  # the model's log loss on its validation window
     rows: int
     source: str
-    window_days: float = float("nan")  # the training window's span (NaN: not recorded)
+    window_days: float = float("nan")  # the reference window's span (NaN: not recorded)
+    shipments: int = 0  # distinct shipments among the rows (0: not recorded)
+    # "carrier=OCE-02" -> {"shipments": n, "shares": {column: shares}}, on the same bins
+    slices: dict[str, dict] = field(default_factory=dict)
+
+    def slice_shares(self, slice_: str, column: str) -> tuple[np.ndarray | None, int]:
+        """The slice's shares of `column` and its shipments (None, 0: no such slice)."""
+        part = self.slices.get(slice_)
+        if part is None or column not in part["shares"]:
+            return None, 0
+        return np.asarray(part["shares"][column], float), int(part["shipments"])
 
     def to_dict(self) -> dict:
         return {"version": self.version, "log_loss": self.log_loss, "rows": self.rows,
                 "source": self.source,
                 "window_days": self.window_days if np.isfinite(self.window_days) else None,
+                "shipments": self.shipments, "slices": self.slices,
                 "columns": {n: b.to_dict() for n, b in self.binnings.items()}}
 
     @classmethod
@@ -146,7 +179,8 @@ class Reference:
                    float(data.get("log_loss", float("nan"))), int(data.get("rows", 0)),
                    str(data.get("source", "")),
                    float(data.get("window_days") if data.get("window_days") is not None
-                         else float("nan")))
+                         else float("nan")),
+                   int(data.get("shipments", 0)), dict(data.get("slices", {})))
 
 
 def thin_reference(ref: Reference, min_days: float, min_rows: int = MIN_REFERENCE_ROWS
@@ -162,19 +196,68 @@ def thin_reference(ref: Reference, min_days: float, min_rows: int = MIN_REFERENC
             "not judged: retrain on a longer history (`shipdelay retrain`)")
 
 
+def own_statistics() -> dict[str, set[str]]:
+    """Slice -> the statistics of its own entity, which it is not judged on."""
+    from features.schema import feature_groups
+
+    groups = feature_groups()
+    return {"carrier": set(groups["carrier"]), "lane": set(groups["lane"]), "mode": set()}
+
+
+OWN_STATISTICS = own_statistics()
+
+
+def noise_level(bins: int, n_recent: int, n_reference: int) -> float:
+    """The PSI that chance alone exceeds one time in a thousand between two samples of
+    `n_recent` and `n_reference` independent shipments over `bins` bins (inf: no sample)."""
+    from scipy.stats import chi2
+
+    if n_recent <= 0 or n_reference <= 0:
+        return float("inf")
+    n_eff = 1.0 / (1.0 / n_recent + 1.0 / n_reference)
+    return float(chi2.ppf(NOISE_QUANTILE, max(bins - 1, 1)) / n_eff)
+
+
+def _slice_shares(frame: pd.DataFrame, binnings: dict[str, Binning], p_late) -> dict[str, dict]:
+    """The reference's shares within each carrier, lane and mode with enough shipments."""
+    out: dict[str, dict] = {}
+    codes = {n: b.codes(p_late if n == PREDICTION else frame[n])
+             for n, b in binnings.items() if n == PREDICTION or n in frame}
+    ids = frame["shipment_id"].astype(str).to_numpy() if "shipment_id" in frame else None
+    for name, column in DRIFT_SLICES.items():
+        if column not in frame:
+            continue
+        groups = pd.Series(as_array(frame[column]), dtype=object)
+        for group, index in groups.groupby(groups, sort=True).indices.items():
+            shipments = len(set(ids[index])) if ids is not None else len(index)
+            if shipments < MIN_SLICE_SHIPMENTS:
+                continue
+            shares = {}
+            for n, c in codes.items():
+                if n == column or n in OWN_STATISTICS[name]:
+                    continue
+                counts = np.bincount(c[index], minlength=binnings[n].bins)
+                shares[n] = np.round(counts / max(counts.sum(), 1), 6).tolist()
+            out[f"{name}={group}"] = {"shipments": shipments, "shares": shares}
+    return out
+
+
 def build_reference(version: str, frame: pd.DataFrame, features: list[str],
                     categorical: set[str], p_late, log_loss: float, source: str,
                     window_days: float = float("nan")) -> Reference:
-    """A reference from training rows (`frame` holds the features) and their P(late);
-    `window_days` is the span of the training window they come from. Text features (the notes)
-    have no bins: the numbers the model reads from them (`NOTE_FEATURES`) stand for them."""
+    """A reference from rows (`frame` holds the features, and shipment_id and the slices'
+    columns where known) and their P(late); `window_days` is the span of the window they come
+    from. Text features (the notes) have no bins: the numbers the model reads from them
+    (`NOTE_FEATURES`) stand for them."""
     from features.schema import TEXT_FEATURES
 
     binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features
                 if f in frame and f not in TEXT_FEATURES}
     binnings[PREDICTION] = fit_binning(PREDICTION, p_late, False)
+    shipments = frame["shipment_id"].nunique() if "shipment_id" in frame else len(frame)
     return Reference(version, binnings, float(log_loss), len(frame), source,
-                     float(window_days))
+                     float(window_days), int(shipments),
+                     _slice_shares(frame, binnings, np.asarray(p_late, float)))
 
 
 def reference_path(data_dir: Path, version: str) -> Path:
@@ -213,24 +296,64 @@ def reference_from_training(settings, version: str) -> Reference:
     return save_training_reference(settings, version, bundle, current_split(settings))
 
 
+def reference_nights(lake_now: pd.Timestamp) -> list[pd.Timestamp]:
+    """The nightly cut-offs the reference is drawn at: every `REFERENCE_EVERY_DAYS`-th night of
+    the `REFERENCE_DAYS` days before the lake's now, newest last."""
+    last = lake_now.normalize() + REFERENCE_AT
+    if last > lake_now:
+        last -= pd.Timedelta(days=1)
+    return [last - pd.Timedelta(days=d)
+            for d in range(REFERENCE_DAYS - 1, -1, -1) if d % REFERENCE_EVERY_DAYS == 0]
+
+
+def reference_rows(settings) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """The point-in-time feature vectors of the shipments in flight at each reference night
+    (`reference_nights`), as the nightly batch reads them; empty when none was in flight."""
+    from features.store import offline_dir
+    from serving.batch import in_flight, lake_now
+    from shipdelay.lake import Lake
+    from training.dataset import point_in_time
+
+    lake = Lake(settings.lake_dir)
+    nights = reference_nights(lake_now(lake))
+    snapshots = [in_flight(lake, t) for t in nights]
+    snapshots = pd.concat([s for s in snapshots if len(s)] or [pd.DataFrame()],
+                          ignore_index=True)
+    if snapshots.empty:
+        return snapshots, nights
+    vectors = point_in_time(offline_dir(settings), snapshots)
+    vectors = vectors[vectors["booked_at_s"].notna().to_numpy()].reset_index(drop=True)
+    return vectors, nights
+
+
 def save_training_reference(settings, version: str, bundle, split) -> Reference:
-    """Build and save a version's reference from the split it was trained on: the training
-    rows' features (with the note features the trees were fitted on, out of fold, so that they
-    compare with what a door reads from new notes) and P(late), the validation log loss (what
-    `shipdelay train` calls)."""
+    """Build and save a version's reference: the nightly rows of the lake it was trained on
+    (`reference_rows`), or, when no shipment was in flight then, its training rows (with the
+    note features the trees were fitted on, out of fold, so that they compare with what a door
+    reads from new notes); P(late) on them; the validation log loss (what `shipdelay train`
+    calls)."""
     from features.schema import CATEGORICAL
     from training.evaluate import classification_metrics
     from training.train import score_frame
 
-    train = split.train
-    p_train, _ = score_frame(bundle, train)
-    if bundle.spec.reads_notes:  # what the trees learned from: each row's out-of-fold notes
-        train = train.assign(**bundle.spec.note_features(train, cross_fitted=True))
     p_valid, _ = score_frame(bundle, split.valid)
     loss = classification_metrics(split.valid["is_late"].to_numpy(float), p_valid)["log_loss"]
-    booked = train["booked_at_s"] if "booked_at_s" in train else pd.Series(dtype=float)
-    span = float((booked.max() - booked.min()) / 86400) if len(booked) else float("nan")
-    ref = build_reference(version, train, bundle.spec.features, set(CATEGORICAL), p_train,
-                          loss, f"training window up to {split.bounds['train_end']}", span)
+    rows, nights = reference_rows(settings)
+    if len(rows) >= MIN_REFERENCE_ROWS:
+        if bundle.spec.reads_notes:
+            rows = rows.assign(**bundle.spec.note_features(rows))
+        source = (f"shipments in flight at {len(nights)} nightly cut-offs from "
+                  f"{nights[0]:%Y-%m-%d %H:%M} to {nights[-1]:%Y-%m-%d %H:%M} UTC")
+        span = float((nights[-1] - nights[0]) / pd.Timedelta(days=1)) + REFERENCE_EVERY_DAYS
+    else:
+        rows = split.train
+        if bundle.spec.reads_notes:  # what the trees learned from: each row's out-of-fold notes
+            rows = rows.assign(**bundle.spec.note_features(rows, cross_fitted=True))
+        booked = rows["booked_at_s"] if "booked_at_s" in rows else pd.Series(dtype=float)
+        span = float((booked.max() - booked.min()) / 86400) if len(booked) else float("nan")
+        source = f"training window up to {split.bounds['train_end']}"
+    p_rows, _ = score_frame(bundle, rows)
+    ref = build_reference(version, rows, bundle.spec.features, set(CATEGORICAL), p_rows,
+                          loss, source, span)
     save_reference(settings.data_dir, ref)
     return ref

@@ -24,10 +24,12 @@ import pandas as pd
 
 from monitoring import judge
 from monitoring.drift import (
+    DRIFT_SLICES,
     EXPECTED_DRIFT,
     PREDICTION,
     Reference,
     load_reference,
+    noise_level,
     psi,
     reference_from_training,
     reference_path,
@@ -46,7 +48,6 @@ __all__ = ["Alarm", "MonitorSummary", "run_monitor"]
 log = logging.getLogger("shipdelay.monitoring")
 
 RECENT_DAYS = 3  # drift and volume alarms judge the newest days of the window
-DRIFT_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
 Step = Callable[[str, int, int], None]
 
 
@@ -101,6 +102,9 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
         drift_slices = {(name, group): per for name, column in DRIFT_SLICES.items()
                         for group, per in (reader.drift_by_slice(ref, column, recent_from)
                                            if ref else {}).items()}
+        shipments = {(name, group): n for name, column in DRIFT_SLICES.items()
+                     for group, n in reader.shipments(recent_from, column).items()}
+        shipments[("overall", "")] = reader.shipments(recent_from)["overall"]
         counts["duplicates_dropped"] = int(reader.duplicates)
         counts["outcomes_without_predictions"] = reader.outcomes_without_predictions(
             pd.Timestamp(start, tz="UTC"))
@@ -127,7 +131,7 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
         "missing_by_view": missing,
         "drift_by_day": _drift_by_day(drift_daily, ref),
         "drift_recent": _drift_recent(drift_daily, drift_slices, ref, recent_from,
-                                      settings.monitor_psi_min_rows),
+                                      settings.monitor_psi_min_rows, shipments),
     }
     step("checking the inputs", 0, 1)
     volume = source_volume(lake, start, t) if lake.exists("shipments") else pd.DataFrame(
@@ -172,22 +176,35 @@ def _drift_by_day(daily: dict, ref: Reference | None) -> pd.DataFrame:
 
 
 def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from: date,
-                  min_rows: int) -> pd.DataFrame:
-    """PSI over the recent days, overall and per slice group with at least `min_rows` rows;
-    `expected_drift` says why a feature's drift is no alarm (empty for the others)."""
+                  min_rows: int, shipments: dict | None = None) -> pd.DataFrame:
+    """PSI over the recent days, overall against the whole reference and per slice group with
+    at least `min_rows` rows against the same slice of the reference (a slice the reference
+    does not hold is not judged); `noise` is the PSI chance alone could reach between the two
+    samples (`drift.noise_level`, from their distinct shipments); `expected_drift` says why a
+    feature's drift is no alarm (empty for the others)."""
+    columns = ["slice", "feature", "psi", "rows", "noise", "expected_drift"]
     if ref is None:
-        return pd.DataFrame(columns=["slice", "feature", "psi", "rows", "expected_drift"])
+        return pd.DataFrame(columns=columns)
+    shipments = shipments or {}
     total: dict[str, np.ndarray] = {}
     for day, per in daily.items():
         if day >= recent_from:
             for n, c in per.items():
                 total[n] = total[n] + c if n in total else c
-    rows = [("overall", n, psi(ref.binnings[n].shares, c), int(c.sum()))
+    recent = shipments.get(("overall", ""), 0)
+    rows = [("overall", n, psi(ref.binnings[n].shares, c), int(c.sum()),
+             noise_level(ref.binnings[n].bins, recent or int(c.sum()), ref.shipments or ref.rows))
             for n, c in total.items()]
     for (name, group), per in slices.items():
-        rows += [(f"{name}={group}", n, psi(ref.binnings[n].shares, c), int(c.sum()))
-                 for n, c in per.items() if c.sum() >= min_rows]
-    out = pd.DataFrame(rows, columns=["slice", "feature", "psi", "rows"])
+        label = f"{name}={group}"
+        for n, c in per.items():
+            shares, reference = ref.slice_shares(label, n)
+            if shares is None or c.sum() < min_rows:
+                continue
+            rows.append((label, n, psi(shares, c), int(c.sum()),
+                         noise_level(len(shares), shipments.get((name, group), int(c.sum())),
+                                     reference)))
+    out = pd.DataFrame(rows, columns=columns[:-1])
     out["expected_drift"] = out["feature"].map(EXPECTED_DRIFT).fillna("")
     return out
 

@@ -1,8 +1,9 @@
 """The retraining loop: `shipdelay retrain` and the nightly pipeline.
 
 `retrain` = an incremental feature build (from the day of the store's last build or roll; a full
-build when there is no store yet), `train` (registered as the challenger, tagged with why it was
-trained) and the promotion gate on the newest holdout; a promotion records its reason on the
+build when there is no store yet), `train` on a split of recent windows (`retrain_split`;
+registered as the challenger, tagged with why it was trained) and the promotion gate on the
+challenger's test window, the newest holdout (calibration within `gate_ece_tolerance`); a promotion records its reason on the
 model version (`registry.promote`).
 
 `nightly` = score-batch -> monitor -> retrain and promote, the last only when monitoring asks
@@ -70,6 +71,21 @@ def incremental_since(settings: Settings) -> pd.Timestamp | None:
     return None if mark is None else mark.normalize()
 
 
+def retrain_split(settings: Settings, now: pd.Timestamp):
+    """The split of a retrain: the newest `retrain_window_days` of bookings for the test window,
+    as many before them (and `retrain_gap_days`) for validation, and everything older to learn
+    from, so that a new model learns from the recent weeks, not from a window that ended
+    months ago as the default split's label-horizon gaps would have it."""
+    from training.train import SplitOptions
+
+    window = pd.Timedelta(days=settings.retrain_window_days)
+    gap = pd.Timedelta(days=settings.retrain_gap_days)
+    test_from = now - window
+    return SplitOptions(test_from=test_from.isoformat(),
+                        valid_from=(test_from - gap - window).isoformat(),
+                        gap_days=settings.retrain_gap_days)
+
+
 def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
             stage_margin: float = 0.01, online: bool = True,
             step: Step | None = None, tuned=None) -> RetrainReport:
@@ -90,8 +106,12 @@ def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
     report.seconds["features"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    from serving.batch import lake_now
+    from shipdelay.lake import Lake
+
+    options = retrain_split(settings, lake_now(Lake(settings.lake_dir)))
     trained = train(settings, on_step=lambda s: say(f"train: {s}"), run_name="retrain",
-                    challenger=True, tuned=tuned)
+                    challenger=True, tuned=tuned, split_options=options)
     report.version = trained.version
     client(settings).set_model_version_tag(MODEL_NAME, trained.version, "retrain_reason",
                                            reason[:4000])
@@ -100,7 +120,7 @@ def retrain(settings: Settings, reason: str = SCHEDULE, *, full: bool = False,
     t = time.perf_counter()
     say("promote: challenger and champion on the newest holdout")
     result = promote(settings, holdout_evaluator(settings), stage_margin=stage_margin,
-                     reason=reason)
+                     reason=reason, ece_tolerance=settings.gate_ece_tolerance)
     report.promoted, report.gate = result.ok, list(result.reasons)
     report.seconds["promote"] = time.perf_counter() - t
     return report

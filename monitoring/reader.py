@@ -26,7 +26,13 @@ import pandas as pd
 import pyarrow as pa
 
 from features.schema import MODEL_FEATURES
-from monitoring.drift import PREDICTION, Binning, Reference
+from monitoring.drift import (
+    DRIFT_SLICES,
+    OWN_STATISTICS,
+    PREDICTION,
+    Binning,
+    Reference,
+)
 from monitoring.prediction_log import KEY, log_schema
 from shipdelay.lake import Lake
 from shipdelay.parquet_io import dataset, duckdb_dataset, sql_source
@@ -243,8 +249,10 @@ class LogReader:
     def drift_by_slice(self, ref: Reference, column: str, since: date
                        ) -> dict[str, dict[str, np.ndarray]]:
         """Per group of `column` (rows from `since` on), each reference column's bin counts,
-        but the column's own feature (a slice always "drifts" in its defining feature)."""
-        codes = {c: n for c, n in self.codes.items() if n != column}
+        but the column's own feature (a slice always "drifts" in its defining feature) and
+        the statistics of its own entity (`drift.OWN_STATISTICS`)."""
+        own = next((OWN_STATISTICS[k] for k, v in DRIFT_SLICES.items() if v == column), set())
+        codes = {c: n for c, n in self.codes.items() if n != column and n not in own}
         if not codes:
             return {}
         frame = self.sql(
@@ -258,6 +266,20 @@ class LogReader:
             counts[part["code"].to_numpy(int)] = part["n"].to_numpy(np.int64)
             out.setdefault(str(group), {})[codes[c]] = counts
         return out
+
+    def shipments(self, since: date, column: str | None = None) -> dict[str, int]:
+        """Distinct shipments with predictions from `since` on: {"overall": n}, or per group of
+        `column` (the independent samples a drift test stands on)."""
+        if not self.raw:
+            return {"overall": 0} if column is None else {}
+        if column is None:
+            n = self.con.execute("SELECT count(DISTINCT shipment_id) FROM log WHERE day >= $s",
+                                 {"s": since}).fetchall()[0][0]
+            return {"overall": int(n)}
+        rows = self.con.execute(
+            f"SELECT {_q(column)}, count(DISTINCT shipment_id) FROM log WHERE day >= $s AND "
+            f"{_q(column)} IS NOT NULL GROUP BY 1", {"s": since}).fetchall()
+        return {str(g): int(n) for g, n in rows}
 
     def judged(self) -> pd.DataFrame:
         """The judged predictions, what `monitoring.judge` reads: day, the slices (pandas

@@ -59,10 +59,16 @@ def p_late_of(driver: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-(np.nan_to_num(driver) * 1.2 - 1.0)))
 
 
-def reference(rows: int = 20_000, seed: int = 1, log_loss: float | None = None) -> Reference:
-    """The training window's reference for this synthetic world (no shift)."""
+def reference(rows: int = 20_000, seed: int = 1, log_loss: float | None = None,
+              carriers=CARRIERS, lanes=LANES) -> Reference:
+    """The reference for this synthetic world (no shift): one row per shipment, spread over
+    `carriers` and `lanes` (the slices it keeps shares for)."""
     rng = np.random.default_rng(seed)
     vectors = _features(rng, rows, np.zeros(rows, bool))
+    vectors |= {"shipment_id": np.array([f"R{i:08d}" for i in range(rows)], dtype=object),
+                "carrier_id": np.asarray(carriers, dtype=object)[
+                    rng.integers(0, len(carriers), rows)],
+                "lane_id": np.asarray(lanes, dtype=object)[rng.integers(0, len(lanes), rows)]}
     p = p_late_of(vectors[DRIVER])
     if log_loss is None:
         log_loss = float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))

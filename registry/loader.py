@@ -33,7 +33,7 @@ class NoChampionError(LookupError):
     """The alias (by default "champion") points at no model version: nothing was promoted yet."""
 
 
-def _version_by_alias(c: MlflowClient, alias: str) -> ModelVersion | None:
+def version_by_alias(c: MlflowClient, alias: str) -> ModelVersion | None:
     # Read the alias map rather than asking for the alias: stores report a missing alias with
     # different error codes, while a missing model is uniformly RESOURCE_DOES_NOT_EXIST. Any
     # other failure (database down, permissions) propagates.
@@ -49,7 +49,7 @@ def _version_by_alias(c: MlflowClient, alias: str) -> ModelVersion | None:
 
 def alias_version(settings: Settings, alias: str) -> str | None:
     """The version number the alias points at, or None if the alias (or the model) is absent."""
-    mv = _version_by_alias(client(settings), alias)
+    mv = version_by_alias(client(settings), alias)
     return None if mv is None else str(mv.version)
 
 
@@ -107,7 +107,7 @@ def load_by_alias(settings: Settings, alias: str = CHAMPION) -> Bundle:
 
     Raises NoChampionError (a LookupError) when the alias does not exist."""
     c = client(settings)
-    mv = _version_by_alias(c, alias)
+    mv = version_by_alias(c, alias)
     if mv is None:
         raise NoChampionError(
             f"no version of model {MODEL_NAME!r} has the alias {alias!r} in the registry at "

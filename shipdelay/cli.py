@@ -541,7 +541,8 @@ def promote_cmd(
     need_features(settings)
     need_challenger(settings)
     with console.status("scoring challenger and champion on the newest holdout"):
-        result = promote(settings, holdout_evaluator(settings), stage_margin=stage_margin)
+        result = promote(settings, holdout_evaluator(settings), stage_margin=stage_margin,
+                         ece_tolerance=settings.gate_ece_tolerance)
     if len(result.table):
         console.print(result.table.to_string())
     colour = "green" if result.ok else "yellow"

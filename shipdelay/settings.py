@@ -121,10 +121,20 @@ class Settings(BaseSettings):
                                          "counted as dropped, never waited for")
     monitor_days: int = Field(30, ge=1, description="days `shipdelay monitor` looks back")
     monitor_psi: float = Field(0.25, gt=0, description="drift alarm: population stability "
-                               "index of a feature or of P(late) against the training window")
+                               "index of a feature or of P(late) against the reference (the "
+                               "nightly shipments before the model was trained)")
     monitor_psi_min_rows: int = Field(500, ge=1, description="fewest predictions a slice needs "
                                       "before its drift is judged")
-    monitor_reference_min_days: float = Field(28.0, ge=0, description="shortest training "
+    gate_ece_tolerance: float = Field(0.005, ge=0, description="promotion gate: how much worse "
+                                      "than the champion's the challenger's calibration error "
+                                      "may be on the holdout (sampling noise of the ECE)")
+    retrain_window_days: float = Field(28.0, gt=0, description="`shipdelay retrain` and the "
+                                       "nightly retrain: days of the newest bookings held out "
+                                       "for the test window, and as many before them for "
+                                       "validation (the model learns from everything older)")
+    retrain_gap_days: float = Field(7.0, ge=0, description="... and the days between those "
+                                    "windows (labels that arrive later are purged)")
+    monitor_reference_min_days: float = Field(28.0, ge=0, description="shortest reference "
                                               "window drift is judged against; a shorter "
                                               "one gives a data alarm instead")
     monitor_log_loss_rise: float = Field(0.15, gt=0, description="performance alarm: realized "

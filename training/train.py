@@ -327,14 +327,53 @@ def train(settings: Settings | None = None, params: dict | None = None,
                        seed)
 
 
-def holdout_evaluator(settings: Settings | None = None) -> Callable[[Bundle], dict]:
-    """Scores a bundle on the newest holdout (the current test window), for the promotion gate."""
-    split = current_split(settings or get_settings())
-    stage = journey_stage(split.test)
+def challenger_test_start(settings: Settings) -> pd.Timestamp | None:
+    """Where the challenger's own test window opens (its run's `test_start` parameter), or None
+    when there is no challenger or its run records none."""
+    from registry.loader import run_of, version_by_alias
+    from registry.store import client
+
+    c = client(settings)
+    mv = version_by_alias(c, CHALLENGER)
+    if mv is None:
+        return None
+    try:
+        recorded = c.get_run(run_of(mv)).data.params.get("test_start")
+    except (LookupError, mlflow.exceptions.MlflowException):
+        return None
+    return pd.Timestamp(recorded) if recorded else None
+
+
+def holdout_rows(settings: Settings, test_start: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The newest holdout: the training set's rows booked from `test_start` on (default: where
+    the challenger's test window opens, so that the gate judges on the window the challenger
+    was held out from, with the gaps it was trained with; without a challenger, the default
+    split's test window)."""
+    test_start = test_start if test_start is not None else challenger_test_start(settings)
+    if test_start is None:
+        return current_split(settings).test
+    lake = Lake(settings.lake_dir)
+    require_features(get_store(settings), model_feature_names())
+    frame = build_training_set(lake, offline_dir(settings),
+                               ticks=TickRule(every_h=settings.snapshot_tick_hours))
+    booked = pd.to_datetime(frame["booked_at_s"], unit="s", utc=True)
+    test = frame[(booked >= test_start).to_numpy()].reset_index(drop=True)
+    if test.empty:
+        raise SplitError(f"the holdout from {test_start:%Y-%m-%d} holds no labelled snapshot: "
+                         "train a challenger on the current lake (`shipdelay train`)",
+                         "--test-from")
+    return test
+
+
+def holdout_evaluator(settings: Settings | None = None,
+                      test_start: pd.Timestamp | None = None) -> Callable[[Bundle], dict]:
+    """Scores a bundle on the newest holdout (`holdout_rows`), for the promotion gate."""
+    test = holdout_rows(settings or get_settings(), test_start)
+    stage = journey_stage(test)
 
     def evaluate_bundle(bundle: Bundle) -> dict:
-        p, _ = score_frame(bundle, split.test)
-        y = split.test["is_late"].to_numpy(float)
+        p, _ = score_frame(bundle, test)
+        y = test["is_late"].to_numpy(float)
         overall = classification_metrics(y, p)
         stages = {}
         for name in stage.cat.categories:

@@ -10,12 +10,12 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from registry.loader import alias_version, load_by_alias
 from registry.promote import promote, rollback
-from registry.store import client
+from registry.store import MODEL_NAME, client
 from shipdelay.lake import Lake
 from training import baselines
 from training.evaluate import PROB_CLIP, STAGES
 from training.split import label_horizon, time_split
-from training.train import holdout_evaluator, train
+from training.train import SplitOptions, holdout_evaluator, holdout_rows, train
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +172,25 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
     assert forced.ok and alias_version(settings, "champion") != champion
     _rolled_from, rolled_to = rollback(settings)
     assert rolled_to == champion and alias_version(settings, "champion") == champion
+
+
+def test_the_gate_judges_on_the_challengers_own_test_window(trained):
+    """A challenger trained with its own split (here: a later test window, 3-day gaps) is
+    judged on that window of the current lake, not on a split the gate would choose again."""
+    settings, split, _ = trained
+    booked = pd.to_datetime(split.test["booked_at_s"], unit="s", utc=True)
+    later = booked.quantile(0.5).floor("D")
+    train(settings, params={"num_leaves": 4, "num_iterations": 5}, run_name="own-window",
+          split_options=SplitOptions(test_from=later.isoformat(), gap_days=3), challenger=True)
+    try:
+        rows = holdout_rows(settings)
+    finally:
+        client(settings).delete_registered_model_alias(MODEL_NAME, "challenger")
+    expected = split.test[(booked >= later).to_numpy()]
+    assert 0 < len(rows) < len(split.test)
+    assert len(rows) == len(expected)
+    assert sorted(zip(rows["shipment_id"], rows["as_of"])) == sorted(
+        zip(expected["shipment_id"], expected["as_of"]))
 
 
 def test_training_saves_the_monitoring_reference_of_its_rows(trained):

@@ -66,7 +66,7 @@ def write_world(root, change: str, seed: int = 5) -> Settings:
 
 @pytest.fixture(scope="module")
 def reference() -> Reference:
-    return synthetic.reference(rows=20_000)
+    return synthetic.reference(rows=20_000, carriers=CARRIERS, lanes=LANES)
 
 
 @pytest.fixture(scope="module")
