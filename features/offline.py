@@ -13,12 +13,12 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
 from features.schema import TIMESTAMP
 from shipdelay.lake import split_by_day, write_parquet_atomic
+from shipdelay.memory import offline_connection
 from shipdelay.parquet_io import sql_source
 
 
@@ -100,7 +100,7 @@ def write_parts(offline: Path, view: str, frame: pd.DataFrame, token: str) -> li
 
 def read_view(offline: Path, view: str, where: str = "") -> pd.DataFrame:
     """A whole offline view as pandas (tests and small tools; big joins use DuckDB directly)."""
-    con = duckdb.connect()
+    con = offline_connection(data_dir=offline.parent.parent)  # offline: <data_dir>/feast/offline
     try:
         query = f"select * from {sql_source(con, view_glob(offline, view), union_by_name=True)}"
         frame = con.sql(query + (f" where {where}" if where else "")).df()

@@ -25,6 +25,7 @@ from pydantic import StrictStr
 
 from shipdelay import parquet_io
 from shipdelay.crypto import active
+from shipdelay.memory import limit_connection
 
 
 class EncryptedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -34,10 +35,12 @@ class EncryptedDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
 
 
 def read_source(data_source, repo_path: str):
-    """An ibis table over a file source's Parquet files, decrypted."""
+    """An ibis table over a file source's Parquet files, decrypted; the DuckDB connection
+    Feast's queries run on keeps within the memory budget (`shipdelay.memory`)."""
+    backend = ibis.get_backend()  # the DuckDB connection Feast's queries run on
+    limit_connection(backend.con)
     if active() is None or not isinstance(data_source, FileSource):
         return feast_duckdb._read_data_source(data_source, repo_path)
-    backend = ibis.get_backend()  # the DuckDB connection Feast's queries run on
     name = f"feast_{uuid.uuid4().hex[:12]}"
     backend.con.register(name, parquet_io.duckdb_dataset(parquet_io.paths(data_source.path)))
     return backend.table(name)

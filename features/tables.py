@@ -44,6 +44,7 @@ from features.transforms import BIT_BASE, BIT_PER_LEG, MAX_BIT_LEGS
 from shipdelay import contract
 from shipdelay.contract import EVENT_TYPES, MODES, STR
 from shipdelay.lake import Lake
+from shipdelay.memory import offline_connection
 
 Frame = pd.DataFrame | pa.Table | ds.Dataset
 DayLike = date | datetime | pd.Timestamp | str
@@ -81,9 +82,10 @@ _COLUMNS = {
 
 # -- plumbing -------------------------------------------------------------------------------------
 def _connect(**frames: Frame) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with one typed view per input (times as epoch microseconds);
-    an optional column the input lacks (data written before the contract had it) is NULL."""
-    con = duckdb.connect()
+    """A private in-memory DuckDB with one typed view per input (times as epoch microseconds),
+    within the memory budget (`shipdelay.memory`); an optional column the input lacks (data
+    written before the contract had it) is NULL."""
+    con = offline_connection()
     con.execute("SET TimeZone = 'UTC'")  # naive input times are UTC
     for name, frame in frames.items():
         cols = _COLUMNS[name] if name in _COLUMNS else {c: None for c in _names(frame)}
