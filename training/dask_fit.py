@@ -91,7 +91,7 @@ def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS,
                 raise DaskClusterError(f"could not start a local Dask cluster of {workers} "
                                        f"workers ({err}); give --scheduler instead") from None
             client = Client(cluster)
-            client.run(silence_stdout)
+            client.run(silence_output)
         else:
             try:
                 client = Client(scheduler, timeout=timeout_s)
@@ -209,14 +209,17 @@ def _quiet(fit) -> object:
         return fit()
 
 
-def silence_stdout() -> None:
+def silence_output() -> None:
     """Run on a local cluster's workers, which share the terminal: LightGBM's network set-up
     prints there (ports bound, machines connected) whatever its verbosity, from the worker's
-    task threads; the workers' standard output goes to /dev/null instead."""
+    task threads, and a worker that loses its scheduler as the cluster stops logs a traceback;
+    the workers' standard output and error go to /dev/null instead (their failures reach the
+    client as exceptions)."""
     import os
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
     os.close(devnull)
 
 
