@@ -80,11 +80,12 @@ def _realized_by_group(summary) -> dict[str, float]:
 
 
 def _share_reference(source: Settings, target: Settings, version: str) -> None:
-    """The drift reference of `version` from the training window it was trained on (the
-    trainer's lake), for the live folder's monitor."""
+    """The drift reference `version` saved when it was trained (in the trainer's folder), for
+    the live folder's monitor."""
     from monitoring.drift import reference_from_training, reference_path
 
-    reference_from_training(source, version)
+    if not reference_path(source.data_dir, version).exists():
+        reference_from_training(source, version)
     path = reference_path(target.data_dir, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(reference_path(source.data_dir, version), path)
