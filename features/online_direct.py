@@ -5,7 +5,10 @@ cost ~20 ms per call plus ~1.5 ms per row: far too slow for a stream of thousand
 second. This module reads and writes the very same records Feast does (SQLite: one row per
 (entity key, feature) in the table `<project>_<view>`; Redis: one hash per entity key with a
 murmur3 field per `view:feature` and a `_ts:<view>` timestamp), so Feast, the service and the
-training path keep seeing one online store. Values are encoded as Feast's `ValueProto` bytes,
+training path keep seeing one online store. A SQLite write costs one statement per entity, not
+per feature: an entity already online has all its rows of a view rewritten by one UPDATE (the
+columns Feast's upsert sets, to the same values); only a new one gets Feast's row-by-row upsert.
+Values are encoded as Feast's `ValueProto` bytes,
 vectorized: doubles by byte layout, ints and strings through their distinct values only; they
 are decoded by `features.online_decode`, the decoder the service's `OnlineReader` uses too.
 Tests prove records written here read back identically through Feast and vice versa.
@@ -161,7 +164,8 @@ class SqliteOnline(DirectOnline):
     def __init__(self, path: str):
         self.path = path
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None,
-                                    check_same_thread=False)
+                                    check_same_thread=False, cached_statements=256)
+        self._updates: dict[str, str] = {}  # view -> its per-entity UPDATE
 
     def _fetch(self, view, keys, columns):
         where = {k: i for i, k in enumerate(keys)}
@@ -186,24 +190,80 @@ class SqliteOnline(DirectOnline):
         return pos, col, list(vs), found, stamps
 
     def upsert_statements(self, view: str, frame: pd.DataFrame) -> tuple[str, list[tuple]]:
-        """The statement and parameter rows that write `frame` as Feast's SQLite store does."""
+        """The statement and parameter rows that write `frame` as Feast's SQLite store does
+        (one row per entity and feature; an entity's rows are adjacent, so the upserts of one
+        entity land on the same index and table pages)."""
+        keys, cells, ts = self._cells(view, frame)
+        return _upsert_sql(view), _per_feature_rows(keys, list(VIEWS[view]), cells, ts)
+
+    def _cells(self, view: str, frame: pd.DataFrame) -> tuple[list[bytes], list[tuple], list]:
+        """Entity keys, one tuple per entity of (value, value_text) for each of the view's
+        features in order (flattened), and the entities' timestamps (whole seconds, as Feast
+        writes them)."""
         keys, values = self.view_mapping(view, frame)
-        ts = _epoch_s(frame["event_timestamp"]).tolist()  # as Feast writes it: whole seconds
-        sql = (f'INSERT INTO "{PROJECT}_{view}" (entity_key, feature_name, value, value_text, '
-               "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, "
-               "feature_name) DO UPDATE SET value = excluded.value, value_text = "
-               "excluded.value_text, event_ts = excluded.event_ts, created_ts = NULL")
-        rows = []
+        columns = []
         for c, kind in VIEWS[view].items():
-            rows.extend(zip(keys, [c] * len(keys), values[c], _value_text(frame[c], kind), ts))
-        return sql, rows
+            columns += (values[c], _value_text(frame[c], kind))
+        ts = _epoch_s(frame["event_timestamp"]).tolist()
+        return keys, list(zip(*columns)) if len(keys) else [], ts
+
+    def _update_statement(self, view: str) -> str:
+        """One UPDATE that rewrites all of an entity's feature rows of `view` (its values, value
+        texts and the shared timestamp), exactly as the upsert of each row would."""
+        sql = self._updates.get(view)
+        if sql is None:
+            names = list(VIEWS[view])
+            m = len(names)
+            value = " ".join(f"WHEN '{c}' THEN ?{2 * j + 1}" for j, c in enumerate(names))
+            text = " ".join(f"WHEN '{c}' THEN ?{2 * j + 2}" for j, c in enumerate(names))
+            listed = ",".join(f"'{c}'" for c in names)
+            sql = self._updates[view] = (
+                f'UPDATE "{PROJECT}_{view}" SET value = CASE feature_name {value} END, '
+                f"value_text = CASE feature_name {text} END, event_ts = ?{2 * m + 1}, "
+                f"created_ts = NULL WHERE entity_key = ?{2 * m + 2} AND feature_name IN "
+                f"({listed})")
+        return sql
+
+    def write_in_tx(self, view: str, frame: pd.DataFrame) -> int:
+        """Write `frame` (one row per entity) inside the caller's transaction, leaving the table
+        exactly as Feast's upsert of every (entity, feature) row would: one UPDATE per entity
+        whose rows are all there (the usual case: a shipment already online), the per-feature
+        upsert for the others. Returns how many entities needed the upsert."""
+        keys, cells, ts = self._cells(view, frame)
+        if not keys:
+            return 0
+        m = len(VIEWS[view])
+        update = self._update_statement(view)
+        execute = self.conn.execute
+        missing = [i for i, (k, c, t) in enumerate(zip(keys, cells, ts))
+                   if execute(update, (*c, t, k)).rowcount != m]
+        if missing:
+            self.conn.executemany(_upsert_sql(view), _per_feature_rows(
+                [keys[i] for i in missing], list(VIEWS[view]), [cells[i] for i in missing],
+                [ts[i] for i in missing]))
+        return len(missing)
 
     def write(self, view: str, frame: pd.DataFrame) -> None:
-        sql, rows = self.upsert_statements(view, frame)
-        with_tx(self.conn, lambda: self.conn.executemany(sql, rows))
+        with_tx(self.conn, lambda: self.write_in_tx(view, frame))
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _upsert_sql(view: str) -> str:
+    """Feast's SQLite upsert of one (entity, feature) row."""
+    return (f'INSERT INTO "{PROJECT}_{view}" (entity_key, feature_name, value, value_text, '
+            "event_ts, created_ts) VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, "
+            "feature_name) DO UPDATE SET value = excluded.value, value_text = "
+            "excluded.value_text, event_ts = excluded.event_ts, created_ts = NULL")
+
+
+def _per_feature_rows(keys: list[bytes], names: list[str], cells: list[tuple], ts: list
+                      ) -> list[tuple]:
+    """Feast's (entity_key, feature_name, value, value_text, event_ts) rows, entity by
+    entity: `cells` holds each entity's (value, value_text) pairs flattened in `names` order."""
+    return [(k, name, c[2 * j], c[2 * j + 1], t) for k, c, t in zip(keys, cells, ts)
+            for j, name in enumerate(names)]
 
 
 def with_tx(conn: sqlite3.Connection, body) -> None:

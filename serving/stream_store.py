@@ -156,13 +156,13 @@ class StreamStore:
 
     def _commit_sqlite(self, progress, state, token, reasons=()) -> None:
         conn = self.online.conn
-        sql, rows = self.online.upsert_statements("shipment_progress", progress)
         keys = entity_keys("shipment_id", state["shipment_id"].astype(str))
         p = state["p_late"].astype(object).where(state["p_late"].notna(), None).tolist()
         state_rows = list(zip(keys, p, encode_ids(state["applied"].tolist())))
 
         def body():
-            conn.executemany(sql, rows)
+            # one statement per shipment: its 28 progress rows in Feast's layout at once
+            self.online.write_in_tx("shipment_progress", progress)
             conn.executemany("INSERT OR REPLACE INTO shipdelay_stream_state (entity_key, "
                              "applied, p_late, applied_ids) VALUES (?, NULL, ?, ?)", state_rows)
             sqlite_write(conn, reasons)
