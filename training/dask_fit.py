@@ -19,8 +19,9 @@ What lightgbm.dask does not do, and what this module does instead:
   only, and says so in the booster's parameters): the Dask classifier holds the same monotone
   constraints by the stricter method, which can cost a little accuracy, within noise here;
 - bit-for-bit equality with the local fit: data-parallel trees find their bins and splits from
-  histograms summed over workers, so the boosters differ from the local ones in their details;
-  their quality is the same within noise (tests/model/test_dask_fit.py).
+  histograms summed over workers, and the quantile boosters' leaves are renewed from each
+  worker's rows and averaged across workers, so the boosters differ from the local ones in
+  their details; their quality is the same within noise (tests/model/test_dask_fit.py).
 
 The training set partitions by shipment (a hash of shipment_id), so that one shipment's
 snapshots stay on one worker. The matrix is built on the client (the note model's out-of-fold
@@ -298,11 +299,13 @@ def fit_bundle_dask(split: Split, client, params: dict | None = None,
     return bundle
 
 
-def fit_bundle_on_cluster(split: Split, scheduler: str | None = None, **kwargs) -> Bundle:
-    """`fit_bundle_dask` on the scheduler at `scheduler`, or on a LocalCluster of
-    LOCAL_WORKERS processes (shut down at the end) without one."""
+def fit_bundle_on_cluster(split: Split, params: dict | None = None, *,
+                          scheduler: str | None = None, **kwargs) -> Bundle:
+    """`fit_bundle_dask` (the arguments of `training.model.fit_bundle`) on the scheduler at
+    `scheduler`, or on a LocalCluster of LOCAL_WORKERS processes (shut down at the end)
+    without one."""
     with dask_client(scheduler) as client:
-        return fit_bundle_dask(split, client, **kwargs)
+        return fit_bundle_dask(split, client, params, **kwargs)
 
 
 def check_scheduler(scheduler: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
