@@ -1,8 +1,9 @@
 """Alarms: the thresholds of `Settings` (`monitor_*`) applied to one monitoring run's tables.
 
 Kinds, and what each asks for:
-- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi` and above what
-  chance alone could reach on samples that small (`drift.noise_level`), one alarm per
+- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi`, and a change
+  chance alone would not give on samples that small (`drift.noise_level`, `drift.shifted`),
+  one alarm per
   feature: overall (naming its worst slices), or, when only slices cross the threshold, in its
   worst carrier, lane or mode (slices need `monitor_psi_min_rows` rows): that is what localizes
   a degrading carrier. Features whose drift is expected by construction
@@ -72,8 +73,8 @@ def drift_alarms(settings, drift: pd.DataFrame) -> list[Alarm]:
     if not len(drift):
         return []
     above = drift["psi"] > limit
-    if "noise" in drift:  # PSI that chance alone could reach on samples this small
-        above &= drift["psi"] > drift["noise"].fillna(0.0)
+    if "noise" in drift:  # beyond what chance alone could give on samples this small
+        above &= (drift["psi"] > drift["noise"].fillna(0.0)) | drift["shifted"].astype(bool)
     judged = drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & above]
     out = []
     for feature, rows in judged.groupby("feature", sort=False):

@@ -23,19 +23,16 @@ with the whole network (a carrier's shipments are not the average shipment), and
 statistics of its own entity (`OWN_STATISTICS`: one value a day for every shipment of the
 slice, so a few days hold a handful of values, which no histogram can judge).
 
-PSI alone grows with noise as samples shrink: with k bins and n independent shipments on each
-side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
+PSI alone grows with noise as samples shrink: with k bins and n independent observations on
+each side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
 changed (n_eff = 1 / (1/n_recent + 1/n_reference)). `noise_level` is the PSI that chance alone
-exceeds one time in a thousand; a drift alarm needs PSI above both `monitor_psi` and it.
-
-PSI = sum over bins of (a - e) * ln(a / e), shares floored at `FLOOR` so an empty bin costs a
-bounded amount. Read it as: < 0.1 stable, 0.1-0.25 a shift worth a look, > 0.25 a real shift.
-
-Some features drift by construction (`EXPECTED_DRIFT`): they are clocks, so any later window
-differs from the training window whatever the world does. Their PSI is still computed and
-reported; they never raise a drift alarm. A reference is judged only when it is wide enough
-(`thin_reference`): a training window of a few days or rows would make every season a drift.
-"""
+exceeds one time in a thousand; `shifted` tests the mean bin the same way (a z-test, far
+stronger on a few shipments when a whole distribution moves one way). A drift alarm needs PSI
+above `monitor_psi` and one of the two. Observations are distinct shipments, not predictions
+(the nightly batch scores a shipment every night); for the statistics of a carrier, lane or
+customer (`STATISTIC_KEYS`) they are the distinct entities, which every shipment of the entity
+shares (hubs are not logged: the distinct lanes, whose shipments pass the same hubs, bound
+them)."""
 
 from __future__ import annotations
 
@@ -54,7 +51,9 @@ FLOOR = 1e-4
 DRIFT_SLICES = {"carrier": "carrier_id", "lane": "lane_id", "mode": "main_mode"}
 REFERENCE_AT = pd.Timedelta(hours=2)  # the nightly batch's usual cut-off after midnight
 REFERENCE_DAYS, REFERENCE_EVERY_DAYS = 28, 2
-MIN_SLICE_SHIPMENTS = 30  # a slice of the reference with fewer shipments is not kept
+MIN_SLICE_SHIPMENTS = 10  # a slice of the reference with fewer shipments is not kept
+SAMPLE_KEYS = ("shipment_id", "carrier_id", "lane_id", "customer_id")
+Z_LIMIT = 3.29  # two-sided, one time in a thousand
 NOISE_QUANTILE = 0.999
 DECILES = np.linspace(0.1, 0.9, 9)
 MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
@@ -146,7 +145,7 @@ def psi(expected: np.ndarray, actual_counts: np.ndarray) -> float:
 
 @dataclass
 class Reference:
-    """The training window's distributions for one model version."""
+    """The reference distributions for one model version (see the module doc)."""
 
     version: str
     binnings: dict[str, Binning]
@@ -155,21 +154,28 @@ class Reference:
     source: str
     window_days: float = float("nan")  # the reference window's span (NaN: not recorded)
     shipments: int = 0  # distinct shipments among the rows (0: not recorded)
+    samples: dict[str, int] = field(default_factory=dict)  # distinct values of SAMPLE_KEYS
     # "carrier=OCE-02" -> {"shipments": n, "shares": {column: shares}}, on the same bins
     slices: dict[str, dict] = field(default_factory=dict)
 
     def slice_shares(self, slice_: str, column: str) -> tuple[np.ndarray | None, int]:
-        """The slice's shares of `column` and its shipments (None, 0: no such slice)."""
+        """The slice's shares of `column` and its independent observations of it (None, 0:
+        no such slice)."""
         part = self.slices.get(slice_)
         if part is None or column not in part["shares"]:
             return None, 0
-        return np.asarray(part["shares"][column], float), int(part["shipments"])
+        counted = part.get("samples") or {"shipment_id": int(part["shipments"])}
+        return np.asarray(part["shares"][column], float), observations(column, counted)
+
+    def observations(self, column: str) -> int:
+        """The whole reference's independent observations of `column`."""
+        return observations(column, self.samples or {"shipment_id": self.shipments or self.rows})
 
     def to_dict(self) -> dict:
         return {"version": self.version, "log_loss": self.log_loss, "rows": self.rows,
                 "source": self.source,
                 "window_days": self.window_days if np.isfinite(self.window_days) else None,
-                "shipments": self.shipments, "slices": self.slices,
+                "shipments": self.shipments, "samples": self.samples, "slices": self.slices,
                 "columns": {n: b.to_dict() for n, b in self.binnings.items()}}
 
     @classmethod
@@ -180,7 +186,8 @@ class Reference:
                    str(data.get("source", "")),
                    float(data.get("window_days") if data.get("window_days") is not None
                          else float("nan")),
-                   int(data.get("shipments", 0)), dict(data.get("slices", {})))
+                   int(data.get("shipments", 0)), dict(data.get("samples", {})),
+                   dict(data.get("slices", {})))
 
 
 def thin_reference(ref: Reference, min_days: float, min_rows: int = MIN_REFERENCE_ROWS
@@ -204,12 +211,36 @@ def own_statistics() -> dict[str, set[str]]:
     return {"carrier": set(groups["carrier"]), "lane": set(groups["lane"]), "mode": set()}
 
 
+def statistic_keys() -> dict[str, str]:
+    """Statistic feature -> the column whose distinct values are its independent observations."""
+    from features.schema import feature_groups
+
+    groups = feature_groups()
+    return {f: key for group, key in (("carrier", "carrier_id"), ("lane", "lane_id"),
+                                      ("customer", "customer_id"), ("hub", "lane_id"))
+            for f in groups[group]}
+
+
 OWN_STATISTICS = own_statistics()
+STATISTIC_KEYS = statistic_keys()
+
+
+def samples(frame: pd.DataFrame) -> dict[str, int]:
+    """Distinct values of each of `SAMPLE_KEYS` among `frame`'s rows (rows where absent)."""
+    return {k: int(pd.Series(as_array(frame[k]), dtype=object).nunique()) if k in frame
+            else len(frame) for k in SAMPLE_KEYS}
+
+
+def observations(feature: str, counted: dict[str, int]) -> int:
+    """How many independent observations a sample holds of `feature` (`samples`' counts)."""
+    shipments = counted.get("shipment_id", 0)
+    key = STATISTIC_KEYS.get(feature)
+    return min(shipments, counted.get(key, shipments)) if key else shipments
 
 
 def noise_level(bins: int, n_recent: int, n_reference: int) -> float:
     """The PSI that chance alone exceeds one time in a thousand between two samples of
-    `n_recent` and `n_reference` independent shipments over `bins` bins (inf: no sample)."""
+    `n_recent` and `n_reference` independent observations over `bins` bins (inf: no sample)."""
     from scipy.stats import chi2
 
     if n_recent <= 0 or n_reference <= 0:
@@ -218,18 +249,38 @@ def noise_level(bins: int, n_recent: int, n_reference: int) -> float:
     return float(chi2.ppf(NOISE_QUANTILE, max(bins - 1, 1)) / n_eff)
 
 
+def shifted(expected: np.ndarray, counts: np.ndarray, n_recent: int, n_reference: int,
+            numeric: bool) -> bool:
+    """Whether the mean bin (numeric columns; the missing bin left out) moved further than
+    chance allows one time in a thousand between the two samples."""
+    if not numeric or n_recent <= 0 or n_reference <= 0:
+        return False
+    e, c = np.asarray(expected, float)[:-1], np.asarray(counts, float)[:-1]
+    if e.sum() <= 0 or c.sum() <= 0:
+        return False
+    bins = np.arange(len(e), dtype=float)
+    e = e / e.sum()
+    mean_e = float((bins * e).sum())
+    var_e = float(((bins - mean_e) ** 2 * e).sum())
+    if var_e <= 0:
+        return False
+    mean_r = float((bins * c).sum() / c.sum())
+    z = (mean_r - mean_e) / np.sqrt(var_e * (1.0 / n_recent + 1.0 / n_reference))
+    return bool(abs(z) > Z_LIMIT)
+
+
 def _slice_shares(frame: pd.DataFrame, binnings: dict[str, Binning], p_late) -> dict[str, dict]:
     """The reference's shares within each carrier, lane and mode with enough shipments."""
     out: dict[str, dict] = {}
     codes = {n: b.codes(p_late if n == PREDICTION else frame[n])
              for n, b in binnings.items() if n == PREDICTION or n in frame}
-    ids = frame["shipment_id"].astype(str).to_numpy() if "shipment_id" in frame else None
     for name, column in DRIFT_SLICES.items():
         if column not in frame:
             continue
         groups = pd.Series(as_array(frame[column]), dtype=object)
         for group, index in groups.groupby(groups, sort=True).indices.items():
-            shipments = len(set(ids[index])) if ids is not None else len(index)
+            counted = samples(frame.iloc[index])
+            shipments = counted["shipment_id"]
             if shipments < MIN_SLICE_SHIPMENTS:
                 continue
             shares = {}
@@ -238,7 +289,8 @@ def _slice_shares(frame: pd.DataFrame, binnings: dict[str, Binning], p_late) -> 
                     continue
                 counts = np.bincount(c[index], minlength=binnings[n].bins)
                 shares[n] = np.round(counts / max(counts.sum(), 1), 6).tolist()
-            out[f"{name}={group}"] = {"shipments": shipments, "shares": shares}
+            out[f"{name}={group}"] = {"shipments": shipments, "samples": counted,
+                                      "shares": shares}
     return out
 
 
@@ -254,9 +306,9 @@ def build_reference(version: str, frame: pd.DataFrame, features: list[str],
     binnings = {f: fit_binning(f, frame[f], f in categorical) for f in features
                 if f in frame and f not in TEXT_FEATURES}
     binnings[PREDICTION] = fit_binning(PREDICTION, p_late, False)
-    shipments = frame["shipment_id"].nunique() if "shipment_id" in frame else len(frame)
+    counted = samples(frame)
     return Reference(version, binnings, float(log_loss), len(frame), source,
-                     float(window_days), int(shipments),
+                     float(window_days), counted["shipment_id"], counted,
                      _slice_shares(frame, binnings, np.asarray(p_late, float)))
 
 

@@ -56,13 +56,21 @@ def complete_days(volume: pd.DataFrame, start: date, as_of: pd.Timestamp) -> pd.
     return counts.reindex(full, fill_value=0).reset_index()
 
 
+VOLUME_CHANCE = 0.001  # a day this low must be rarer than this for a steady feed
+
+
 def volume_drops(daily: pd.DataFrame, share: float) -> pd.DataFrame:
-    """The (source, day) rows below `share` of the source's median day in the window (sources
-    whose median is 0 never alarm: they are not daily feeds)."""
+    """The (source, day) rows below `share` of the source's median day in the window and lower
+    than a steady feed of that median would give by chance (Poisson, `VOLUME_CHANCE`): 3 rows
+    where 7 is usual happens, 0 where 7 is usual does not. Sources whose median is 0 never
+    alarm: they are not daily feeds."""
+    from scipy.stats import poisson
+
     if daily.empty:
         return daily.assign(median=[])
     median = daily.groupby("source")["rows"].transform("median")
-    return daily.assign(median=median)[(median > 0) & (daily["rows"] < share * median)]
+    rare = poisson.cdf(daily["rows"].to_numpy(float), median.to_numpy(float)) < VOLUME_CHANCE
+    return daily.assign(median=median)[(median > 0) & (daily["rows"] < share * median) & rare]
 
 
 def view_missing(frame: pd.DataFrame) -> dict[str, float]:

@@ -30,9 +30,11 @@ from monitoring.drift import (
     Reference,
     load_reference,
     noise_level,
+    observations,
     psi,
     reference_from_training,
     reference_path,
+    shifted,
 )
 from monitoring.inputs import (
     complete_days,
@@ -102,9 +104,9 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
         drift_slices = {(name, group): per for name, column in DRIFT_SLICES.items()
                         for group, per in (reader.drift_by_slice(ref, column, recent_from)
                                            if ref else {}).items()}
-        shipments = {(name, group): n for name, column in DRIFT_SLICES.items()
-                     for group, n in reader.shipments(recent_from, column).items()}
-        shipments[("overall", "")] = reader.shipments(recent_from)["overall"]
+        samples = {(name, group): n for name, column in DRIFT_SLICES.items()
+                   for group, n in reader.samples(recent_from, column).items()}
+        samples[("overall", "")] = reader.samples(recent_from)["overall"]
         counts["duplicates_dropped"] = int(reader.duplicates)
         counts["outcomes_without_predictions"] = reader.outcomes_without_predictions(
             pd.Timestamp(start, tz="UTC"))
@@ -131,7 +133,7 @@ def run_monitor(settings: Settings, as_of=None, days: int | None = None, *,
         "missing_by_view": missing,
         "drift_by_day": _drift_by_day(drift_daily, ref),
         "drift_recent": _drift_recent(drift_daily, drift_slices, ref, recent_from,
-                                      settings.monitor_psi_min_rows, shipments),
+                                      settings.monitor_psi_min_rows, samples),
     }
     step("checking the inputs", 0, 1)
     volume = source_volume(lake, start, t) if lake.exists("shipments") else pd.DataFrame(
@@ -176,34 +178,39 @@ def _drift_by_day(daily: dict, ref: Reference | None) -> pd.DataFrame:
 
 
 def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from: date,
-                  min_rows: int, shipments: dict | None = None) -> pd.DataFrame:
+                  min_rows: int, samples: dict | None = None) -> pd.DataFrame:
     """PSI over the recent days, overall against the whole reference and per slice group with
     at least `min_rows` rows against the same slice of the reference (a slice the reference
-    does not hold is not judged); `noise` is the PSI chance alone could reach between the two
-    samples (`drift.noise_level`, from their distinct shipments); `expected_drift` says why a
-    feature's drift is no alarm (empty for the others)."""
-    columns = ["slice", "feature", "psi", "rows", "noise", "expected_drift"]
+    does not hold is not judged). `noise` is the PSI chance alone could reach between the two
+    samples and `shifted` whether the mean bin moved beyond chance (`drift.noise_level`,
+    `drift.shifted`, on their independent observations: `samples`, the distinct values per
+    slice group from `LogReader.samples`); `expected_drift` says why a feature's drift is no
+    alarm (empty for the others)."""
+    columns = ["slice", "feature", "psi", "rows", "noise", "shifted", "expected_drift"]
     if ref is None:
         return pd.DataFrame(columns=columns)
-    shipments = shipments or {}
+    samples = samples or {}
     total: dict[str, np.ndarray] = {}
     for day, per in daily.items():
         if day >= recent_from:
             for n, c in per.items():
                 total[n] = total[n] + c if n in total else c
-    recent = shipments.get(("overall", ""), 0)
-    rows = [("overall", n, psi(ref.binnings[n].shares, c), int(c.sum()),
-             noise_level(ref.binnings[n].bins, recent or int(c.sum()), ref.shipments or ref.rows))
+
+    def row(label, feature, shares, counts, counted, n_ref):
+        n = observations(feature, counted) if counted else int(counts.sum())
+        numeric = ref.binnings[feature].edges is not None
+        return (label, feature, psi(shares, counts), int(counts.sum()),
+                noise_level(len(shares), n, n_ref), shifted(shares, counts, n, n_ref, numeric))
+
+    overall = samples.get(("overall", ""))
+    rows = [row("overall", n, ref.binnings[n].shares, c, overall, ref.observations(n))
             for n, c in total.items()]
     for (name, group), per in slices.items():
         label = f"{name}={group}"
         for n, c in per.items():
-            shares, reference = ref.slice_shares(label, n)
-            if shares is None or c.sum() < min_rows:
-                continue
-            rows.append((label, n, psi(shares, c), int(c.sum()),
-                         noise_level(len(shares), shipments.get((name, group), int(c.sum())),
-                                     reference)))
+            shares, n_ref = ref.slice_shares(label, n)
+            if shares is not None and c.sum() >= min_rows:
+                rows.append(row(label, n, shares, c, samples.get((name, group)), n_ref))
     out = pd.DataFrame(rows, columns=columns[:-1])
     out["expected_drift"] = out["feature"].map(EXPECTED_DRIFT).fillna("")
     return out

@@ -30,6 +30,7 @@ from monitoring.drift import (
     DRIFT_SLICES,
     OWN_STATISTICS,
     PREDICTION,
+    SAMPLE_KEYS,
     Binning,
     Reference,
 )
@@ -267,19 +268,21 @@ class LogReader:
             out.setdefault(str(group), {})[codes[c]] = counts
         return out
 
-    def shipments(self, since: date, column: str | None = None) -> dict[str, int]:
-        """Distinct shipments with predictions from `since` on: {"overall": n}, or per group of
-        `column` (the independent samples a drift test stands on)."""
+    def samples(self, since: date, column: str | None = None) -> dict[str, dict[str, int]]:
+        """Distinct values of `drift.SAMPLE_KEYS` (shipments, carriers, lanes, customers) among
+        the predictions from `since` on: {"overall": counts}, or per group of `column` (the
+        independent observations a drift test stands on)."""
         if not self.raw:
-            return {"overall": 0} if column is None else {}
+            return {"overall": dict.fromkeys(SAMPLE_KEYS, 0)} if column is None else {}
+        distinct = ", ".join(f"count(DISTINCT {_q(k)})" for k in SAMPLE_KEYS)
         if column is None:
-            n = self.con.execute("SELECT count(DISTINCT shipment_id) FROM log WHERE day >= $s",
-                                 {"s": since}).fetchall()[0][0]
-            return {"overall": int(n)}
+            row = self.con.execute(f"SELECT {distinct} FROM log WHERE day >= $s",
+                                   {"s": since}).fetchall()[0]
+            return {"overall": dict(zip(SAMPLE_KEYS, map(int, row)))}
         rows = self.con.execute(
-            f"SELECT {_q(column)}, count(DISTINCT shipment_id) FROM log WHERE day >= $s AND "
+            f"SELECT {_q(column)}, {distinct} FROM log WHERE day >= $s AND "
             f"{_q(column)} IS NOT NULL GROUP BY 1", {"s": since}).fetchall()
-        return {str(g): int(n) for g, n in rows}
+        return {str(r[0]): dict(zip(SAMPLE_KEYS, map(int, r[1:]))) for r in rows}
 
     def judged(self) -> pd.DataFrame:
         """The judged predictions, what `monitoring.judge` reads: day, the slices (pandas
