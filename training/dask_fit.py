@@ -105,7 +105,7 @@ def dask_client(scheduler: str | None = None, workers: int = LOCAL_WORKERS,
                     f"check the address and that it runs (dask scheduler, then dask worker "
                     f"{scheduler} on each machine)") from None
         try:
-            if not client.scheduler_info().get("workers"):
+            if not client.nthreads():
                 try:
                     client.wait_for_workers(1, timeout=timeout_s)
                 except TimeoutError:
@@ -231,6 +231,11 @@ def _local_booster(estimator, params: dict, rounds: int, machines: int) -> lgb.B
     booster = estimator.to_local().booster_
     booster.params = {**params, "num_iterations": rounds, "tree_learner": "data",
                       "num_machines": machines}
+    text = booster.model_to_string(num_iteration=1)
+    at = text.rfind("[monotone_constraints_method: ")  # data-parallel LightGBM used "basic"
+    if "monotone_constraints_method" in params and at >= 0:
+        used = text[at + 1:].split("]", 1)[0].split(": ", 1)[1]
+        booster.params["monotone_constraints_method"] = used
     return booster
 
 
@@ -256,6 +261,7 @@ def fit_bundle_dask(split: Split, client, params: dict | None = None,
                     quantile_params: Mapping[float, dict] | None = None) -> Bundle:
     """`training.model.fit_bundle` with the boosters fitted on the Dask cluster of `client`
     (same arguments, same Bundle)."""
+    from distributed import KilledWorker
     from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 
     spec = FeatureSpec.fit(split.train)
@@ -267,7 +273,7 @@ def fit_bundle_dask(split: Split, client, params: dict | None = None,
     weight = row_weights(split.train)
     table = X_train.assign(**{c: split.train[c].to_numpy(float) for c in _LABELS},
                            **({} if weight is None else {"_weight": weight}))
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    workers = max(1, len(client.nthreads()))
     data = partitioned(client, table, split.train["shipment_id"], workers * PARTS_PER_WORKER)
     X = data[list(X_train.columns)]
     rows = len(split.train)
@@ -278,10 +284,16 @@ def fit_bundle_dask(split: Split, client, params: dict | None = None,
                                       valid_weight, spec.categorical)
         estimator = estimator_class(client=client, n_estimators=rounds,
                                     **estimator_params(lgb_params))
-        _quiet(lambda: estimator.fit(X, data[label],
-                                     sample_weight=None if weight is None else data["_weight"],
-                                     categorical_feature=spec.categorical,
-                                     callbacks=stopper.callbacks()))
+        try:
+            _quiet(lambda: estimator.fit(X, data[label],
+                                         sample_weight=None if weight is None else data["_weight"],
+                                         categorical_feature=spec.categorical,
+                                         callbacks=stopper.callbacks()))
+        except (lgb.basic.LightGBMError, OSError, KilledWorker) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DaskClusterError(
+                f"the fit on the Dask cluster failed ({first}): check that the workers are "
+                "running and reach one another on any port (LightGBM opens its own)") from None
         return _local_booster(estimator, lgb_params, rounds, workers)
 
     classifier = fit(DaskLGBMClassifier, classifier_lgb_params(spec, rows, params), "is_late",

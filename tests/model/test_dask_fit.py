@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 import numpy as np
 import pytest
 
+from features.feature_sets import FeatureSet
 from registry.loader import MODEL_NAME, bundle_folder
 from registry.loader import client as mlflow_client
-from registry.register import BUNDLE_PATH
 from training import run_logging
 from training.bundle import Bundle
-from training.dask_fit import DaskClusterError, check_scheduler
+from training.dask_fit import DaskClusterError, check_scheduler, fit_bundle_on_cluster
 from training.evaluate import interval_metrics, paired_bootstrap
-from training.train import score_frame, train
+from training.train import DEFAULT_SEED, score_frame
 
 LEVEL = 0.95
 MARGIN = {"roc_auc": 0.01, "log_loss": 0.01}
@@ -40,27 +39,20 @@ MACHINERY = {"num_machines", "tree_learner", "num_threads", "machines", "local_l
 @pytest.fixture(scope="module")
 def fits(trained, tmp_path_factory):
     """(local bundle, Dask bundle, seconds the Dask fit took with its local cluster's start and
-    stop): the Dask one trained as `shipdelay train --engine dask` does, in a tracking store of
-    its own, and loaded from its run's bundle artifact as the registry loads one."""
+    stop): the Dask one fitted by the call `shipdelay train --engine dask` makes, saved and
+    loaded again as the registry stores and loads a bundle."""
     settings, split, report = trained
     c = mlflow_client(settings)
     mv = c.get_model_version(MODEL_NAME, str(report.version))
     local = Bundle.load(bundle_folder(settings, c, mv), version=str(mv.version))
-    store = tmp_path_factory.mktemp("dask-runs")
-    own = settings.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{store / 'mlflow.db'}"})
-    uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        ran = train(own, split=split, register_model=False, run_name="train-dask",
-                    engine="dask")
-    finally:  # the session's other tests go on with the trained world's store
-        mlflow.set_tracking_uri(uris[0])
-        mlflow.set_registry_uri(uris[1])
-    run = mlflow.MlflowClient(own.tracking_uri).get_run(ran.run_id)
-    assert run.data.params["fit_engine"] == "dask"
-    folder = mlflow.artifacts.download_artifacts(run_id=ran.run_id, artifact_path=BUNDLE_PATH,
-                                                 dst_path=str(store / "bundle"),
-                                                 tracking_uri=own.tracking_uri)
-    return local, Bundle.load(folder), ran.fit_seconds
+    started = time.perf_counter()
+    dask = fit_bundle_on_cluster(split, {}, scheduler=None, feature_set=FeatureSet(),
+                                 seed=DEFAULT_SEED, quantile_params=None)
+    seconds = time.perf_counter() - started
+    logged = run_logging.booster_params(dask)  # what the run records of each booster
+    assert logged["classifier.monotone_constraints_method"] == "basic"
+    assert logged["classifier.num_machines"] == "2" and "classifier.machines" not in logged
+    return local, Bundle.load(dask.save(tmp_path_factory.mktemp("dask-bundle"))), seconds
 
 
 def test_the_dask_fit_is_as_good_as_the_local_fit(trained, fits):
