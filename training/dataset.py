@@ -10,12 +10,13 @@ The nightly batch job uses the same join with one snapshot per in-flight shipmen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.offline import view_files, view_glob
 from features.repo.views import TTL
@@ -30,7 +31,9 @@ from features.schema import (
     model_feature_names,
 )
 from shipdelay.lake import Lake, from_arrow
+from shipdelay.memory import DUCKDB_SHARE, GB, offline_connection
 from shipdelay.parquet_io import sql_source
+from shipdelay.settings import get_settings
 from shipdelay.snapshots import DEFAULT_TICKS, TickRule, snapshot_times
 
 KEYS = ["shipment_id", "lane_id", "carrier_id", "customer_id", "hub_id"]
@@ -55,29 +58,69 @@ def _cols(alias: str, names) -> str:
     return ", ".join(f'{alias}."{c}"' for c in names)
 
 
-SNAPSHOTS_PER_CHUNK = 1_000_000  # joined at a time, so memory stays bounded at any size
-DUCKDB_MEMORY = "3GB"  # DuckDB spills to disk beyond this
+SNAPSHOTS_PER_CHUNK = 1_000_000  # joined at a time at most, whatever the budget
+# one joined snapshot row, while a chunk is worked on: ~8 bytes a column, and four copies at
+# once (DuckDB's result, the frame made of it, the labelled and the sorted frame)
+_BYTES_PER_COLUMN = 8
+_WORKING_COPIES = 4
+
+
+_ARROW_STRINGS = {pa.string(): pd.StringDtype("pyarrow"),
+                  pa.large_string(): pd.StringDtype("pyarrow")}  # as the join's own frames
+
+
+def one_pass_gb(snapshots: int) -> float:
+    """The memory, besides DuckDB's, that the join of `snapshots` rows is estimated to need in
+    one pass (rows x columns x bytes x copies)."""
+    return snapshots * _BYTES_PER_COLUMN * _joined_columns() * _WORKING_COPIES / GB
+
+
+def chunk_count(snapshots: int, budget_gb: float) -> int:
+    """How many ranges of shipments the join of `snapshots` rows is cut into, so that one
+    chunk's working set fits the budget's share outside DuckDB (at most SNAPSHOTS_PER_CHUNK
+    rows each)."""
+    return max(1, math.ceil(one_pass_gb(snapshots) / (budget_gb * (1 - DUCKDB_SHARE))),
+               math.ceil(snapshots / SNAPSHOTS_PER_CHUNK))
 
 
 def point_in_time(offline: Path, snapshots: pd.DataFrame,
-                  finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+                  finish: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+                  budget_gb: float | None = None) -> pd.DataFrame:
     """Features of each (shipment_id, as_of) snapshot as known at as_of, plus the entity keys.
 
-    `finish` runs on each chunk before the chunks are put together (e.g. labels and column
-    selection), so the full-width intermediate never exists for the whole set at once.
+    Within the memory budget (default: the settings'): a join larger than it runs a range of
+    shipments at a time (`chunk_count`), each range reading only its shipments' rows of the
+    shipment views, and the ranges come back in shipment order. `finish` runs on each chunk
+    before the chunks are put together (e.g. labels, column selection and ordering), so the
+    full-width intermediate never exists for the whole set at once.
     """
     finish = finish or (lambda frame: frame)
-    if len(snapshots) <= SNAPSHOTS_PER_CHUNK or snapshots["as_of"].nunique() == 1:
+    budget_gb = get_settings().memory_budget_gb if budget_gb is None else budget_gb
+    chunks = chunk_count(len(snapshots), budget_gb)
+    if chunks == 1 or snapshots["as_of"].nunique() == 1:
         # one cut-off: every chunk would read and reduce the whole store again, and the joined
         # result is as large either way
-        return finish(_point_in_time(offline, snapshots))
-    # whole shipments per chunk: every join is per shipment or per (key, time)
-    codes, _ = pd.factorize(snapshots["shipment_id"], sort=True)
+        return finish(_point_in_time(offline, snapshots, budget_gb))
+    # whole shipments per chunk, ranges of the sorted ids balanced by snapshot count: every
+    # join is per shipment or per (key, time)
+    codes, ids = pd.factorize(snapshots["shipment_id"], sort=True)
     order = np.argsort(codes, kind="stable")
-    per = max(1, int(codes.max() + 1) * SNAPSHOTS_PER_CHUNK // len(snapshots))
-    bounds = np.searchsorted(codes[order], np.arange(per, codes.max() + 1, per))
-    return pd.concat([finish(_point_in_time(offline, snapshots.iloc[rows]))
-                      for rows in np.split(order, bounds) if len(rows)], ignore_index=True)
+    ends = np.cumsum(np.bincount(codes))
+    firsts = np.unique(np.searchsorted(ends, np.arange(1, chunks) * len(snapshots) / chunks,
+                                       side="right"))
+    bounds = np.searchsorted(codes[order], firsts[(firsts > 0) & (firsts < len(ids))])
+    ranges = [(rows, (ids[codes[rows[0]]], ids[codes[rows[-1]]]))
+              for rows in np.split(order, bounds)]
+    parts = []
+    for frame in _in_chunks(offline, snapshots, budget_gb, ranges, finish):
+        parts.append(pa.Table.from_pandas(frame, preserve_index=False))
+        del frame  # only the compact Arrow copy stays
+    # a column blanked as stale in some chunks only is float there: promoted as in one frame
+    table = pa.concat_tables(parts, promote_options="permissive")
+    del parts
+    # column by column, each Arrow column freed once converted: the set is never held twice
+    return table.to_pandas(types_mapper=_ARROW_STRINGS.get, split_blocks=True,
+                           self_destruct=True)
 
 
 _PROFILE_READ = [c for c in SHIPMENT_PROFILE if c not in ("plan_times_s", "plan_hubs",
@@ -103,53 +146,101 @@ def _latest_at(con, offline: Path, view: str, cutoff: pd.Timestamp) -> str:
             f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
 
 
-def _point_in_time(offline: Path, snapshots: pd.DataFrame) -> pd.DataFrame:
-    con = duckdb.connect()
+def _joined_columns() -> int:
+    """Columns of one joined snapshot row: keys, snapshot extras, every view's columns and
+    timestamp, the request-time features (a handful)."""
+    return 2 + len(SNAPSHOT_EXTRAS) + sum(len(c) + 1 for c in _READ.values()) + 8
+
+
+def _literal(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _point_in_time(offline: Path, snapshots: pd.DataFrame, budget_gb: float) -> pd.DataFrame:
+    """The join of `snapshots` in one pass, reading the offline files directly."""
+    con = offline_connection(budget_gb, data_dir=_data_dir(offline))
     try:
-        spill = offline.parent / "tmp"
-        spill.mkdir(parents=True, exist_ok=True)
-        con.sql(f"set memory_limit = '{DUCKDB_MEMORY}'")
-        con.sql(f"set temp_directory = '{spill}'")
         con.sql("set preserve_insertion_order = false")
-        carried = [c for c in SNAPSHOT_EXTRAS if c in snapshots]  # kept through the join
-        con.register("snaps", snapshots[["shipment_id", "as_of", *carried]])
         cutoffs = snapshots["as_of"].unique()
         one = len(cutoffs) == 1
         for view in VIEWS:
             source = (_latest_at(con, offline, view, pd.Timestamp(cutoffs[0])) if one
                       else sql_source(con, view_glob(offline, view)))
             con.sql(f"create view {view} as select * from {source}")
-
-        def join(view: str, alias: str, on: str, snapshot: str) -> str:
-            # at one cut-off each view holds at most one row per key, the one the as-of join
-            # would take: a hash join finds it three times faster
-            if one:
-                return f"left join {view} {alias} on {on}"
-            return f"asof left join {view} {alias} on {on} and {alias}.{TIMESTAMP} <= {snapshot}"
-
-        stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, _READ[v])
-                               for v in _STATS)
-        stats_joins = "\n".join(join(v, v, f"{v}.{key} = k.{key}", "k.as_of")
-                                for v, key in _STATS.items())
-        query = f"""
-        with k as (
-            select s.shipment_id, s.as_of, {_cols('s', carried) + ',' if carried else ''}
-                   {_cols('p', _PROFILE_READ)},
-                   p.{TIMESTAMP} as shipment_profile__ts,
-                   g.{TIMESTAMP} as shipment_progress__ts,
-                   {_cols('g', SHIPMENT_PROGRESS)},
-                   coalesce(g.current_hub, p.origin_hub) as hub_id
-            from snaps s
-            {join("shipment_profile", "p", "p.shipment_id = s.shipment_id", "s.as_of")}
-            {join("shipment_progress", "g", "g.shipment_id = s.shipment_id", "s.as_of")}
-        )
-        select k.*, {stats_cols}
-        from k
-        {stats_joins}
-        """
-        frame = from_arrow(con.sql(query).to_arrow_table())  # Arrow-backed strings: compact
+        return _join(con, snapshots, one)
     finally:
         con.close()
+
+
+def _data_dir(offline: Path) -> Path:
+    """The data folder of an offline store (<data_dir>/feast/offline): DuckDB spills under it."""
+    return offline.parent.parent
+
+
+def _in_chunks(offline: Path, snapshots: pd.DataFrame, budget_gb: float,
+               chunks: list[tuple[np.ndarray, tuple[str, str]]],
+               finish: Callable[[pd.DataFrame], pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The join chunk by chunk (rows of `snapshots`, first and last shipment id), `finish`ed.
+
+    The offline files are read once, into DuckDB's own tables (the columns the join reads,
+    shipment views in id order so a range reads only its blocks), which DuckDB spills to disk
+    beyond its limit; each chunk then joins its range of shipments against them.
+    """
+    con = offline_connection(budget_gb, data_dir=_data_dir(offline))
+    try:
+        for view in VIEWS:
+            key = _STATS.get(view, "shipment_id")
+            cols = ", ".join(f'"{c}"' for c in dict.fromkeys([key, TIMESTAMP, *_READ[view]]))
+            order = "" if view in _STATS else f" order by {key}, {TIMESTAMP}"
+            con.sql(f"create table stored_{view} as select {cols} from "
+                    f"{sql_source(con, view_glob(offline, view))}{order}")
+            if view in _STATS:
+                con.sql(f"create view {view} as select * from stored_{view}")
+        con.sql("set preserve_insertion_order = false")
+        for rows, (first, last) in chunks:
+            for view in ("shipment_profile", "shipment_progress"):
+                con.sql(f"create or replace view {view} as select * from stored_{view} "
+                        f"where shipment_id between {_literal(first)} and {_literal(last)}")
+            yield finish(_join(con, snapshots.iloc[rows], one=False))
+    finally:
+        con.close()
+
+
+def _join(con, snapshots: pd.DataFrame, one: bool) -> pd.DataFrame:
+    """Join `snapshots` with the views of `con` (shipment_profile, shipment_progress and the
+    statistics views; `one`: they hold each key's row at the snapshots' single cut-off)."""
+    carried = [c for c in SNAPSHOT_EXTRAS if c in snapshots]  # kept through the join
+    con.register("snaps", snapshots[["shipment_id", "as_of", *carried]])
+
+    def join(view: str, alias: str, on: str, snapshot: str) -> str:
+        # at one cut-off each view holds at most one row per key, the one the as-of join
+        # would take: a hash join finds it three times faster
+        if one:
+            return f"left join {view} {alias} on {on}"
+        return f"asof left join {view} {alias} on {on} and {alias}.{TIMESTAMP} <= {snapshot}"
+
+    stats_cols = ", ".join(f"{v}.{TIMESTAMP} as {v}__ts, " + _cols(v, _READ[v])
+                           for v in _STATS)
+    stats_joins = "\n".join(join(v, v, f"{v}.{key} = k.{key}", "k.as_of")
+                            for v, key in _STATS.items())
+    query = f"""
+    with k as (
+        select s.shipment_id, s.as_of, {_cols('s', carried) + ',' if carried else ''}
+               {_cols('p', _PROFILE_READ)},
+               p.{TIMESTAMP} as shipment_profile__ts,
+               g.{TIMESTAMP} as shipment_progress__ts,
+               {_cols('g', SHIPMENT_PROGRESS)},
+               coalesce(g.current_hub, p.origin_hub) as hub_id
+        from snaps s
+        {join("shipment_profile", "p", "p.shipment_id = s.shipment_id", "s.as_of")}
+        {join("shipment_progress", "g", "g.shipment_id = s.shipment_id", "s.as_of")}
+    )
+    select k.*, {stats_cols}
+    from k
+    {stats_joins}
+    """
+    frame = from_arrow(con.sql(query).to_arrow_table())  # Arrow-backed strings: compact
+    con.unregister("snaps")
     frame["as_of"] = pd.to_datetime(frame["as_of"], utc=True)
     _apply_ttl(frame)
     frame[REQUEST_TIME] = frame["as_of"].dt.as_unit("ns").astype("int64") / 1e9
@@ -171,9 +262,11 @@ def _apply_ttl(frame: pd.DataFrame) -> None:
 
 
 def build_training_set(lake: Lake, offline: Path, snapshots: pd.DataFrame | None = None,
-                       ticks: TickRule = DEFAULT_TICKS) -> pd.DataFrame:
+                       ticks: TickRule = DEFAULT_TICKS,
+                       budget_gb: float | None = None) -> pd.DataFrame:
     """Snapshots (by default `training_snapshots` with `ticks`) with their point-in-time
-    features, snapshot label and weight, and labels (is_late, delay_hours)."""
+    features, snapshot label and weight, and labels (is_late, delay_hours), in snapshot order
+    (`in_snapshot_order`), joined within the memory budget (default: the settings')."""
     snapshots = training_snapshots(lake, ticks) if snapshots is None else snapshots
     outcomes = lake.read("outcomes", columns=["shipment_id", "is_late", "delay_hours",
                                               "delivered_at"])
@@ -185,9 +278,10 @@ def build_training_set(lake: Lake, offline: Path, snapshots: pd.DataFrame | None
 
     def label(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.merge(outcomes, on="shipment_id", how="inner")
-        return frame[[c for c in keep if c in frame]]
+        return in_snapshot_order(frame[[c for c in keep if c in frame]])
 
-    return in_snapshot_order(point_in_time(offline, snapshots, finish=label))
+    # each chunk in order, and chunks are ranges of shipments in order: the whole is in order
+    return point_in_time(offline, snapshots, finish=label, budget_gb=budget_gb)
 
 
 def in_snapshot_order(frame: pd.DataFrame) -> pd.DataFrame:
