@@ -60,6 +60,11 @@ def limit_connection(con, budget_gb: float | None = None, data_dir: Path | None 
         budget_gb = settings.memory_budget_gb if budget_gb is None else budget_gb
         data_dir = settings.data_dir if data_dir is None else data_dir
     con.execute(f"SET memory_limit = '{duckdb_limit_mb(budget_gb)}MB'")
-    folder = str(spill_dir(Path(data_dir).absolute())).replace("'", "''")
+    folder = spill_dir(Path(data_dir).absolute())
+    try:  # DuckDB makes the last folder itself, on its first spill, but not its parents
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # a read-only data folder: the connection works until it has to spill
+    folder = str(folder).replace("'", "''")
     con.execute(f"SET temp_directory = '{folder}'")
     return con
