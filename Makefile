@@ -39,10 +39,11 @@ demo: $(STAMP)
 
 # Tests get their own data folder: they never touch ./data (the notebook runs in
 # tests/integration/test_notebook_aliases.py, on a trained world). Two test workers share the
-# two cores, so each fits and predicts with one OpenMP thread.
+# two cores, so each fits and predicts with one OpenMP thread. Files are dealt out in collection
+# order, the longest first (tests/conftest.py's LONGEST_FILES), not xdist's fewest-tests-last.
 test: $(STAMP) browser
 	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
-		tests
+		--no-loadscope-reorder tests
 
 # The cockpit's browser tests drive Debian's headless Chromium: installed here when missing
 # and this is root, else one sentence saying how (the tests then fail under CI=true).
