@@ -21,7 +21,9 @@ What lightgbm.dask does not do, and what this module does instead:
 - bit-for-bit equality with the local fit: data-parallel trees find their bins and splits from
   histograms summed over workers, and the quantile boosters' leaves are renewed from each
   worker's rows and averaged across workers, so the boosters differ from the local ones in
-  their details; their quality is the same within noise (tests/model/test_dask_fit.py).
+  their details; their quality is the same within noise (tests/model/test_dask_fit.py). Nor
+  is a Dask fit reproducible bit for bit from run to run: which worker receives which
+  partition can change.
 
 The training set partitions by shipment (a hash of shipment_id), so that one shipment's
 snapshots stay on one worker. The matrix is built on the client (the note model's out-of-fold
