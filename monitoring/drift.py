@@ -27,8 +27,10 @@ PSI alone grows with noise as samples shrink: with k bins and n independent obse
 each side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
 changed (n_eff = 1 / (1/n_recent + 1/n_reference)). `noise_level` is the PSI that chance alone
 exceeds one time in a thousand; `shifted` tests the mean bin the same way (a z-test, far
-stronger on a few shipments when a whole distribution moves one way). A drift alarm needs PSI
-above `monitor_psi` and one of the two. Observations are distinct shipments, not predictions
+stronger on a few shipments when a whole distribution moves one way). A monitoring run makes
+one test per feature and slice, hundreds a night, so each is held to one in a thousand divided
+by their number (Bonferroni): a stable world stays quiet night after night. A drift alarm needs
+PSI above `monitor_psi` and one of the two. Observations are distinct shipments, not predictions
 (the nightly batch scores a shipment every night); for the statistics of a carrier, lane or
 customer (`STATISTIC_KEYS`) they are the distinct entities, which every shipment of the entity
 shares (hubs are not logged: the distinct lanes, whose shipments pass the same hubs, bound
@@ -53,7 +55,6 @@ REFERENCE_AT = pd.Timedelta(hours=2)  # the nightly batch's usual cut-off after 
 REFERENCE_DAYS, REFERENCE_EVERY_DAYS = 28, 2
 MIN_SLICE_SHIPMENTS = 10  # a slice of the reference with fewer shipments is not kept
 SAMPLE_KEYS = ("shipment_id", "carrier_id", "lane_id", "customer_id")
-Z_LIMIT = 3.29  # two-sided, one time in a thousand
 NOISE_QUANTILE = 0.999
 DECILES = np.linspace(0.1, 0.9, 9)
 MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
@@ -238,21 +239,25 @@ def observations(feature: str, counted: dict[str, int]) -> int:
     return min(shipments, counted.get(key, shipments)) if key else shipments
 
 
-def noise_level(bins: int, n_recent: int, n_reference: int) -> float:
-    """The PSI that chance alone exceeds one time in a thousand between two samples of
-    `n_recent` and `n_reference` independent observations over `bins` bins (inf: no sample)."""
+def noise_level(bins: int, n_recent: int, n_reference: int, tests: int = 1) -> float:
+    """The PSI that chance alone exceeds one time in a thousand among `tests` such tests
+    (Bonferroni) between two samples of `n_recent` and `n_reference` independent observations
+    over `bins` bins (inf: no sample)."""
     from scipy.stats import chi2
 
     if n_recent <= 0 or n_reference <= 0:
         return float("inf")
     n_eff = 1.0 / (1.0 / n_recent + 1.0 / n_reference)
-    return float(chi2.ppf(NOISE_QUANTILE, max(bins - 1, 1)) / n_eff)
+    chance = (1.0 - NOISE_QUANTILE) / max(tests, 1)
+    return float(chi2.isf(chance, max(bins - 1, 1)) / n_eff)
 
 
 def shifted(expected: np.ndarray, counts: np.ndarray, n_recent: int, n_reference: int,
-            numeric: bool) -> bool:
+            numeric: bool, tests: int = 1) -> bool:
     """Whether the mean bin (numeric columns; the missing bin left out) moved further than
-    chance allows one time in a thousand between the two samples."""
+    chance allows one time in a thousand among `tests` such tests between the two samples."""
+    from scipy.stats import norm
+
     if not numeric or n_recent <= 0 or n_reference <= 0:
         return False
     e, c = np.asarray(expected, float)[:-1], np.asarray(counts, float)[:-1]
@@ -266,7 +271,7 @@ def shifted(expected: np.ndarray, counts: np.ndarray, n_recent: int, n_reference
         return False
     mean_r = float((bins * c).sum() / c.sum())
     z = (mean_r - mean_e) / np.sqrt(var_e * (1.0 / n_recent + 1.0 / n_reference))
-    return bool(abs(z) > Z_LIMIT)
+    return bool(abs(z) > norm.isf((1.0 - NOISE_QUANTILE) / 2 / max(tests, 1)))
 
 
 def _slice_shares(frame: pd.DataFrame, binnings: dict[str, Binning], p_late) -> dict[str, dict]:

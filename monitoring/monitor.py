@@ -196,21 +196,23 @@ def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from:
             for n, c in per.items():
                 total[n] = total[n] + c if n in total else c
 
-    def row(label, feature, shares, counts, counted, n_ref):
+    def sample(label, feature, shares, counts, counted, n_ref):
         n = observations(feature, counted) if counted else int(counts.sum())
-        numeric = ref.binnings[feature].edges is not None
-        return (label, feature, psi(shares, counts), int(counts.sum()),
-                noise_level(len(shares), n, n_ref), shifted(shares, counts, n, n_ref, numeric))
+        return label, feature, shares, counts, n, n_ref
 
     overall = samples.get(("overall", ""))
-    rows = [row("overall", n, ref.binnings[n].shares, c, overall, ref.observations(n))
-            for n, c in total.items()]
+    found = [sample("overall", n, ref.binnings[n].shares, c, overall, ref.observations(n))
+             for n, c in total.items()]
     for (name, group), per in slices.items():
         label = f"{name}={group}"
         for n, c in per.items():
             shares, n_ref = ref.slice_shares(label, n)
             if shares is not None and c.sum() >= min_rows:
-                rows.append(row(label, n, shares, c, samples.get((name, group)), n_ref))
+                found.append(sample(label, n, shares, c, samples.get((name, group)), n_ref))
+    tests = sum(f not in EXPECTED_DRIFT for _, f, *_ in found)
+    rows = [(label, f, psi(shares, c), int(c.sum()), noise_level(len(shares), n, n_ref, tests),
+             shifted(shares, c, n, n_ref, ref.binnings[f].edges is not None, tests))
+            for label, f, shares, c, n, n_ref in found]
     out = pd.DataFrame(rows, columns=columns[:-1])
     out["expected_drift"] = out["feature"].map(EXPECTED_DRIFT).fillna("")
     return out
