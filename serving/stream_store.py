@@ -8,7 +8,9 @@ shipment's next commit replaces it. `commit`
 writes the new progress rows in Feast's layout, this state and a commit token in ONE
 transaction (SQLite) or one MULTI/EXEC (Redis): either a micro-batch is in the online store
 entirely, with its event ids, or not at all. The token lets the offline part staged for the
-batch be published exactly when the online write happened (see `serving.stream_offline`).
+batch be published exactly when the online write happened (see `serving.stream_offline`); once
+published, its token is deleted by the next commit. The progress rows cost one statement per
+shipment on SQLite (`features.online_direct.SqliteOnline.write_in_tx`), one HSET on Redis.
 The store also answers which hubs the lake knows (the stream dead-letters events at others,
 as ingest rejects them).
 """
@@ -66,6 +68,8 @@ class StreamStore:
         self._lake_dir = lake_dir
         self._hubs: pd.Index | None = None
         self._hubs_at = -np.inf
+        self._forgotten: list[str] = []  # tokens whose offline parts are published
+        self._old_fields: set[bytes] = set()  # Redis: entity keys read with the former ids
         if isinstance(online, SqliteOnline):
             online.conn.execute("CREATE TABLE IF NOT EXISTS shipdelay_stream_state "
                                 "(entity_key BLOB PRIMARY KEY, applied TEXT, p_late REAL, "
@@ -140,6 +144,8 @@ class StreamStore:
             for i, (text, p, was) in enumerate(pipe.execute()):
                 texts[i] = text.decode() if text else None
                 old[i] = was.decode() if was else None
+                if was:  # the former field: deleted by the shipment's next commit
+                    self._old_fields.add(keys[i])
                 p_late[i] = float(p) if p else np.nan
         applied = pd.Series(decode_ids(texts, old), dtype=object)
         return pd.DataFrame({"shipment_id": ids, "applied": applied, "p_late": p_late})
@@ -156,6 +162,7 @@ class StreamStore:
 
     def _commit_sqlite(self, progress, state, token, reasons=()) -> None:
         conn = self.online.conn
+        done = self._forgotten
         keys = entity_keys("shipment_id", state["shipment_id"].astype(str))
         p = state["p_late"].astype(object).where(state["p_late"].notna(), None).tolist()
         state_rows = list(zip(keys, p, encode_ids(state["applied"].tolist())))
@@ -168,13 +175,17 @@ class StreamStore:
             sqlite_write(conn, reasons)
             conn.execute("INSERT OR REPLACE INTO shipdelay_stream_commits VALUES (?, ?)",
                          (token, int(time.time())))
+            conn.executemany("DELETE FROM shipdelay_stream_commits WHERE token = ?",
+                             [(t,) for t in done])
 
         with_tx(conn, body)
+        self._forgotten = []
 
     def _commit_redis(self, progress, state, token, reasons=()) -> None:
         mappings = dict(self.online.hash_mappings("shipment_progress", progress))
-        keys = [RedisOnline.redis_key(k)
-                for k in entity_keys("shipment_id", state["shipment_id"].astype(str))]
+        raw = entity_keys("shipment_id", state["shipment_id"].astype(str))
+        keys = [RedisOnline.redis_key(k) for k in raw]
+        old = {RedisOnline.redis_key(k) for k in self._old_fields.intersection(raw)}
         pipe = self.online.client.pipeline(transaction=True)
         for key, applied, p in zip(keys, encode_ids(state["applied"].tolist()),
                                    state["p_late"].tolist()):
@@ -183,12 +194,17 @@ class StreamStore:
             if not np.isnan(p):
                 fields[_P_LATE] = repr(float(p))
             pipe.hset(key, mapping=fields)
-            pipe.hdel(key, _OLD_IDS)
+            if key in old:
+                pipe.hdel(key, _OLD_IDS)
         for key, fields in mappings.items():  # progress without state (not expected)
             pipe.hset(key, mapping=fields)
         redis_write(pipe, reasons, PROJECT)
         pipe.set(_TOKEN_PREFIX + token, b"1", ex=TOKEN_TTL_S)
+        if self._forgotten:
+            pipe.delete(*(_TOKEN_PREFIX + t for t in self._forgotten))
         pipe.execute()
+        self._forgotten = []
+        self._old_fields.difference_update(raw)
 
     # ------------------------------------------------------------------------ tokens
     def committed(self, token: str) -> bool:
@@ -198,8 +214,7 @@ class StreamStore:
         return bool(self.online.client.exists(_TOKEN_PREFIX + token))
 
     def forget(self, token: str) -> None:
-        if isinstance(self.online, SqliteOnline):
-            self.online.conn.execute("DELETE FROM shipdelay_stream_commits WHERE token = ?",
-                                     (token,))
-        else:
-            self.online.client.delete(_TOKEN_PREFIX + token)
+        """`token`'s offline parts are published: its record is no longer needed. It is
+        deleted inside the next commit's transaction (no write of its own per micro-batch);
+        a stopped process leaves its last one (Redis: until its TTL)."""
+        self._forgotten.append(token)
