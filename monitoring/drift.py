@@ -26,7 +26,9 @@ slice, so a few days hold a handful of values, which no histogram can judge).
 PSI alone grows with noise as samples shrink: with k bins and n independent observations on
 each side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
 changed (n_eff = 1 / (1/n_recent + 1/n_reference)). `noise_level` is the PSI that chance alone
-exceeds one time in a thousand; `shifted` tests the mean bin the same way (a z-test, far
+exceeds one time in a thousand (infinite on fewer than `MIN_PER_BIN` observations per degree
+of freedom on either side, where the law does not hold and PSI's floor makes a few shipments
+look like a shift); `shifted` tests the mean bin the same way (a z-test, far
 stronger on a few shipments when a whole distribution moves one way). A monitoring run makes
 one test per feature and slice, hundreds a night, so each is held to one in a thousand divided
 by their number (Bonferroni): a stable world stays quiet night after night. A drift alarm needs
@@ -56,6 +58,7 @@ REFERENCE_DAYS, REFERENCE_EVERY_DAYS = 28, 2
 MIN_SLICE_SHIPMENTS = 10  # a slice of the reference with fewer shipments is not kept
 SAMPLE_KEYS = ("shipment_id", "carrier_id", "lane_id", "customer_id")
 NOISE_QUANTILE = 0.999
+MIN_PER_BIN = 5  # observations per degree of freedom the chi-square law needs
 DECILES = np.linspace(0.1, 0.9, 9)
 MAX_LEVELS = 30  # categorical levels kept by name; the rest share one "other" bin
 PREDICTION = "p_late"  # the prediction's drift is reported next to the features'
@@ -245,8 +248,8 @@ def noise_level(bins: int, n_recent: int, n_reference: int, tests: int = 1) -> f
     over `bins` bins (inf: no sample)."""
     from scipy.stats import chi2
 
-    if n_recent <= 0 or n_reference <= 0:
-        return float("inf")
+    if min(n_recent, n_reference) < MIN_PER_BIN * max(bins - 1, 1):
+        return float("inf")  # too few for the chi-square law: only `shifted` can judge
     n_eff = 1.0 / (1.0 / n_recent + 1.0 / n_reference)
     chance = (1.0 - NOISE_QUANTILE) / max(tests, 1)
     return float(chi2.isf(chance, max(bins - 1, 1)) / n_eff)
