@@ -9,22 +9,24 @@ outcomes arrive, the pipeline retrains and promotes, and the new champion's real
 on the weeks after its promotion is below the first champion's; on the stable world no alarm
 fires (the false-alarm count is printed and asserted).
 
-The world is small (SHIPMENTS over a year and a half: the time split needs about a year, its
-gaps being the ~6-week ocean label horizon), so the carrier has few shipments in flight: its
-slice is judged for drift from MIN_SLICE_ROWS predictions, and the degradation is stronger
+The world is small (SHIPMENTS over DAYS days: retrains learn from recent windows, so the first
+champion needs a few months, not a year), so the carrier has a few dozen shipments in flight:
+its slice is judged for drift from MIN_SLICE_ROWS predictions, and the degradation is stronger
 than the benchmark's (x FACTOR instead of x3) so that a few dozen outcomes show it. Trees are
 small (PARAMS, as `shipdelay train --params` takes them).
 
 Known to fail today, so it is marked and not run by default (`pytest --runxfail
-tests/model/test_retraining_loop.py -s` runs it and prints its numbers; 13 minutes on 2 busy
-cores, 22 retrains): on the stable world the monitor raises drift alarms every night, overall
-and on the ocean carriers' slices (it compares the nightly batch's shipments in flight, mostly
-ocean and hours after their last scan, with every training snapshot, mostly taken at a scan;
-and a carrier's statistics, a handful of values over three days, with their deciles over
-months), so the pipeline retrains every night; and the gate refuses every challenger (its
-calibration must be no worse than the champion's, with no tolerance), so no new champion is
-ever compared. The mark goes when these tests pass.
-"""
+tests/model/test_retraining_loop.py -s` runs it and prints its numbers; about 25 minutes on 2
+busy cores). The monitor now compares the nightly batch with the shipments in flight on the
+nights before training (not with training snapshots), each slice with the same slice of the
+reference, on distinct shipments or entities, with a chance level per test (Bonferroni over the
+night's tests); the gate judges on the challenger's own test window with an ECE tolerance. On
+this world the stable nights still raise drift alarms on the statistics of hubs and customers
+(hub dwell and arrivals over 24 h, customers' 7-day rates and volumes: one value a day shared by
+every shipment at a hub or of a customer, which distinct lanes or customers overstate as
+independent observations), and on slices of 20-70 predictions; so the pipeline retrains every
+night and the gate refuses most challengers on their noisy recent windows. The mark goes when
+these tests pass."""
 
 from __future__ import annotations
 
@@ -39,9 +41,9 @@ from shipdelay.world.regimes import Regime
 from shipdelay.world.simulate import SimConfig
 
 SEED = 5
-SHIPMENTS = 4_000
-CARRIER, CHANGE, FACTOR = "OCE-02", "2025-07-10", 6.0
-TRAIN_UNTIL, FIRST_NIGHT, LAST_NIGHT, EVERY = "2025-06-26", "2025-07-04", "2025-08-03", 3
+SHIPMENTS, START, DAYS = 8_000, "2025-01-01", 200
+CARRIER, CHANGE, FACTOR = "OCE-02", "2025-05-20", 6.0
+TRAIN_UNTIL, FIRST_NIGHT, LAST_NIGHT, EVERY = "2025-05-06", "2025-05-14", "2025-06-13", 3
 DETECT_WITHIN_DAYS = 7  # "within a few days": two nightly runs at most
 MIN_SLICE_ROWS = 15  # predictions a slice needs in the newest three days to be judged for drift
 LOG_LOSS_RISE = 0.15  # the carrier's realized log loss above the stable world's on a night
@@ -52,12 +54,13 @@ SLICE = f"carrier={CARRIER}"
 
 pytestmark = pytest.mark.xfail(
     strict=True, run=False,
-    reason="the monitor raises drift alarms every night on a stable world and the promotion "
-           "gate refuses every challenger (see the module's doc)")
+    reason="the monitor still raises drift alarms on a stable world's hub and customer "
+           "statistics and small slices, so the pipeline retrains every night (see the module's "
+           "doc)")
 
 
 def _world(regimes) -> SimConfig:
-    return SimConfig(shipments=SHIPMENTS, start="2024-05-01", days=480, seed=SEED,
+    return SimConfig(shipments=SHIPMENTS, start=START, days=DAYS, seed=SEED,
                      ceiling_shipments=0, chunk_size=20_000, regimes=regimes)
 
 
