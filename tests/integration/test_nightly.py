@@ -47,7 +47,7 @@ def test_nightly_scores_monitors_and_the_scheduled_retrain_records_its_reason(wo
     assert new.tags["gate"] in ("promoted", "refused")
     champion = alias_version(world, CHAMPION)
     if new.tags["gate"] == "promoted":
-        assert champion == new.version == report.promoted_version
+        assert champion == str(new.version) == report.promoted_version
         assert new.tags["promotion_reason"] == "schedule"
         assert "schedule" in c.get_model_version(MODEL_NAME, new.version).description
     else:

@@ -194,11 +194,26 @@ def test_the_gate_judges_on_the_challengers_own_test_window(trained):
 
 
 def test_training_saves_the_monitoring_reference_of_its_rows(trained):
-    """The drift reference of a registered version is saved at registration, from the rows it
-    was trained on (not rebuilt later from whatever the lake's training window has become)."""
-    from monitoring.drift import PREDICTION, load_reference
+    """The drift reference of a registered version is saved at registration, from the shipments
+    in flight at the nightly cut-offs before training (what the nightly batch reads), counted
+    here from the lake's own tables with pandas."""
+    from monitoring.drift import PREDICTION, load_reference, reference_nights
 
-    settings, split, report = trained
+    settings, _split, report = trained
     ref = load_reference(settings.data_dir, str(report.version))
-    assert ref is not None and ref.rows == len(split.train)
+    lake = Lake(settings.lake_dir)
+    shipments = lake.read("shipments", ["shipment_id", "booked_at"])
+    events = lake.read("tracking_events", ["shipment_id", "event_type", "ingested_at"])
+    outcomes = lake.read("outcomes", ["shipment_id", "delivered_at"])
+    now = events["ingested_at"].max()
+    delivered = events[events["event_type"] == "delivered"]
+    in_flight = 0
+    for night in reference_nights(now):
+        known = set(delivered.loc[delivered["ingested_at"] <= night, "shipment_id"]) | set(
+            outcomes.loc[outcomes["delivered_at"] <= night, "shipment_id"])
+        booked = shipments[shipments["booked_at"] <= night]
+        in_flight += int((~booked["shipment_id"].isin(known)).sum())
+    assert ref is not None and "nightly cut-offs" in ref.source
+    assert ref.rows == in_flight > 0
     assert PREDICTION in ref.binnings and "hours_since_last_scan" in ref.binnings
+    assert any(name.startswith("carrier=") for name in ref.slices)
