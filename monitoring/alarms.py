@@ -1,17 +1,19 @@
 """Alarms: the thresholds of `Settings` (`monitor_*`) applied to one monitoring run's tables.
 
 Kinds, and what each asks for:
-- "drift": a feature's or P(late)'s PSI over the newest days above `monitor_psi`, and a change
-  chance alone would not give on samples that small (`drift.noise_level`, `drift.shifted`),
-  one alarm per
-  feature: overall (naming its worst slices), or, when only slices cross the threshold, in its
-  worst carrier, lane or mode (slices need `monitor_psi_min_rows` rows): that is what localizes
-  a degrading carrier. Features whose drift is expected by construction
-  (`drift.EXPECTED_DRIFT`, calendar and clock features) never alarm. Asks for a new model.
+- "drift": P(late)'s PSI over the newest days above `monitor_psi`, and a change chance alone
+  would not give on samples that small (`drift.noise_level`, `drift.shifted`): one alarm,
+  overall (naming its worst slices), or, when only slices cross the threshold, in its worst
+  carrier, lane or mode (slices need `monitor_psi_min_rows` rows): that is what localizes a
+  degrading carrier. The alarm names the input features that moved most where it fired; input
+  features alone raise none (`drift_alarms` says why; their PSI is in the reports). Asks for a
+  new model.
 - "performance": realized log loss on at least `monitor_min_judged` judged predictions above
   the model's validation log loss by `monitor_log_loss_rise` (overall), or, in a carrier, lane
   or mode (their largest groups), above what the model itself expected on the same rows (the
-  mean entropy of its P(late)) by that share, which is fair to slices harder than the average.
+  mean entropy of its P(late)) by that share, which is fair to slices harder than the average,
+  and beyond what chance gives a calibrated model on that many shipments (one in a thousand
+  over the groups judged; `grouped._log_loss_se`).
   Asks for a new model.
 - "calibration": realized ECE above `monitor_ece`.
 - "volume": a source's day (lake tables, predictions per door) in the newest days below
@@ -27,6 +29,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from monitoring.drift import (
     EXPECTED_DRIFT,
@@ -65,40 +68,53 @@ def find(settings, tables: dict, judged: pd.DataFrame | None, ref: Reference | N
     return out
 
 
-def drift_alarms(settings, drift: pd.DataFrame) -> list[Alarm]:
-    """One alarm per feature (or P(late)) whose PSI crosses `monitor_psi`: overall, naming the
-    worst slices; else in its worst slice, when slices cross it and the whole does not.
-    Features of `EXPECTED_DRIFT` are left out (their PSI stays in the reports)."""
-    limit = settings.monitor_psi
+def moved(settings, drift: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the drift table (feature x slice) that moved: PSI above `monitor_psi` and
+    beyond what chance alone gives on samples this small (`drift.noise_level`,
+    `drift.shifted`); features of `EXPECTED_DRIFT` left out."""
     if not len(drift):
-        return []
-    above = drift["psi"] > limit
-    if "noise" in drift:  # beyond what chance alone could give on samples this small
+        return drift
+    above = drift["psi"] > settings.monitor_psi
+    if "noise" in drift:
         above &= (drift["psi"] > drift["noise"].fillna(0.0)) | drift["shifted"].astype(bool)
-    judged = drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & above]
-    out = []
-    for feature, rows in judged.groupby("feature", sort=False):
-        whole = rows[rows["slice"] == "overall"]
-        parts = rows[rows["slice"] != "overall"].sort_values("psi", ascending=False)
-        worst = ", ".join(f"{r.slice} ({r.psi:.2f})" for r in parts.head(WORST_SLICES)
-                          .itertuples())
-        what = "P(late)" if feature == PREDICTION else str(feature)
-        if len(whole):
-            top = whole.iloc[0]
-            tail = f"; worst slices {worst}" if worst else ""
-            out.append(Alarm("drift", "overall", f"psi:{feature}", float(top.psi), limit,
-                             f"{what} drifted from the training window: PSI {top.psi:.2f} "
-                             f"overall (> {limit:g} over {top.rows} predictions){tail}"))
-            continue
+    return drift[~drift["feature"].isin(EXPECTED_DRIFT.keys()) & above]
+
+
+def drift_alarms(settings, drift: pd.DataFrame) -> list[Alarm]:
+    """One alarm when P(late) moved (`moved`): overall, naming its worst slices; else in its
+    worst slice. Each names the inputs that moved most where it fired.
+
+    Input features that move while P(late) holds raise no alarm: the model's answer is the
+    same, so a new one is not needed (their PSI stays in the reports, where the inputs behind an
+    alarm are read). Statistics shared by every shipment of a hub or customer move together
+    from one day to the next, which no per-shipment chance level captures, so alarming on them
+    would call stable nights drifts; P(late) is where a change that matters shows."""
+    limit = settings.monitor_psi
+    changed = moved(settings, drift)
+    rows = changed[changed["feature"] == PREDICTION]
+    if not len(rows):
+        return []
+    whole = rows[rows["slice"] == "overall"]
+    parts = rows[rows["slice"] != "overall"].sort_values("psi", ascending=False)
+    worst = ", ".join(f"{r.slice} ({r.psi:.2f})" for r in parts.head(WORST_SLICES).itertuples())
+    if len(whole):
+        top = whole.iloc[0]
+        message = (f"P(late) drifted from the training window: PSI {top.psi:.2f} overall "
+                   f"(> {limit:g} over {top.rows} predictions)"
+                   + (f"; worst slices {worst}" if worst else ""))
+    else:
         top = parts.iloc[0]
-        overall = drift[(drift["slice"] == "overall") & (drift["feature"] == feature)]["psi"]
+        overall = drift[(drift["slice"] == "overall") & (drift["feature"] == PREDICTION)]["psi"]
         level = f"overall {overall.iloc[0]:.2f}" if len(overall) else "overall not measured"
-        more = len(parts) - 1
-        out.append(Alarm("drift", top.slice, f"psi:{feature}", float(top.psi), limit,
-                         f"{what} drifted in {top.slice}: PSI {top.psi:.2f} (> {limit:g} "
-                         f"over {top.rows} predictions; {level})"
-                         + (f"; worst slices {worst}" if more else "")))
-    return sorted(out, key=lambda a: -a.value)
+        message = (f"P(late) drifted in {top.slice}: PSI {top.psi:.2f} (> {limit:g} over "
+                   f"{top.rows} predictions; {level})"
+                   + (f"; worst slices {worst}" if len(parts) > 1 else ""))
+    inputs = changed[(changed["slice"] == top.slice) & (changed["feature"] != PREDICTION)]
+    inputs = inputs.sort_values("psi", ascending=False).head(WORST_SLICES)
+    if len(inputs):
+        message += "; inputs that moved there: " + ", ".join(
+            f"{r.feature} ({r.psi:.2f})" for r in inputs.itertuples())
+    return [Alarm("drift", str(top.slice), f"psi:{PREDICTION}", float(top.psi), limit, message)]
 
 
 def _performance(settings, judged: pd.DataFrame | None, ref: Reference | None,
@@ -124,12 +140,16 @@ def _performance(settings, judged: pd.DataFrame | None, ref: Reference | None,
     if len(slices) == 0:
         return out
     wide = slices.pivot_table(index=["slice", "group"], columns="metric", values="value")
-    for (name, group), r in wide.iterrows():
-        if name not in PERFORMANCE_SLICES or r["n"] < settings.monitor_min_judged:
-            continue
+    names = wide.index.get_level_values("slice")
+    judged_groups = wide[names.isin(list(PERFORMANCE_SLICES)) &
+                         (wide["n"] >= settings.monitor_min_judged).to_numpy()]
+    # beyond chance too: one in a thousand over the groups judged (Bonferroni)
+    z = float(norm.isf(0.001 / max(len(judged_groups), 1)))
+    for (name, group), r in judged_groups.iterrows():
         real, expected = r["log_loss"], r["expected_log_loss"]
         limit = expected * (1 + rise)
-        if real > limit:
+        se = r.get("log_loss_se", 0.0)
+        if real > limit and not real - expected <= z * (se if np.isfinite(se) else 0.0):
             out.append(Alarm("performance", f"{name}={group}", "log_loss", real, limit,
                              f"realized log loss {real:.3f} in {name} {group} is above "
                              f"what the model expected there ({expected:.3f}) by more "

@@ -370,15 +370,13 @@ def reference_rows(settings) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
     """The point-in-time feature vectors of the shipments in flight at each reference night
     (`reference_nights`), as the nightly batch reads them; empty when none was in flight."""
     from features.store import offline_dir
-    from serving.batch import in_flight, lake_now
+    from serving.batch import in_flight_at, lake_now
     from shipdelay.lake import Lake
     from training.dataset import point_in_time
 
     lake = Lake(settings.lake_dir)
     nights = reference_nights(lake_now(lake))
-    snapshots = [in_flight(lake, t) for t in nights]
-    snapshots = pd.concat([s for s in snapshots if len(s)] or [pd.DataFrame()],
-                          ignore_index=True)
+    snapshots = in_flight_at(lake, nights)
     if snapshots.empty:
         return snapshots, nights
     vectors = point_in_time(offline_dir(settings), snapshots)

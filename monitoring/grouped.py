@@ -17,7 +17,7 @@ from training.evaluate import clip_scores
 
 ECE_BINS = 15  # training.evaluate.expected_calibration_error's default
 METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "late_rate", "mean_p", "n",
-           "coverage_p10_p90", "eta_mae_h", "expected_log_loss")
+           "coverage_p10_p90", "eta_mae_h", "expected_log_loss", "log_loss_se")
 
 
 def _sums(groups: np.ndarray, weights, count: int) -> np.ndarray:
@@ -88,7 +88,25 @@ def realized_groups(rows: pd.DataFrame, groups: np.ndarray, count: int) -> pd.Da
     q, h = q[ok], groups[ok]
     entropy = -(q * np.log(q) + (1 - q) * np.log(1 - q))
     out["expected_log_loss"] = _ratio(_sums(h, entropy, count), _sums(h, None, count))
+    out["log_loss_se"] = _log_loss_se(rows, ok, q, h, count)
     return pd.DataFrame(out, columns=list(METRICS))
+
+
+def _log_loss_se(rows: pd.DataFrame, ok: np.ndarray, q: np.ndarray, h: np.ndarray,
+                 count: int) -> np.ndarray:
+    """The standard error of each group's log loss if the model were calibrated there: a row's
+    loss varies by p(1-p)logit(p)^2 around its entropy, and the predictions of one shipment
+    share its outcome, so the group counts as many observations as it has shipments."""
+    v = q * (1 - q) * np.log(q / (1 - q)) ** 2
+    mean_v = _ratio(_sums(h, v, count), _sums(h, None, count))
+    if "shipment_id" in rows:
+        ships = codes_of(rows["shipment_id"])[0][ok]
+        width = int(ships.max(initial=0)) + 2  # code -1 (no id) shifted to 0
+        pairs = np.unique(h * width + ships + 1)
+        independent = _sums(pairs // width, None, count)
+    else:
+        independent = _sums(h, None, count)
+    return np.sqrt(_ratio(mean_v, independent))
 
 
 def codes_of(values: pd.Series) -> tuple[np.ndarray, list]:

@@ -209,9 +209,14 @@ def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from:
             shares, n_ref = ref.slice_shares(label, n)
             if shares is not None and c.sum() >= min_rows:
                 found.append(sample(label, n, shares, c, samples.get((name, group)), n_ref))
-    tests = sum(f not in EXPECTED_DRIFT for _, f, *_ in found)
-    rows = [(label, f, psi(shares, c), int(c.sum()), noise_level(len(shares), n, n_ref, tests),
-             shifted(shares, c, n, n_ref, ref.binnings[f].edges is not None, tests))
+    # two families of tests, each held to one in a thousand: P(late)'s (what alarms) and the
+    # input features' (what explains an alarm)
+    family = {True: sum(f == PREDICTION for _, f, *_ in found),
+              False: sum(f != PREDICTION and f not in EXPECTED_DRIFT for _, f, *_ in found)}
+    rows = [(label, f, psi(shares, c), int(c.sum()),
+             noise_level(len(shares), n, n_ref, family[f == PREDICTION]),
+             shifted(shares, c, n, n_ref, ref.binnings[f].edges is not None,
+                     family[f == PREDICTION]))
             for label, f, shares, c, n, n_ref in found]
     out = pd.DataFrame(rows, columns=columns[:-1])
     out["expected_drift"] = out["feature"].map(EXPECTED_DRIFT).fillna("")

@@ -83,11 +83,13 @@ __all__ = [
     "StaleFeaturesError",
     "backfill_days",
     "in_flight",
+    "in_flight_at",
     "lake_now",
     "read_scores",
     "score_batch",
     "score_days",
     "select_in_flight",
+    "select_in_flight_at",
     "utc",
 ]
 
@@ -156,24 +158,38 @@ def select_in_flight(shipments, events, outcomes, as_of) -> pd.DataFrame:
     Inputs are frames or Arrow datasets with the contract's columns (shipments: shipment_id,
     booked_at; events: shipment_id, event_type, ingested_at; outcomes: shipment_id,
     delivered_at). In flight = booked at or before the cut-off and not known delivered at it."""
-    t = utc(as_of)
+    return select_in_flight_at(shipments, events, outcomes, [as_of])
+
+
+def select_in_flight_at(shipments, events, outcomes, cutoffs) -> pd.DataFrame:
+    """`select_in_flight` at each of `cutoffs` in one pass over the inputs: (shipment_id, as_of)
+    sorted by cut-off, then id. A shipment's first booking and the first moment it is known
+    delivered (a delivered scan ingested, an outcome delivered) decide every cut-off at once."""
+    times = sorted({utc(t) for t in cutoffs})
     con = duckdb.connect()
     try:
         con.register("s", shipments)
         con.register("e", events)
         con.register("o", outcomes)
-        ids = con.sql("""
+        con.register("c", pa.table({"t": pa.array([t.value // 1000 for t in times],
+                                                  pa.int64()).cast(_TS)}))
+        rows = con.sql("""
             with known as (
-                select shipment_id from e where event_type = 'delivered' and ingested_at <= $t
-                union all
-                select shipment_id from o where delivered_at <= $t)
-            select distinct s.shipment_id from s anti join known k using (shipment_id)
-            where s.booked_at <= $t order by s.shipment_id""",
-                      params={"t": t.to_pydatetime()}).to_arrow_table()
+                select shipment_id, min(seen) as known_at from (
+                    select shipment_id, ingested_at as seen from e where event_type = 'delivered'
+                    union all
+                    select shipment_id, delivered_at from o) group by shipment_id),
+            booked as (select shipment_id, min(booked_at) as booked_at from s
+                       where booked_at is not null group by shipment_id)
+            select b.shipment_id, c.t from booked b join c on b.booked_at <= c.t
+            left join known k using (shipment_id)
+            where k.known_at is null or k.known_at > c.t
+            order by c.t, b.shipment_id""").to_arrow_table()
     finally:
         con.close()
-    out = pd.DataFrame({"shipment_id": ids.column(0).to_pandas().astype(object)})
-    out["as_of"] = pd.Series(t, index=out.index, dtype="datetime64[ns, UTC]")
+    out = pd.DataFrame({"shipment_id": rows.column(0).to_pandas().astype(object)})
+    out["as_of"] = pd.Series(rows.column(1).to_pandas(), index=out.index).astype(
+        "datetime64[ns, UTC]")
     return out
 
 
@@ -183,17 +199,23 @@ def _empty(columns: dict[str, pa.DataType]) -> pa.Table:
 
 def in_flight(lake: Lake, as_of) -> pd.DataFrame:
     """The shipments in flight at `as_of`, read from the lake (day partitions after it skipped)."""
-    t = utc(as_of)
+    return in_flight_at(lake, [as_of])
+
+
+def in_flight_at(lake: Lake, cutoffs) -> pd.DataFrame:
+    """The shipments in flight at each of `cutoffs` (`select_in_flight_at`), read from the lake
+    once (day partitions after the last cut-off skipped)."""
+    last = max(utc(t) for t in cutoffs)
 
     def scan(table: str, columns: dict[str, pa.DataType]):
-        files = lake_files(lake, table, t)
+        files = lake_files(lake, table, last)
         return duckdb_dataset(files) if files else _empty(columns)  # DuckDB scans it
 
-    return select_in_flight(
+    return select_in_flight_at(
         scan("shipments", {"shipment_id": pa.string(), "booked_at": _TS}),
         scan("tracking_events", {"shipment_id": pa.string(), "event_type": pa.string(),
                                  "ingested_at": _TS}),
-        scan("outcomes", {"shipment_id": pa.string(), "delivered_at": _TS}), t)
+        scan("outcomes", {"shipment_id": pa.string(), "delivered_at": _TS}), cutoffs)
 
 
 def feature_watermarks(offline: Path, as_of) -> dict[str, pd.Timestamp | None]:

@@ -23,6 +23,7 @@ from serving.batch import (
     SCORE_COLUMNS,
     StaleFeaturesError,
     in_flight,
+    in_flight_at,
     read_scores,
     score_batch,
     select_in_flight,
@@ -113,6 +114,11 @@ def test_in_flight_on_the_lake_matches_the_rule(world):
     sid = d["shipment_id"]
     assert sid in ids[d["booked_at"]] and sid not in ids[d["booked_at"] - US]
     assert sid not in ids[d["delivered_at"]] and sid in ids[d["delivered_at"] - US]
+    # every cut-off at once (the drift reference's nightly cut-offs): the same rows, in order
+    together = in_flight_at(lake, cutoffs[::-1])
+    for t in sorted(cutoffs):
+        assert together.loc[together["as_of"] == t, "shipment_id"].tolist() == expected(t), t
+    assert together["as_of"].is_monotonic_increasing
 
 
 # ------------------------------------------------------------------ the scores table and report

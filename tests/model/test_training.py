@@ -15,7 +15,7 @@ from shipdelay.lake import Lake
 from training import baselines
 from training.evaluate import PROB_CLIP, STAGES
 from training.split import label_horizon, time_split
-from training.train import SplitOptions, holdout_evaluator, holdout_rows, train
+from training.train import holdout_evaluator, holdout_rows, train
 
 
 @pytest.fixture(scope="module")
@@ -175,17 +175,25 @@ def test_gate_refuses_a_worse_model_and_rollback_restores(trained):
 
 
 def test_the_gate_judges_on_the_challengers_own_test_window(trained):
-    """A challenger trained with its own split (here: a later test window, 3-day gaps) is
-    judged on that window of the current lake, not on a split the gate would choose again."""
+    """A challenger trained with its own split (here: a later test window; its run records
+    where the window opens, as `shipdelay train --test-from` does) is judged on that window of
+    the current lake, not on a split the gate would choose again."""
+    from registry.loader import version_by_alias
+
     settings, split, _ = trained
     booked = pd.to_datetime(split.test["booked_at_s"], unit="s", utc=True)
     later = booked.quantile(0.5).floor("D")
-    train(settings, params={"num_leaves": 4, "num_iterations": 5}, run_name="own-window",
-          split_options=SplitOptions(test_from=later.isoformat(), gap_days=3), challenger=True)
+    c = client(settings)
+    before = version_by_alias(c, "challenger")
+    run = c.create_run(c.get_run(before.run_id).info.experiment_id, run_name="own-window")
+    c.log_param(run.info.run_id, "test_start", str(later))
+    c.set_terminated(run.info.run_id)
+    own = c.create_model_version(MODEL_NAME, before.source, run_id=run.info.run_id)
+    c.set_registered_model_alias(MODEL_NAME, "challenger", own.version)
     try:
         rows = holdout_rows(settings)
     finally:
-        client(settings).delete_registered_model_alias(MODEL_NAME, "challenger")
+        c.set_registered_model_alias(MODEL_NAME, "challenger", before.version)
     expected = split.test[(booked >= later).to_numpy()]
     assert 0 < len(rows) < len(split.test)
     assert len(rows) == len(expected)

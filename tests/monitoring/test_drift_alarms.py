@@ -1,8 +1,9 @@
 """Drift alarms as people read them, on small synthetic logs written by hand (no outcomes needed:
 drift is judged before the labels): calendar and clock features that move raise no alarm but
-keep their PSI in the report, a shifted feature raises one alarm and not one per slice, one
-carrier's shift raises exactly one alarm naming that carrier, and a reference too thin to judge
-against gives one "data" alarm instead of drift alarms."""
+keep their PSI in the report; an input that moves while P(late) holds raises none either; a
+shift of the input P(late) reads raises one alarm on P(late), not one per slice or feature,
+naming the input; one carrier's shift raises exactly one alarm naming that carrier; and a
+reference too thin to judge against gives one "data" alarm instead of drift alarms."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ ROWS_PER_DAY = 5_000
 CARRIERS = [f"C{i:02d}" for i in range(10)]
 LANES = [f"L{i:02d}" for i in range(20)]
 BAD_CARRIER = "C03"
-SHIFTED = synthetic.SHIFTED
+SHIFTED = synthetic.SHIFTED  # an input P(late) does not read
+DRIVER = synthetic.DRIVER  # the input P(late) reads
 
 
 def write_world(root, change: str, seed: int = 5) -> Settings:
     """`DAYS` days of batch predictions from the synthetic reference's distribution, then one
-    change: "calendar" (calendar and clock features move), "carrier" (one carrier's
-    `SHIFTED` moves), "overall" (`SHIFTED` moves for everyone) or "none"."""
+    change: "calendar" (calendar and clock features move), "carrier" (one carrier's `DRIVER`
+    moves), "overall" (`DRIVER` moves for everyone), "inert" (`SHIFTED` moves for everyone) or
+    "none". P(late) is computed from the vectors as written."""
     settings = Settings(data_dir=root / "data")
     open_lake(settings.lake_dir)
     rng = np.random.default_rng(seed)
@@ -47,9 +50,11 @@ def write_world(root, change: str, seed: int = 5) -> Settings:
             vectors["booked_hour"] = rng.integers(8, 10, n).astype(float)
             vectors["hours_to_promised"] = vectors["hours_to_promised"] + 5.0
         elif change == "carrier":
-            vectors[SHIFTED] = np.where(carrier == BAD_CARRIER, vectors[SHIFTED] + 4.0,
-                                        vectors[SHIFTED])
+            vectors[DRIVER] = np.where(carrier == BAD_CARRIER, vectors[DRIVER] + 4.0,
+                                       vectors[DRIVER])
         elif change == "overall":
+            vectors[DRIVER] = vectors[DRIVER] + 3.0
+        elif change == "inert":
             vectors[SHIFTED] = vectors[SHIFTED] + 3.0
         ids = np.array([f"S{d}{i:06d}" for i in range(n)], dtype=object)
         vectors |= {"shipment_id": ids, "carrier_id": carrier, "customer_id": carrier,
@@ -115,29 +120,41 @@ def test_a_stable_world_raises_no_drift_alarm(run):
     assert _drift(run("none")) == []
 
 
-def test_a_feature_shifted_everywhere_is_one_alarm_naming_its_worst_slices(run):
-    summary = run("overall")
+def test_an_input_that_moves_while_p_late_holds_raises_no_alarm_but_is_reported(run):
+    summary = run("inert")
+    assert _drift(summary) == [] and not summary.should_retrain
     table = _psi_table(summary)
     crossed = table[(table["feature"] == SHIFTED) & (table["psi"] > 0.25)]
-    assert len(crossed) > 10  # overall, every carrier, lane and mode: what used to be alarms
+    assert "overall" in set(crossed["slice"]) and len(crossed) > 10
+    p_late = table[(table["feature"] == "p_late") & (table["slice"] == "overall")]["psi"]
+    assert p_late.iloc[0] < 0.05
+
+
+def test_an_input_shifted_everywhere_is_one_p_late_alarm_naming_slices_and_input(run):
+    summary = run("overall")
+    table = _psi_table(summary)
+    crossed = table[(table["feature"] == "p_late") & (table["psi"] > 0.25)]
+    assert len(crossed) > 10  # overall, every carrier, lane and mode
     drift = _drift(summary)
-    assert [(a.slice, a.metric) for a in drift] == [("overall", f"psi:{SHIFTED}")]
+    assert [(a.slice, a.metric) for a in drift] == [("overall", "psi:p_late")]
     whole = crossed[crossed["slice"] == "overall"]["psi"].iloc[0]
     assert drift[0].value == pytest.approx(whole)
     worst = crossed[crossed["slice"] != "overall"].nlargest(1, "psi")["slice"].iloc[0]
     assert f"PSI {whole:.2f} overall" in drift[0].message and worst in drift[0].message
+    assert f"inputs that moved there: {DRIVER}" in drift[0].message
+    assert SHIFTED not in drift[0].message
 
 
 def test_one_carrier_shifted_is_exactly_one_alarm_naming_that_carrier(run):
     summary = run("carrier")
     table = _psi_table(summary)
-    whole = table[(table["slice"] == "overall") & (table["feature"] == SHIFTED)]["psi"].iloc[0]
+    whole = table[(table["slice"] == "overall") & (table["feature"] == "p_late")]["psi"].iloc[0]
     assert whole < 0.25  # diluted overall: only the slice localizes it
     drift = _drift(summary)
     assert len(drift) == 1, [a.message for a in drift]
     alarm = drift[0]
-    assert alarm.slice == f"carrier={BAD_CARRIER}" and alarm.metric == f"psi:{SHIFTED}"
-    assert BAD_CARRIER in alarm.message and summary.should_retrain
+    assert alarm.slice == f"carrier={BAD_CARRIER}" and alarm.metric == "psi:p_late"
+    assert BAD_CARRIER in alarm.message and DRIVER in alarm.message and summary.should_retrain
 
 
 @pytest.mark.parametrize("rows, window_days", [(20_000, 7.0), (400, 90.0)])
@@ -154,5 +171,5 @@ def test_a_thin_reference_gives_a_data_alarm_instead_of_drift_alarms(run, refere
     assert f"{rows} training row(s) over {window_days:.0f} day(s)" in data[0].message
     # the PSI is still measured and reported
     table = _psi_table(summary)
-    assert table[(table["slice"] == "overall") & (table["feature"] == SHIFTED)]["psi"].iloc[0] \
+    assert table[(table["slice"] == "overall") & (table["feature"] == DRIVER)]["psi"].iloc[0] \
         > 0.25

@@ -99,18 +99,17 @@ def test_realized_metrics_equal_sklearn_on_the_same_rows(world, summary):
     assert body["headline"]["judged"] == summary.judged and summary.html_path.exists()
 
 
-def test_psi_flags_the_shifted_feature_and_no_other(summary):
-    drift = [a for a in summary.alarms if a.kind == "drift"]
-    # one alarm for the feature, overall, though it drifted in every mode too (slices of fewer
-    # than monitor_psi_min_rows are not judged: with ten bins, PSI of a few dozen rows drawn
-    # from the reference itself often exceeds 0.25)
-    assert [(a.slice, a.metric) for a in drift] == [("overall", f"psi:{synthetic.SHIFTED}")]
+def test_psi_flags_the_shifted_input_and_no_alarm_while_p_late_holds(summary):
+    """The synthetic model's P(late) does not read the shifted input: its drift is measured
+    overall and in every mode, and asks for no new model."""
+    assert [a for a in summary.alarms if a.kind == "drift"] == []
     table = pd.DataFrame(json.loads(summary.json_path.read_text())["tables"]["drift_recent"])
     shifted = table[(table["feature"] == synthetic.SHIFTED) & (table["psi"] > 0.25)]
-    assert set(shifted["slice"]) >= {f"mode={m}" for m in synthetic.MODES}
-    worst = shifted[shifted["slice"] != "overall"].nlargest(1, "psi")["slice"].iloc[0]
-    assert worst in drift[0].message
-    assert summary.should_retrain
+    assert set(shifted["slice"]) >= {"overall", *(f"mode={m}" for m in synthetic.MODES)}
+    others = table[(table["slice"] == "overall") & (table["feature"] != synthetic.SHIFTED)
+                   & (table["expected_drift"] == "")]
+    assert others["psi"].max() < 0.25
+    assert not summary.should_retrain, [a.message for a in summary.alarms]
 
 
 def test_bad_input_is_counted(world, summary):
@@ -177,7 +176,10 @@ def _sklearn_metrics(part: pd.DataFrame) -> dict[str, float]:
             "log_loss": log_loss(y, p, labels=[0, 1]), "brier": brier_score_loss(y, p),
             "ece": ece, "late_rate": y.mean(), "mean_p": p.mean(), "n": float(len(y)),
             "coverage_p10_p90": inside.mean(), "eta_mae_h": part["eta_err_h"].mean(),
-            "expected_log_loss": float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))}
+            "expected_log_loss": float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p)))),
+            # a calibrated model's spread of that mean, on as many outcomes as shipments
+            "log_loss_se": float(np.sqrt(np.mean(p * (1 - p) * np.log(p / (1 - p)) ** 2)
+                                         / part["shipment_id"].nunique()))}
 
 
 def _assert_same(got: pd.DataFrame, want: dict[str, float], where: str) -> None:
@@ -229,7 +231,9 @@ def test_grouped_metrics_equal_sklearn_with_tied_scores_and_one_class_groups():
     delay = rng.normal(size=n) * 10
     rows = pd.DataFrame({"p": p, "y": y, "delay": delay, "q10": delay - rng.random(n) * 20,
                          "q50": delay, "q90": delay + rng.normal(size=n) * 5,
-                         "eta_err_h": rng.random(n) * 30})
+                         "eta_err_h": rng.random(n) * 30,
+                         # a shipment predicted several times: fewer outcomes than rows
+                         "shipment_id": pd.Categorical(rng.integers(0, 2_500, n).astype(str))})
     got = realized_groups(rows, group, 6)
     for g in range(6):
         part = rows[group == g].rename(columns={"p": "p_late", "y": "is_late",

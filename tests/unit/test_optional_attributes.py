@@ -7,7 +7,7 @@ those of the origin hub's clock, as zoneinfo computes them, across daylight savi
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -123,7 +123,7 @@ INSTANTS = pd.DatetimeIndex([
 
 def _reference(instant: pd.Timestamp, zone: str | None) -> tuple[int, int, int]:
     """Weekday, month and hour by the standard library, one instant at a time."""
-    utc = datetime.fromtimestamp(instant.value / 1e9, tz=timezone.utc)
+    utc = datetime.fromtimestamp(instant.value / 1e9, tz=UTC)
     local = utc.astimezone(ZoneInfo(zone)) if zone else utc
     return local.weekday(), local.month, local.hour
 
