@@ -30,9 +30,10 @@ exceeds one time in a thousand (infinite on fewer than `MIN_PER_BIN` observation
 of freedom on either side, where the law does not hold and PSI's floor makes a few shipments
 look like a shift); `shifted` tests the mean bin the same way (a z-test, far
 stronger on a few shipments when a whole distribution moves one way). A monitoring run makes
-one test per feature and slice, hundreds a night, so each is held to one in a thousand divided
-by their number (Bonferroni): a stable world stays quiet night after night. A drift alarm needs
-PSI above `monitor_psi` and one of the two. Observations are distinct shipments, not predictions
+one test per feature and slice, hundreds a night, in two families (P(late)'s, which alarm, and
+the inputs', which explain an alarm: `monitoring.alarms.drift_alarms`), so each is held to one
+in a thousand divided by its family's size (Bonferroni): a stable world stays quiet night after
+night. A drift counts when PSI is above `monitor_psi` and one of the two says it is no chance. Observations are distinct shipments, not predictions
 (the nightly batch scores a shipment every night); for the statistics of a carrier, lane or
 customer (`STATISTIC_KEYS`) they are the distinct entities, which every shipment of the entity
 shares (hubs are not logged: the distinct lanes, whose shipments pass the same hubs, bound
