@@ -17,7 +17,8 @@ Kinds, and what each asks for:
   Asks for a new model.
 - "calibration": realized ECE above `monitor_ece`.
 - "volume": a source's day (lake tables, predictions per door) in the newest days below
-  `monitor_volume_drop` of its median day: a feed that stops is an incident.
+  `monitor_volume_drop` of its usual day (its weekday's median): a feed that stops is an
+  incident.
 - "freshness": a feature view's newest row older than its cadence plus `monitor_freshness_h`.
 - "data": predictions from model versions the registry does not know; a drift reference too
   thin to judge against (`drift.thin_reference`), which replaces the drift alarms.
@@ -163,7 +164,7 @@ def _volume(settings, daily: pd.DataFrame, recent_from: date) -> list[Alarm]:
     return [Alarm("volume", f"source={r.source}", "rows", float(r.rows),
                   settings.monitor_volume_drop * float(r.median),
                   f"{r.source} brought {r.rows} row(s) on {r.day}, below "
-                  f"{settings.monitor_volume_drop:.0%} of its median day ({r.median:g}): "
+                  f"{settings.monitor_volume_drop:.0%} of its usual day ({r.median:g}): "
                   "check the feed") for r in drops.itertuples()]
 
 

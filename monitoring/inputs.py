@@ -57,20 +57,26 @@ def complete_days(volume: pd.DataFrame, start: date, as_of: pd.Timestamp) -> pd.
 
 
 VOLUME_CHANCE = 0.001  # a day this low must be rarer than this for a steady feed
+SAME_WEEKDAY_DAYS = 3  # days of one weekday in the window before it sets that weekday's usual
 
 
 def volume_drops(daily: pd.DataFrame, share: float) -> pd.DataFrame:
-    """The (source, day) rows below `share` of the source's median day in the window and lower
-    than a steady feed of that median would give by chance (Poisson, `VOLUME_CHANCE`): 3 rows
-    where 7 is usual happens, 0 where 7 is usual does not. Sources whose median is 0 never
-    alarm: they are not daily feeds."""
+    """The (source, day) rows below `share` of the source's usual day and lower than a steady
+    feed of that usual volume would give by chance (Poisson, `VOLUME_CHANCE`): 3 rows where 7
+    is usual happens, 0 where 7 is usual does not. A day's usual volume is the median of the
+    same weekday in the window when it holds `SAME_WEEKDAY_DAYS` of them (Sundays book less
+    than Tuesdays: a quiet Sunday is no incident), else the median of every day. Sources whose
+    usual is 0 never alarm: they are not daily feeds."""
     from scipy.stats import poisson
 
     if daily.empty:
         return daily.assign(median=[])
-    median = daily.groupby("source")["rows"].transform("median")
-    rare = poisson.cdf(daily["rows"].to_numpy(float), median.to_numpy(float)) < VOLUME_CHANCE
-    return daily.assign(median=median)[(median > 0) & (daily["rows"] < share * median) & rare]
+    weekday = pd.to_datetime(daily["day"]).dt.weekday.to_numpy()
+    everyday = daily.groupby("source")["rows"].transform("median")
+    same = daily.groupby([daily["source"], weekday])["rows"]
+    usual = everyday.where(same.transform("size") < SAME_WEEKDAY_DAYS, same.transform("median"))
+    rare = poisson.cdf(daily["rows"].to_numpy(float), usual.to_numpy(float)) < VOLUME_CHANCE
+    return daily.assign(median=usual)[(usual > 0) & (daily["rows"] < share * usual) & rare]
 
 
 def view_missing(frame: pd.DataFrame) -> dict[str, float]:

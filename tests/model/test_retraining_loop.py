@@ -16,16 +16,16 @@ than the benchmark's (x FACTOR instead of x3) so that a few dozen outcomes show 
 small (PARAMS, as `shipdelay train --params` takes them).
 
 Known to fail today, so it is marked and not run by default (`pytest --runxfail
-tests/model/test_retraining_loop.py -s` runs it and prints its numbers; about 25 minutes on 2
-busy cores). The monitor now compares the nightly batch with the shipments in flight on the
-nights before training (not with training snapshots), each slice with the same slice of the
-reference, on distinct shipments or entities, with a chance level per test (Bonferroni over the
-night's tests); the gate judges on the challenger's own test window with an ECE tolerance. On
-this world the stable nights still raise drift alarms on the statistics of hubs and customers
-(hub dwell and arrivals over 24 h, customers' 7-day rates and volumes: one value a day shared by
-every shipment at a hub or of a customer, which distinct lanes or customers overstate as
-independent observations), and on slices of 20-70 predictions; so the pipeline retrains every
-night and the gate refuses most challengers on their noisy recent windows. The mark goes when
+tests/model/test_retraining_loop.py -s` runs it and prints its numbers; about 8 minutes on 2
+cores). Alarms are on what the model answers (P(late) drift, realized log loss beyond chance,
+`monitoring.alarms`); input drift is reported, not alarmed. Last run: the carrier's realized log
+loss rises, the pipeline retrains on a performance alarm and promotes, and the new champion's
+realized log loss is below the first's (0.368 vs 0.458); two tests fail. The carrier's P(late)
+drifts only once its ocean journeys slip (the first drift alarm on its slice three weeks after
+the change, not one week: a few dozen shipments in flight, whose P(late) moves as their legs run
+late); and the stable world alarmed on 3 of 11 nights: twice on the weekend's low booking volume
+(now judged against the same weekday) and once on P(late) of air shipments on the first night
+(PSI 0.53 against a chance level of 0.48). The mark goes when
 these tests pass."""
 
 from __future__ import annotations
@@ -54,9 +54,8 @@ SLICE = f"carrier={CARRIER}"
 
 pytestmark = pytest.mark.xfail(
     strict=True, run=False,
-    reason="the monitor still raises drift alarms on a stable world's hub and customer "
-           "statistics and small slices, so the pipeline retrains every night (see the module's "
-           "doc)")
+    reason="the carrier's P(late) drifts three weeks after the change, not within one, and the "
+           "stable world's first night alarms on air shipments (see the module's doc)")
 
 
 def _world(regimes) -> SimConfig:
