@@ -180,20 +180,25 @@ def test_the_gate_judges_on_the_challengers_own_test_window(trained):
     the current lake, not on a split the gate would choose again."""
     from registry.loader import version_by_alias
 
-    settings, split, _ = trained
+    settings, split, report = trained
     booked = pd.to_datetime(split.test["booked_at_s"], unit="s", utc=True)
     later = booked.quantile(0.5).floor("D")
     c = client(settings)
-    before = version_by_alias(c, "challenger")
-    run = c.create_run(c.get_run(before.run_id).info.experiment_id, run_name="own-window")
+    before = version_by_alias(c, "challenger")  # None once a promotion took it
+    trained_version = c.get_model_version(MODEL_NAME, str(report.version))
+    run = c.create_run(c.get_run(trained_version.run_id).info.experiment_id,
+                       run_name="own-window")
     c.log_param(run.info.run_id, "test_start", str(later))
     c.set_terminated(run.info.run_id)
-    own = c.create_model_version(MODEL_NAME, before.source, run_id=run.info.run_id)
+    own = c.create_model_version(MODEL_NAME, trained_version.source, run_id=run.info.run_id)
     c.set_registered_model_alias(MODEL_NAME, "challenger", own.version)
     try:
         rows = holdout_rows(settings)
     finally:
-        c.set_registered_model_alias(MODEL_NAME, "challenger", before.version)
+        if before is None:
+            c.delete_registered_model_alias(MODEL_NAME, "challenger")
+        else:
+            c.set_registered_model_alias(MODEL_NAME, "challenger", before.version)
     expected = split.test[(booked >= later).to_numpy()]
     assert 0 < len(rows) < len(split.test)
     assert len(rows) == len(expected)
