@@ -285,12 +285,14 @@ class LogReader:
         return {str(r[0]): dict(zip(SAMPLE_KEYS, map(int, r[1:]))) for r in rows}
 
     def judged(self) -> pd.DataFrame:
-        """The judged predictions, what `monitoring.judge` reads: day, shipment_id and the
+        """The judged predictions, what `monitoring.judge` reads: day, shipment_key (a 64-bit
+        hash of the id: which predictions share an outcome, without a million strings), the
         slices (pandas categoricals), stage, p, y, delay, q10/q50/q90, eta_err_h and lead_h."""
         if not self.raw:
             return pd.DataFrame()
         table = self.con.sql(
-            f"SELECT day, shipment_id, {', '.join(TEXT_SLICES)}, stage, p_late AS p, "
+            f"SELECT day, hash(shipment_id) AS shipment_key, {', '.join(TEXT_SLICES)}, stage, "
+            f"p_late AS p, "
             f"CAST(is_late AS DOUBLE) AS y, delay_hours AS delay, delay_p10_h AS q10, "
             f"delay_p50_h AS q50, delay_p90_h AS q90, abs(eta_s - delivered_s) / 3600 AS "
             f"eta_err_h, (delivered_s - instant_s) / 3600 AS lead_h FROM log WHERE {JUDGED}"
@@ -298,7 +300,7 @@ class LogReader:
         columns = {}
         for name in table.column_names:
             column = table.column(name)
-            if name in TEXT_SLICES or name == "shipment_id":
+            if name in TEXT_SLICES:
                 columns[name] = column.combine_chunks().dictionary_encode()
             else:
                 columns[name] = column
