@@ -99,11 +99,11 @@ def _log_loss_se(rows: pd.DataFrame, ok: np.ndarray, q: np.ndarray, h: np.ndarra
     share its outcome, so the group counts as many observations as it has shipments."""
     v = q * (1 - q) * np.log(q / (1 - q)) ** 2
     mean_v = _ratio(_sums(h, v, count), _sums(h, None, count))
-    key = next((c for c in ("shipment_key", "shipment_id") if c in rows), None)
-    if key is not None:
-        ships = codes_of(rows[key])[0][ok]
+    if "shipment_key" in rows or "shipment_id" in rows:
+        ships = (rows["shipment_key"].to_numpy(np.int64) if "shipment_key" in rows
+                 else codes_of(rows["shipment_id"])[0])[ok]
         width = int(ships.max(initial=0)) + 2  # code -1 (no id) shifted to 0
-        pairs = np.unique(h * width + ships + 1)
+        pairs = pd.unique(h * width + ships + 1)  # hashed, not sorted: many calls, many rows
         independent = _sums(pairs // width, None, count)
     else:
         independent = _sums(h, None, count)

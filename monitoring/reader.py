@@ -285,8 +285,9 @@ class LogReader:
         return {str(r[0]): dict(zip(SAMPLE_KEYS, map(int, r[1:]))) for r in rows}
 
     def judged(self) -> pd.DataFrame:
-        """The judged predictions, what `monitoring.judge` reads: day, shipment_key (a 64-bit
-        hash of the id: which predictions share an outcome, without a million strings), the
+        """The judged predictions, what `monitoring.judge` reads: day, shipment_key (a number
+        per shipment, from a hash of its id: which predictions share an outcome, without a
+        million strings), the
         slices (pandas categoricals), stage, p, y, delay, q10/q50/q90, eta_err_h and lead_h."""
         if not self.raw:
             return pd.DataFrame()
@@ -306,6 +307,7 @@ class LogReader:
                 columns[name] = column
         frame = pa.table(columns).to_pandas(date_as_object=False)
         frame["day"] = frame["day"].astype("datetime64[ns]")
+        frame["shipment_key"] = pd.factorize(frame["shipment_key"])[0].astype(np.int32)
         stage = frame["stage"].to_numpy()
         # the stage's text, as `journey_stage(...).astype(str)` gives it ("nan": no stage)
         frame["stage"] = pd.Categorical(np.asarray([*STAGES, "nan"], dtype=object)[
