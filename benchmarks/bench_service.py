@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import defaultdict
 
 import numpy as np
 from encrypted_world import encrypted_twin, encryption
@@ -55,6 +56,14 @@ from service_world import (
     settings_of,
     world,
 )
+
+# Targets on a slow host of the 2-core kind: one id at concurrency 1 within P99_MS; /predict at
+# concurrency 32 at least C32_RATIO of /noop's rate; 100-id requests at these shipments/s per
+# setup (one worker on either store; one worker per core on Redis, production's shape).
+P99_MS = 5.0
+C32_RATIO = 0.9
+BULK_ONE_WORKER = 15_000
+BULK_TARGETS: dict[str, float] = defaultdict(lambda: BULK_ONE_WORKER, _redis_2w=30_000)
 
 FULL = {"shipments": 50_000, "days": 120, "seed": 7}
 QUICK = {"shipments": 8_000, "days": 120, "seed": 7}
@@ -249,13 +258,13 @@ def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix
             reference={"name": "/noop, concurrency 1, p50 (same server, same run)",
                        "value": n1.get("p50_ms"), "unit": "ms"},
             run=summary("predict1_c1"), **facts),
-        row(f"predict_1id_c1_p99{suffix}", p1.get("p99_ms"), "ms", target=("<=", 15.0),
+        row(f"predict_1id_c1_p99{suffix}", p1.get("p99_ms"), "ms", target=("<=", P99_MS),
             target_applies=applies, measured_command="/predict 1 id, c=1",
             reference={"name": "/noop, concurrency 1, p99", "value": n1.get("p99_ms"),
                        "unit": "ms", "ratio": _ratio(p1.get("p99_ms"), n1.get("p99_ms"))},
             run=summary("predict1_c1"), **facts),
         row(f"predict_1id_c1_p99_after_load{suffix}", after.get("p99_ms"), "ms",
-            target=("<=", 15.0), target_applies=applies,
+            target=("<=", P99_MS), target_applies=applies,
             measured_command=f"/predict 1 id, c=1, right after the {BULK_IDS}-id run",
             reference={"name": "/predict 1 id, c=1, before any load (same server), p99",
                        "value": p1.get("p99_ms"), "unit": "ms",
@@ -266,12 +275,12 @@ def http_rows(runs: dict, facts: dict, scorer_rate: float, applies: bool, suffix
             reference={"name": "/noop, concurrency 32 (same server, same run)",
                        "value": n32["ok_rate_per_s"], "unit": "req/s", "ratio": round(ratio, 3)},
             run=summary("predict1_c32"), **facts),
-        row(f"predict_vs_noop_throughput_c32{suffix}", round(ratio, 3), "x", target=(">=", 0.7),
+        row(f"predict_vs_noop_throughput_c32{suffix}", round(ratio, 3), "x", target=(">=", C32_RATIO),
             target_applies=applies, measured_command="/predict 1 id vs /noop, c=32",
             reference={"name": "/noop, concurrency 32", "value": n32["ok_rate_per_s"],
                        "unit": "req/s"}, run=summary("predict1_c32"), **facts),
         row(f"predict_100ids_c8_shipments_per_s{suffix}", bulk_rate, "shipments/s",
-            target=(">=", 20_000), target_applies=applies,
+            target=(">=", BULK_TARGETS[suffix]), target_applies=applies,
             measured_command=f"/predict {BULK_IDS} ids, c={C_BULK}",
             reference={"name": f"Scorer.score_columns in process as the service calls it, "
                                f"{BULK_IDS} rows per call (median)",

@@ -48,6 +48,10 @@ QUICK = {"world": ["--shipments", "5000", "--start", "2025-05-01", "--days", "24
                    "5", "--ceiling-shipments", "0"], "days": 30, "capacity": 5_000,
          "paced": 6_000, "naive": 40}
 RATE = 10_000  # events/s at the target
+# Targets on a slow host of the 2-core kind, two consumers: capacity per online store, and the
+# p99 of event -> risk update at RATE offered.
+CAPACITY_TARGETS = {"sqlite": 20_000, "redis": 40_000}
+P99_S = 1.0
 # Consumers in the stream's group for the capacity and paced phases (Kafka's own scale-out: the
 # topic has 4 partitions); a first capacity phase runs one, for reference.
 CONSUMERS = 2
@@ -214,7 +218,8 @@ def _store_rows(kind: str, one: dict, cap: dict, paced: dict, lat: np.ndarray,
                                       "ratio": round(value / base, 3)}
 
     values = {
-        f"{kind}_capacity_events_per_s": (round(capacity, 1), "events/s", (">=", 10_000),
+        f"{kind}_capacity_events_per_s": (round(capacity, 1), "events/s",
+                                         (">=", CAPACITY_TARGETS[kind]),
                                          {"events": cap["events"], "busy_s": cap["busy_s"],
                                           "batches": cap["batches"], "dead": cap["dead"],
                                           "per_consumer": cap["per_consumer"]}),
@@ -229,7 +234,7 @@ def _store_rows(kind: str, one: dict, cap: dict, paced: dict, lat: np.ndarray,
              "per_consumer": paced["per_consumer"]}),
         f"{kind}_latency_p50": (round(float(p50), 3), "s", None,
                                 {"rate": rate, "events": len(lat)}),
-        f"{kind}_latency_p99": (round(float(p99), 3), "s", ("<=", 2.0),
+        f"{kind}_latency_p99": (round(float(p99), 3), "s", ("<=", P99_S),
                                 {"rate": rate, "events": len(lat)}),
     }
     rows = []
