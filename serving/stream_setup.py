@@ -36,14 +36,17 @@ WRITE_CHUNK = 5_000
 
 def workspace(source: Settings, target: Path, **overrides) -> Settings:
     """A data directory at `target` that shares `source`'s lake and offline views (linked) and
-    has its own copy of the model registry, the Feast registry and the SQLite online store."""
+    has its own copy of the model registry, the Feast registry and the SQLite online store, and
+    of the trees this machine compiled (the registry copy holds their digests, so a stream
+    started there loads them instead of compiling again)."""
     (target / "feast" / "offline").mkdir(parents=True, exist_ok=True)
     (target / "lake").symlink_to(source.lake_dir.resolve())
     for name in ("mlflow.db",):
         if (source.data_dir / name).exists():
             shutil.copy2(source.data_dir / name, target / name)
-    if (source.data_dir / "models").exists():
-        shutil.copytree(source.data_dir / "models", target / "models")
+    for folder in ("models", "compiled"):
+        if (source.data_dir / folder).exists():
+            shutil.copytree(source.data_dir / folder, target / folder)
     for name in ("registry.db", "online.db"):
         if (feast_dir(source) / name).exists():
             shutil.copy2(feast_dir(source) / name, target / "feast" / name)

@@ -30,7 +30,11 @@ def need_lake(settings: Settings, *tables: str) -> None:
 
 
 def need_features(settings: Settings) -> None:
-    """The feature store is built: its registry knows the FeatureService models are trained on."""
+    """The feature store is built: its registry knows the FeatureService models are trained on.
+    Without a lake there is no feature store either: said before Feast is even loaded."""
+    if not Lake(settings.lake_dir).exists("shipments"):
+        raise Failure(f"There is no lake at {settings.lake_dir} yet: run "
+                      f"{SIMULATE_OR_INGEST}, then `shipdelay features build`.")
     from feast.errors import FeatureServiceNotFoundException
 
     from features.schema import FEATURE_SERVICE
@@ -39,9 +43,6 @@ def need_features(settings: Settings) -> None:
     try:
         get_store(settings).get_feature_service(FEATURE_SERVICE)
     except FeatureServiceNotFoundException:
-        if not Lake(settings.lake_dir).exists("shipments"):
-            raise Failure(f"There is no lake at {settings.lake_dir} yet: run "
-                          f"{SIMULATE_OR_INGEST}, then `shipdelay features build`.") from None
         raise Failure(f"The feature store under {settings.data_dir} is not built yet: run "
                       "`shipdelay features build` first.") from None
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,10 +36,10 @@ def pytest_configure(config) -> None:
 # these), so these start first and the many short files fill the gaps after them: a long file
 # dealt out last would leave the other worker idle until it ends.
 LONGEST_FILES = (
-    "tests/integration/test_encrypted_lake.py",
+    "tests/integration/test_service.py",  # first: its worker builds `trained` for both
+    "tests/integration/test_encrypted_lake.py",  # while the other runs a world of its own
     "tests/model/test_ceiling_bound.py",
     "tests/integration/test_mlproject.py",
-    "tests/integration/test_service.py",
     "tests/integration/test_service_hardening.py",
     "tests/integration/test_batch_spark.py",
     "tests/integration/test_bento_build.py",
@@ -125,18 +128,77 @@ TRAINING = SimConfig(shipments=5_000, start="2025-05-01", days=240, seed=5, ceil
                      ceiling_draws=50, chunk_size=5_000)
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A small world with its feature store, one trained and registered model, as the CLI does."""
+def _build_trained(root: Path):
+    """The trained world under `root`/data: simulate, `features build`, train and register."""
     from features.build import build_features
     from shipdelay.settings import Settings
     from training.train import current_split, train
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("trained") / "data")
+    settings = Settings(data_dir=root / "data")
     simulate(TRAINING, settings.lake_dir)
     build_features(settings)
     split = current_split(settings)
     report = train(settings, split=split, challenger=True)
+    return settings, split, report
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive lock on the file `lock` (the other test workers wait for it)."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# kept in the build and linked from each worker's copy: read-only for every test (a test that
+# changes a lake or an offline store copies the world first); MLflow's artifacts stay where the
+# build's registry points, and new runs add their own folders there
+SHARED_PARTS = ("lake", "mlartifacts", "feast/offline")
+
+
+def _worker_copy(build: Path, root: Path):
+    """A data folder of its own under `root` for this worker: the registry, the Feast registry,
+    the online store, the model caches and the monitoring references copied, the rest linked."""
+    from shipdelay.settings import Settings
+
+    for item in [*build.iterdir(), *(build / "feast").iterdir()]:
+        name = str(item.relative_to(build))
+        if name == "feast" or name.startswith("lake-"):
+            continue
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name in SHARED_PARTS:
+            target.symlink_to(item.resolve())
+        elif item.is_dir():
+            shutil.copytree(item, target, symlinks=True)
+        else:
+            shutil.copy2(item, target)
+    return Settings(data_dir=root)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A small world with its feature store, one trained and registered model, as the CLI does.
+
+    Under xdist the first worker that asks builds it once for the run and every worker gets
+    its own copy of what tests change (registries, online store); alone, it is built here."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return _build_trained(tmp_path_factory.mktemp("trained"))
+    run = tmp_path_factory.getbasetemp().parent  # this run's folder, shared by its workers
+    build, done = run / "trained-build", run / "trained-build.pickle"
+    with _exclusive(run / "trained-build.lock"):
+        if not done.exists():
+            shutil.rmtree(build, ignore_errors=True)  # a worker that failed half-way
+            _, split, report = _build_trained(build)
+            done.write_bytes(pickle.dumps((split, report)))
+    split, report = pickle.loads(done.read_bytes())
+    settings = _worker_copy(build / "data", tmp_path_factory.mktemp("trained") / "data")
+    from registry.store import activate
+
+    activate(settings)  # MLflow's process-wide URIs on this copy, as a build here would leave them
     return settings, split, report
 
 

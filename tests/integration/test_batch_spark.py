@@ -34,10 +34,11 @@ def spark(worlds):
 def worlds(trained, tmp_path_factory) -> tuple[Settings, Settings]:
     """Two copies of the same world: one scored locally, one on Spark. Spark reads Parquet
     with its own reader, which cannot decrypt (shipdelay refuses it with encryption on): the
-    copies are decrypted and this module runs with encryption off."""
+    copies are decrypted (once: the Spark copy links the local copy's plaintext lake and
+    offline tables) and this module runs with encryption off."""
     root = tmp_path_factory.mktemp("batch-spark")
-    copies = (copy_world(trained[0], root / "local", plaintext=True),
-              copy_world(trained[0], root / "spark", plaintext=True))
+    local = copy_world(trained[0], root / "local", plaintext=True)
+    copies = (local, copy_world(local, root / "spark"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SHIPDELAY_ENCRYPTION", "false")
         get_settings.cache_clear()

@@ -6,7 +6,8 @@ must state, and a Redis password with any characters.
 The served process is started as `shipdelay serve` starts it (`serving` from the service tests,
 over the same copy of the `trained` world); what a server adds nothing to runs in process. Redis
 is the local one (127.0.0.1:6379): database 7 for the empty store, 8 for the password test
-(3-4 are the feature-store tests', 10-15 the stream tests' and benchmarks').
+(3 and up, one per test worker, are the feature-store tests'; 6 and 10-15 the stream tests'
+and benchmarks').
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from tests.integration.test_service import AS_OF, champion_copy
 
 pytest.importorskip("bentoml")
 
-REDIS_DB = 1  # this module's own (the other tests use 3+worker, 7-15)
+REDIS_DB = 1  # this module's own (the other tests use 3+worker, 6-8, 10-15)
 EVENTS = 400  # the first events after the stream's cut, one micro-batch
 
 

@@ -22,7 +22,7 @@ from training.features import FeatureSpec
 
 PARAMS = {"verbose": -1, "num_threads": 1, "num_leaves": 7, "min_data_in_leaf": 10, "seed": 1}
 T0 = 1.76e9
-REDIS_DB = 9  # this module's own (the other tests use 3+worker, 7, 8, 10-15)
+REDIS_DB = 9  # this module's own (the other tests use 3+worker, 6, 7, 8, 10-15)
 NOTES = ["2025-10-01T08:00:00Z Stau am Hafen", "2025-10-01T08:00:00Z Ware verladen", ""]
 
 

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 from features.online_direct import open_direct
-from registry.loader import CHAMPION, alias_version
+from registry.loader import CHAMPION, alias_version, load_by_alias
 from registry.store import MODEL_NAME, client
+from serving.compiled_trees import compiled_for
 from serving.kafka import Topics, producer_config, read_all
 from serving.kafka_mock import MockCluster
 from serving.replay import lake_events, publish, to_messages
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SHIPDELAY = str(ROOT / ".venv" / "bin" / "shipdelay")
 STREAM_DAYS = 18  # the world's last days are streamed: ~7,000 events, well inside the mock's
 # retention (~5 MB per partition)
-REDIS_DBS = (10, 11, 13, 14, 15)  # 3+worker are the feature-store tests', 12 the benchmarks'
+REDIS_DBS = (10, 11, 6, 14, 15)  # 3+worker are the feature-store tests', 12 and 13 the benchmarks'
 
 
 @dataclass
@@ -52,6 +53,9 @@ def redis_db() -> int:
 def stream_world(trained):
     """The trained world's settings and the cut: the stream carries events ingested after it."""
     settings, _, _ = trained
+    # the model's trees compiled once here: every workspace copies them, so a stream process
+    # (four starts in a SIGKILL test) loads them instead of compiling again
+    compiled_for(settings, load_by_alias(settings, "challenger"))
     events = lake_events(settings)
     cut = events["ingested_at"].max() - pd.Timedelta(days=STREAM_DAYS)
     return settings, cut
