@@ -39,8 +39,8 @@ def project_env(tmp_path: Path) -> dict:
 
 
 def test_simulate_features_train_through_mlflow_run(project_env):
-    steps = [("simulate", ["shipments=4000", "start=2025-05-01", "days=200", "seed=5",
-                           "ceiling_shipments=200"]),
+    steps = [("simulate", ["shipments=2500", "start=2025-05-01", "days=200", "seed=5",
+                           "ceiling_shipments=100"]),
              ("features", []), ("train", [])]
     for entry, params in steps:
         done = _mlflow_run(entry, project_env, *params)
