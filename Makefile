@@ -38,11 +38,13 @@ demo: $(STAMP)
 	$(BIN)/shipdelay cockpit --check
 
 # Tests get their own data folder: they never touch ./data (the notebook runs in
-# tests/integration/test_notebook_aliases.py, on a trained world). Two test workers share the
-# two cores, so each fits and predicts with one OpenMP thread. Files are dealt out in collection
-# order, the longest first (tests/conftest.py's LONGEST_FILES), not xdist's fewest-tests-last.
+# tests/integration/test_notebook_aliases.py, on a trained world). Three test workers share the
+# two cores: many tests wait on servers, consumers and commands they started, and a third worker
+# fills that time (the `trained` world is built once and copied to each worker). Each fits and
+# predicts with one OpenMP thread. Files are dealt out in collection order, the longest first
+# (tests/conftest.py's LONGEST_FILES), not xdist's fewest-tests-last.
 test: $(STAMP) browser
-	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile \
+	SHIPDELAY_DATA_DIR=$$(mktemp -d)/data OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 3 --dist loadfile \
 		--no-loadscope-reorder tests
 
 # The cockpit's browser tests drive Debian's headless Chromium: installed here when missing

@@ -31,13 +31,13 @@ def pytest_configure(config) -> None:
 
 
 # The files that take longest (their worlds, servers and command-line runs included), longest
-# first. `make test` hands whole files to its two workers in collection order
+# first. `make test` hands whole files to its workers in collection order
 # (--no-loadscope-reorder; xdist's default deals the files with fewest tests last, and those are
 # these), so these start first and the many short files fill the gaps after them: a long file
 # dealt out last would leave the other worker idle until it ends.
 LONGEST_FILES = (
-    "tests/integration/test_service.py",  # first: its worker builds `trained` for both
-    "tests/integration/test_encrypted_lake.py",  # while the other runs a world of its own
+    "tests/integration/test_service.py",  # first: its worker builds `trained` for all
+    "tests/integration/test_encrypted_lake.py",  # while another runs a world of its own
     "tests/model/test_ceiling_bound.py",
     "tests/integration/test_mlproject.py",
     "tests/integration/test_service_hardening.py",
