@@ -3,6 +3,9 @@
 A request only hands over references to the arrays it already built (the scorer's output and
 the feature vectors): no conversion, no I/O, a lock held for a list append. The writer thread
 turns what waits into Parquet every `flush_s` seconds, or sooner once `flush_rows` rows wait.
+It first joins the waiting calls column by column (`merge_calls`) and converts them to Arrow
+once: converted one call at a time, a thousand single-id requests cost the writer about 1.6 s
+of CPU (and the GIL it holds meanwhile), joined about 0.1 s.
 When more than `max_rows` wait (the disk is slow or failing) new predictions are dropped and
 counted rather than waited for: monitoring never slows or blocks an answer. `close()` writes
 what is left (the service's shutdown).
@@ -16,10 +19,12 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from monitoring.prediction_log import Notes, prediction_table, write_predictions
+from serving.columns import as_array
 
 log = logging.getLogger("shipdelay.monitoring")
 
@@ -89,8 +94,7 @@ class PredictionBuffer:
         if not batch:
             return 0
         try:
-            tables = [prediction_table(self.path, s, v, i, at, notes)
-                      for s, v, i, at, notes in batch]
+            tables = [prediction_table(self.path, *call) for call in merge_calls(batch)]
             write_predictions(self.root, pa.concat_tables(tables))
         except Exception as err:  # noqa: BLE001 - counted, logged, the service goes on
             log.warning("could not write %d logged prediction(s): %s", rows, err)
@@ -113,3 +117,49 @@ class PredictionBuffer:
         self._wake.set()
         self._thread.join(timeout)
         self.flush()
+
+
+def _instants(instants, n: int) -> np.ndarray:
+    """One call's instants (one timestamp or one per row) as n naive-UTC datetime64[us]."""
+    if not np.ndim(instants):
+        t = pd.Timestamp(instants)
+        t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
+        return np.full(n, t.to_datetime64().astype("M8[us]"))
+    if isinstance(instants, np.ndarray) and instants.dtype.kind == "M":
+        return instants.astype("M8[us]")
+    t = pd.DatetimeIndex(pd.Series(instants))
+    t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
+    return t.to_numpy().astype("M8[us]")
+
+
+def _join(calls: list[tuple]) -> tuple:
+    """Calls with the same columns and note reader as one call (the columns concatenated)."""
+    scored, vectors, _, _, notes = calls[0]
+    sizes = [len(s["p_late"]) for s, *_ in calls]
+    glue = lambda part, key: np.concatenate([as_array(c[part][key]) for c in calls])
+    return ({k: glue(0, k) for k in scored}, {k: glue(1, k) for k in vectors},
+            np.concatenate([_instants(c[2], n) for c, n in zip(calls, sizes)]),
+            np.concatenate([np.full(n, _instants(c[3], 1)[0]) for c, n in zip(calls, sizes)]),
+            notes)
+
+
+def merge_calls(batch: list[tuple]) -> list[tuple]:
+    """The waiting calls `(scored, vectors, instants, logged_at, notes)` as few calls of many
+    rows, each `prediction_table`'s arguments after the door: calls are grouped by their
+    columns and note reader (a model reload between requests starts a new group). A group whose
+    columns do not concatenate (types that differ between calls) stays one call per request."""
+    groups: dict[tuple, list[tuple]] = {}
+    for call in batch:
+        scored, vectors, *_, notes = call
+        groups.setdefault((tuple(scored), tuple(vectors), notes), []).append(call)
+    merged = []
+    for calls in groups.values():
+        if len(calls) == 1:
+            merged.append(calls[0])
+            continue
+        try:
+            merged.append(_join(calls))
+        except (TypeError, ValueError) as err:
+            log.debug("logged calls kept apart: %s", err)
+            merged.extend(calls)
+    return merged

@@ -90,17 +90,27 @@ def _times(values, n: int) -> pa.Array:
 
 
 def prediction_table(path: str, scored: Mapping, vectors: Mapping, instants,
-                     logged_at: pd.Timestamp | None = None, notes: Notes | None = None
-                     ) -> pa.Table:
+                     logged_at: pd.Timestamp | np.ndarray | None = None,
+                     notes: Notes | None = None) -> pa.Table:
     """The log's rows for one scoring call: `scored` as `Scorer.score_columns` (or `score`)
     gives it, `vectors` the rows it scored (same order), `instants` each row's moment (one
-    timestamp or one per row); `notes` (the scorer's `with_notes`) adds the note features the
+    timestamp or one per row); `logged_at` one UTC timestamp or one naive-UTC datetime64 per
+    row (now when not given); `notes` (the scorer's `with_notes`) adds the note features the
     model read when `vectors` lacks them. Vectorized: one conversion per column."""
     n = len(scored["p_late"])
     if notes is not None and not all(f in vectors for f in NOTE_FEATURES):
         vectors = notes(vectors)
-    logged_at = logged_at or pd.Timestamp.now("UTC")
-    instant = pd.Series(instants) if np.ndim(instants) else pd.Series([instants] * n)
+    if logged_at is None:
+        logged_at = pd.Timestamp.now("UTC")
+    if np.ndim(logged_at):  # one per row (calls joined by the service's buffer), naive UTC
+        logged = pa.array(np.asarray(logged_at).astype("M8[us]"), type=pa.timestamp("us"))
+    else:
+        logged = pa.array(np.full(n, logged_at.tz_convert("UTC").tz_localize(None)
+                                  .to_datetime64()).astype("M8[us]"), type=pa.timestamp("us"))
+    if not np.ndim(instants):
+        instant = pd.Series([instants] * n)
+    else:
+        instant = instants if isinstance(instants, np.ndarray) else pd.Series(instants)
     p50, p90 = as_numbers(scored["delay_p50_h"]), as_numbers(scored["delay_p90_h"])
     eta = _times(scored["eta"], n)
     eta_p10 = _times(scored["eta_p10"], n)
@@ -110,9 +120,7 @@ def prediction_table(path: str, scored: Mapping, vectors: Mapping, instants,
     columns = {
         "shipment_id": _texts(scored["shipment_id"], n),
         "instant": _times(instant, n),
-        "logged_at": pa.array(np.full(n, logged_at.tz_convert("UTC").tz_localize(None)
-                                      .to_datetime64()).astype("M8[us]"),
-                              type=pa.timestamp("us")).cast(_TS),
+        "logged_at": logged.cast(_TS),
         "path": pa.array(np.full(n, path, dtype=object), type=pa.string()),
         "model_version": _texts(scored["model_version"], n),
         "p_late": pa.array(as_numbers(scored["p_late"])),

@@ -8,11 +8,12 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from features.schema import model_feature_names
 from monitoring import prediction_log as plog
-from monitoring.log_buffer import PredictionBuffer
+from monitoring.log_buffer import PredictionBuffer, merge_calls
 from monitoring.reader import LogReader, log_days
 from shipdelay.crypto import active
 from shipdelay.lake import open_lake
@@ -85,6 +86,29 @@ def test_buffer_writes_by_time_and_by_rows(tmp_path):
     finally:
         by_time.close()
         by_rows.close()
+
+
+def test_joined_calls_give_the_rows_of_each_call_converted_alone():
+    """The buffer joins waiting calls before converting them; the rows must be those each call
+    gives alone, whatever the instants came as (one timestamp, aware Series, numpy) and also
+    when a call's columns differ (it is kept apart)."""
+    calls = []
+    for i, n in enumerate([1, 3, 1, 2, 1]):
+        scored, vectors = _call(n, seed=i, version=str(i % 2 + 1))
+        scored["shipment_id"] = np.array([f"S{i}-{k}" for k in range(n)], dtype=object)
+        at = pd.Timestamp("2026-01-01T10:00Z") + pd.Timedelta(minutes=7 * i)
+        instants = [at, pd.Series([at] * n), np.full(n, at.tz_localize(None).to_datetime64()),
+                    at.tz_convert("Asia/Tokyo"), at][i]
+        logged = pd.Timestamp("2026-01-02T00:00:00.123456Z") + pd.Timedelta(seconds=i)
+        calls.append((scored, vectors, instants, logged, None))
+    calls[2][1].pop("main_mode")  # other columns: its own group
+    one_by_one = pa.concat_tables([plog.prediction_table("service", *c) for c in calls])
+    joined = merge_calls(calls)
+    assert len(joined) == 2
+    together = pa.concat_tables([plog.prediction_table("service", *c) for c in joined])
+    order = lambda t: t.to_pandas().sort_values("shipment_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(order(together), order(one_by_one))
+    assert one_by_one.num_rows == 8 and order(one_by_one)["logged_at"].nunique() == 5
 
 
 def test_buffer_drops_and_counts_beyond_its_bound_and_writes_the_rest_on_close(tmp_path):
