@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from monitoring.prediction_log import Notes, prediction_table, write_predictions
+from monitoring.prediction_log import (
+    SCORED_COLUMNS,
+    Notes,
+    log_schema,
+    prediction_table,
+    write_predictions,
+)
 from serving.columns import as_array
 
 log = logging.getLogger("shipdelay.monitoring")
@@ -133,11 +139,14 @@ def _instants(instants, n: int) -> np.ndarray:
 
 
 def _join(calls: list[tuple]) -> tuple:
-    """Calls with the same columns and note reader as one call (the columns concatenated)."""
+    """Calls with the same columns and note reader as one call: the columns the log reads
+    concatenated (not the others: the reasons, say, are lists of any length)."""
     scored, vectors, _, _, notes = calls[0]
     sizes = [len(s["p_late"]) for s, *_ in calls]
     glue = lambda part, key: np.concatenate([as_array(c[part][key]) for c in calls])
-    return ({k: glue(0, k) for k in scored}, {k: glue(1, k) for k in vectors},
+    logged = set(log_schema().names)
+    return ({k: glue(0, k) for k in SCORED_COLUMNS if k in scored},
+            {k: glue(1, k) for k in vectors if k in logged},
             np.concatenate([_instants(c[2], n) for c, n in zip(calls, sizes)]),
             np.concatenate([np.full(n, _instants(c[3], 1)[0]) for c, n in zip(calls, sizes)]),
             notes)

@@ -53,6 +53,11 @@ BASE_SCHEMA = pa.schema([
 ])
 
 
+# what the log reads of a scoring call's output (`prediction_table`)
+SCORED_COLUMNS = ("shipment_id", "model_version", "p_late", "delay_p50_h", "delay_p90_h", "eta",
+                  "eta_p10", "eta_p90")
+
+
 def log_schema() -> pa.Schema:
     """Every column of the log: the base columns, the model's features by name (categorical
     and text features as text: `recent_notes` is the notes themselves), then the numbers the

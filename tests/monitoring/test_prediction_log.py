@@ -96,6 +96,7 @@ def test_joined_calls_give_the_rows_of_each_call_converted_alone():
     for i, n in enumerate([1, 3, 1, 2, 1]):
         scored, vectors = _call(n, seed=i, version=str(i % 2 + 1))
         scored["shipment_id"] = np.array([f"S{i}-{k}" for k in range(n)], dtype=object)
+        scored["reasons"] = [["a reason"] * (k % 3) for k in range(n)]  # not logged, any length
         at = pd.Timestamp("2026-01-01T10:00Z") + pd.Timedelta(minutes=7 * i)
         instants = [at, pd.Series([at] * n), np.full(n, at.tz_localize(None).to_datetime64()),
                     at.tz_convert("Asia/Tokyo"), at][i]
