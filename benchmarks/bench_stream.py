@@ -148,6 +148,12 @@ def _run_stream_phase(ws, bootstrap, since, n, rate, log: Path, consumers: int =
     out["busy_s"] = round(max(t["busy_to"] for t in busy) - min(t["busy_from"] for t in busy), 3)
     out["per_consumer"] = [{k: t[k] for k in ("events", "batches", "busy_s", "partitions")}
                            for t in totals]
+    # where the consumers' batch time went, summed over them (seconds per stage)
+    stages: dict[str, float] = {}
+    for t in totals:
+        for stage, spent in t.get("stage_s", {}).items():
+            stages[stage] = round(stages.get(stage, 0.0) + spent, 3)
+    out["stage_s"] = stages
     return out
 
 
@@ -222,7 +228,8 @@ def _store_rows(kind: str, one: dict, cap: dict, paced: dict, lat: np.ndarray,
                                          (">=", CAPACITY_TARGETS[kind]),
                                          {"events": cap["events"], "busy_s": cap["busy_s"],
                                           "batches": cap["batches"], "dead": cap["dead"],
-                                          "per_consumer": cap["per_consumer"]}),
+                                          "per_consumer": cap["per_consumer"],
+                                          "stage_s": cap["stage_s"]}),
         f"{kind}_one_consumer_capacity_events_per_s": (
             round(single, 1), "events/s", None,
             {"events": one["events"], "busy_s": one["busy_s"], "batches": one["batches"],
@@ -231,7 +238,7 @@ def _store_rows(kind: str, one: dict, cap: dict, paced: dict, lat: np.ndarray,
             round(sustained, 1), "events/s", None,
             {"rate": rate, "events": paced["events"], "busy_s": paced["busy_s"],
              "batches": paced["batches"], "dead": paced["dead"],
-             "per_consumer": paced["per_consumer"]}),
+             "per_consumer": paced["per_consumer"], "stage_s": paced["stage_s"]}),
         f"{kind}_latency_p50": (round(float(p50), 3), "s", None,
                                 {"rate": rate, "events": len(lat)}),
         f"{kind}_latency_p99": (round(float(p99), 3), "s", ("<=", P99_S),

@@ -34,7 +34,7 @@ from features.store import get_store, offline_dir
 from monitoring.prediction_log import log_now
 from serving.kafka import Topics, consumer_config, producer_config
 from serving.stream_batch import AlertRule, explain_risk, process
-from serving.stream_metrics import StreamMetrics
+from serving.stream_metrics import StageClock, StreamMetrics
 from serving.stream_offline import OfflineStager
 from serving.stream_parse import dead_letter_records, parse_batch
 from serving.stream_records import alert_records, risk_records
@@ -144,6 +144,7 @@ def run_stream(settings: Settings, options: StreamOptions | None = None) -> dict
     metrics.summary()
     # busy_from/busy_to (epoch seconds) let several consumers of a group be timed together
     return dict(metrics.totals, batches=metrics.batches, partitions=sorted(partitions),
+                stage_s={k: round(v, 3) for k, v in metrics.stage_totals.items()},
                 busy_s=round(last_at - first_at, 3), busy_from=round(first_at + offset, 3),
                 busy_to=round(last_at + offset, 3))
 
@@ -164,15 +165,19 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
                max_bytes: int, roller: StreamRoller | None = None,
                log_to: Path | None = None) -> None:
     started = time.monotonic()
+    clock = StageClock()
     values = [m.value() for m in messages]
     keys = [m.key() for m in messages]
     meta = pd.DataFrame({"partition": [m.partition() for m in messages],
                          "offset": [m.offset() for m in messages],
                          "produced_ms": [m.timestamp()[1] for m in messages]})
     parsed = parse_batch(values, keys, meta, max_bytes=max_bytes)
+    clock.lap("parse")
     if roller is not None:  # the windows this batch's instants pass, rolled before it is scored
         roller.before(parsed.events)
+        clock.lap("roll")
     result = process(store, scorer, parsed.events, rule)
+    clock.lap("score")
 
     dead = parsed.dead
     if len(result.dead):
@@ -187,10 +192,13 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
                            *dead_letter_records(dead, topics.events, now, max_bytes)),
            "risk": (topics.risk, *risk_records(result.risk))}
     _publish(producer, out)
+    clock.lap("publish")
     # reasons (TreeSHAP) only once the risk updates are out: they wait for nothing; the
     # alerts' and the high band's, kept online with the state (`serving.reasons_store`)
     out["alert"] = (topics.alerts, *alert_records(explain_risk(scorer, result), rule))
+    clock.lap("reasons")
     _publish(producer, {"alert": out["alert"]})
+    clock.lap("publish")
 
     if log_to is not None and result.vectors is not None:
         # before the online commit: once the events are in the online store a replay skips
@@ -199,18 +207,23 @@ def _one_batch(messages, consumer, producer, store, stager, scorer, topics, rule
         moving = result.risk[~result.risk["delivered"].to_numpy(bool)]
         log_now(log_to, "stream", moving, result.vectors, moving["as_of"], result.counts,
                 notes=scorer.with_notes)
+        clock.lap("prediction_log")
     if len(result.latest):
         token = stager.next_token()
         staged = stager.stage(result.states, token)
+        clock.lap("offline_stage")
         store.commit(result.latest, result.state, token, result.reasons)
+        clock.lap("online_commit")
         stager.publish(staged)
         store.forget(token)
+        clock.lap("offline_publish")
     _commit(consumer, meta, topics.events)
+    clock.lap("offset_commit")
     done_ms = time.time() * 1000
     counts = dict(result.counts, parse_dead=len(parsed.dead))
     metrics.batch(counts, dead["reason"].tolist(), time.monotonic() - started,
                   (done_ms - meta["produced_ms"].to_numpy(float)) / 1000,
-                  {k: len(v[1]) for k, v in out.items()})
+                  {k: len(v[1]) for k, v in out.items()}, clock.laps)
 
 
 class PublishFailed(RuntimeError):

@@ -3,7 +3,9 @@
 Counted: events consumed, applied, skipped as duplicates, dead-lettered (by reason class), risk
 updates and alerts published, micro-batches and their latency (consume to commit), the latency
 from an event's produce time to the commit of its risk update, and the consumer lag per
-partition (high watermark minus committed position).
+partition (high watermark minus committed position), and where a batch's time goes: seconds per
+stage (parse, fold and score, publish, reasons, prediction log, online commit, offset commit),
+as a histogram and as totals in the stream's return value (`stage_s`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ import prometheus_client as pc
 
 log = logging.getLogger("shipdelay.stream")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class StageClock:
+    """Laps of one micro-batch: `lap(stage)` books the time since the previous lap."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._at = time.monotonic()
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.laps[stage] = self.laps.get(stage, 0.0) + now - self._at
+        self._at = now
 
 
 def reason_class(reason: str) -> str:
@@ -41,6 +57,9 @@ class StreamMetrics:
                                           registry=r, buckets=LATENCY_BUCKETS)
         self.lag = pc.Gauge("shipdelay_stream_consumer_lag", "Messages not yet consumed, by "
                             "partition", ["partition"], registry=r)
+        self.stage_seconds = pc.Histogram("shipdelay_stream_stage_seconds", "Seconds a "
+                                          "micro-batch spends in each stage", ["stage"],
+                                          registry=r, buckets=STAGE_BUCKETS)
         self.rate = pc.Gauge("shipdelay_stream_events_per_second", "Events per second over the "
                              "last summary interval", registry=r)
         if port:
@@ -48,11 +67,16 @@ class StreamMetrics:
         self.summary_every = summary_every
         self.batches = 0
         self.totals = {"events": 0, "applied": 0, "duplicates": 0, "dead": 0, "alerts": 0}
+        self.stage_totals: dict[str, float] = {}
         self._window = {"t": time.monotonic(), "events": 0, "latencies": []}
 
     def batch(self, counts: dict, dead_reasons: list[str], seconds: float,
-              event_latency_s: np.ndarray, published: dict[str, int]) -> None:
+              event_latency_s: np.ndarray, published: dict[str, int],
+              stages: dict[str, float] | None = None) -> None:
         self.batches += 1
+        for stage, spent in (stages or {}).items():
+            self.stage_seconds.labels(stage).observe(spent)
+            self.stage_totals[stage] = self.stage_totals.get(stage, 0.0) + spent
         self.events.labels("applied").inc(counts.get("applied", 0))
         self.events.labels("duplicate").inc(counts.get("duplicates", 0))
         self.events.labels("dead_letter").inc(len(dead_reasons))

@@ -212,3 +212,13 @@ def test_fuzz_hostile_messages_between_valid_events(stream_world, kafka, tmp_pat
     want = Counter(reason_class(r["reason"]) for r in letters.values())
     assert counted == {k: float(v) for k, v in want.items()}
     assert totals["dead"] == len(letters) and totals["applied"] == len(streamed[~unknown])
+
+    # where the batches' time went: every batch parsed, scored and committed its offsets, and
+    # the stages add up to no more than the time the stream was busy
+    stages = totals["stage_s"]
+    assert {"parse", "score", "publish", "online_commit", "offset_commit"} <= set(stages)
+    assert 0 < sum(stages.values()) <= totals["busy_s"] + 0.01
+    timed = {m[0]: float(m[1]) for m in re.findall(
+        r'^shipdelay_stream_stage_seconds_count\{stage="([^"]*)"\} (\S+)$', scraped,
+        re.MULTILINE)}
+    assert timed["parse"] == timed["offset_commit"] == totals["batches"]
