@@ -107,3 +107,27 @@ def test_a_span_of_cold_days_is_read_in_one_call(store, monkeypatch):
     assert len(calls) == 1 and calls[0] >= 6  # the five days and the TTL's before them
     warm.lookup("lane_stats", keys[::-1], now, list(LANE_STATS))
     assert len(calls) == 1  # nothing cold left
+
+
+@pytest.mark.parametrize("view", ["lane_stats", "hub_stats"])
+def test_rows_of_one_stamp_twice_and_instants_at_the_edges_answer_as_stats_at(store, view):
+    """Two parts holding a row of the same key and stamp (a rewrite), instants exactly on a
+    stamp and exactly at the TTL's edge: the warm index takes the row `merge_asof` takes."""
+    from features.instant import TTL_US
+
+    offline, ids = store
+    key = "lane_id" if view == "lane_stats" else "hub_id"
+    columns = list(LANE_STATS if view == "lane_stats" else HUB_STATS)
+    stamp = START + pd.Timedelta(days=3)
+    # the first four keys once more at that stamp; a key with that one row only
+    off.write_parts(offline, view, _rows(view, key, [*ids[view][:4], "edge"],
+                                         pd.DatetimeIndex([stamp]), 9), "again")
+    cold, warm = StatsAt(offline), WarmStats(offline)
+    on_stamp = stamp.value / 1000
+    keys = np.array([*ids[view][:5], "edge"] * 3, dtype=object)
+    now = np.repeat([on_stamp, on_stamp + TTL_US[view], on_stamp + TTL_US[view] + 1], 6)
+    for part in (slice(0, 6), slice(6, 12), slice(12, 18), slice(0, 18)):
+        _same(cold.lookup(view, keys[part], now[part], columns),
+              warm.lookup(view, keys[part], now[part], columns))
+    got = warm.lookup(view, keys, now, columns)[columns[0]]
+    assert [pd.notna(got[i]) for i in (5, 11, 17)] == [True, True, False]  # the TTL's edge
