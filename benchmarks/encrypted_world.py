@@ -61,13 +61,19 @@ def encrypted_twin(source: Path, target: Path) -> tuple[Path, Path]:
 
     if target.exists():
         shutil.rmtree(target)
+    # the prediction log is what servers and batches write, not what they read: not copied
     shutil.copytree(source, target, symlinks=True,
-                    ignore=shutil.ignore_patterns("logs", "compiled", "tmp"))
+                    ignore=shutil.ignore_patterns("logs", "compiled", "tmp", "predictions"))
     key_file = target / KEY_FILE
     with encryption(True, key_file):
         files = [p for p in target.rglob("*.parquet") if not p.is_symlink() and p.is_file()]
         for path in files:
-            table = pq.ParquetFile(path).read()
+            try:
+                table = pq.ParquetFile(path).read()
+            except OSError as err:  # e.g. a file written encrypted into the plaintext world
+                raise RuntimeError(f"{path.relative_to(target)} in the plaintext world "
+                                   f"{source} is not readable as plaintext ({err}); remove it "
+                                   "or rebuild the world (SHIPDELAY_BENCH_REBUILD=1)") from err
             write_table(table, path, compression="zstd", coerce_timestamps="us",
                         allow_truncated_timestamps=True)
         settings = Settings(data_dir=target)
