@@ -45,6 +45,7 @@ from features.online import (
 from features.online_cache import CachedTables
 from features.online_decode import DirectReadUnsupported, columns, decode_cells, kind_of
 from features.online_direct import entity_keys
+from features.redis_wire import exchange
 from features.request_time import REQUEST_INPUTS, REQUEST_TIME, request_features
 from features.schema import FEATURE_SERVICE, ON_DEMAND, STREAMED_VIEWS
 
@@ -211,10 +212,12 @@ class OnlineReader:
             places.append((present, codes))
         for (read, _), (present, codes), arrays in zip(wanted, places, self.tables.read(wanted)):
             fresh = instant.fresh(read.view, arrays[-1], now_us)
-            every = fresh.all()
+            if not fresh.all():  # a stale row is missing: its shipments get nothing from it
+                counted = fresh[codes]
+                present, codes = present.copy(), codes[counted]
+                present[present] = counted
             for f, values in zip(read.features[:-1], arrays):
                 if f not in cols:
-                    values = values if every else instant.blank(values, fresh)
                     out = np.full(n, None if values.dtype == object else np.nan, values.dtype)
                     out[present] = values[codes]
                     cols[f] = out
@@ -227,11 +230,12 @@ class OnlineReader:
         out = {"shipment_id": np.asarray(unique, dtype=object), "known": known,
                "delivered": delivered, **pass_through(key_cols, known)}
         unknown = ~known
+        any_unknown = bool(unknown.any())
         for f in vector_columns()[3 + len(PASS_THROUGH):]:
             values = cols.get(f)
             if values is None:  # not in the FeatureService: empty, as online_vectors leaves it
                 values = np.full(n, np.nan)
-            elif unknown.any():  # online_vectors reads nothing more for unknown shipments
+            elif any_unknown:  # online_vectors reads nothing more for unknown shipments
                 values = values.copy()
                 values[unknown] = None if values.dtype == object else np.nan
             out[f] = values
@@ -339,26 +343,8 @@ class _RedisHashes:
         return parts
 
     def _send(self, payload: bytes, count: int) -> list:
-        """Write `payload` (`count` commands) and read their replies, as a pipeline does; a
-        read is idempotent, so once more on a fresh connection if the pooled one was dropped."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        try:
-            return self._exchange(payload, count)
-        except RedisConnectionError:
-            return self._exchange(payload, count)
-
-    def _exchange(self, payload: bytes, count: int) -> list:
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([payload])
-            return [conn.read_response() for _ in range(count)]
-        except BaseException:
-            conn.disconnect()  # replies may be left unread: never reuse this connection
-            raise
-        finally:
-            pool.release(conn)
+        """Write `payload` (`count` commands) and read their replies (`features.redis_wire`)."""
+        return exchange(self.client, payload, count)
 
     def read(self, wanted: list[tuple[ViewRead, list[str]]]) -> list[list[np.ndarray]]:
         starts, text, commands, offset = [], [], [], 0

@@ -167,11 +167,11 @@ class OnlineReasons:
                     for key, text in rows:
                         texts[where[key]] = text
         else:
+            from features.redis_wire import command, exchange
+
             suffix = self.project.encode()
-            pipe = self.handle.pipeline(transaction=False)
-            for k in keys:
-                pipe.hget(k + suffix, FIELD)
-            texts = pipe.execute()
+            payload = b"".join(command(b"HGET", k + suffix, FIELD) for k in keys)
+            texts = exchange(self.handle, payload, len(keys))
         return decode(ids, texts)
 
     def write(self, records: Sequence[Reasons]) -> int:
