@@ -109,6 +109,8 @@ class HeldRows:
 
     def keep(self, entities: list[str], arrays: list[np.ndarray]) -> None:
         """Remember `entities` (new ones, each once) with their values, one array per feature."""
+        if not entities:
+            return
         start, need = len(self.row_of), len(self.row_of) + len(entities)
         if self.columns is None:
             self.columns = [np.empty(0, a.dtype) for a in arrays]
@@ -133,7 +135,7 @@ class HeldRows:
         blanks = bool(missing.any())
         out = []
         for j, kind in enumerate(kinds):
-            if self.columns is None:
+            if not self.row_of:  # nothing held yet (nor any column to take from)
                 column = np.full(len(values), None if kind == "str" else np.nan,
                                  object if kind == "str" else float)
             else:

@@ -83,3 +83,16 @@ def test_entities_without_statistics_are_remembered_as_such():
         (lanes,) = cache.read([(LANE, ["L1", "L-NEW"])])
         np.testing.assert_array_equal(lanes[0], [0.25, np.nan])
     assert [a["lane_stats"] for a in tables.asked] == [["L1", "L-NEW"], []]
+
+
+def test_a_first_read_of_unknown_entities_only_holds_nothing_and_breaks_nothing():
+    """The readiness probe's first read asks for an id no store holds: nothing is remembered,
+    and the next reads (unknown again, then known) are answered as the store answers."""
+    tables = FakeTables()
+    cache = CachedTables(tables, 60, {"shipment_profile"})
+    for ids in (["__readyz__"], ["__readyz__", "nope"], ["B", "__readyz__", "A"]):
+        profile, _ = _read(cache, ids)
+        want = [tables.rows["shipment_profile"].get(i, (None, np.nan)) for i in ids]
+        assert profile[0].tolist() == [w[0] for w in want]
+        np.testing.assert_array_equal(profile[1], [w[1] for w in want])
+    assert "__readyz__" not in cache.held("shipment_profile")
