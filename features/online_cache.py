@@ -69,7 +69,7 @@ class CachedTables:
                 rows = self._held(read.view) if read.view in self.views else None
                 caches.append(rows)
                 fetch.append((read, values if rows is None else
-                              [v for v in dict.fromkeys(values) if v not in rows]))
+                              [v for v in dict.fromkeys(values) if v not in rows.row_of]))
         fetched = self.tables.read(fetch)
         out = []
         with self._lock:

@@ -82,6 +82,8 @@ def test_few_rows_get_the_codes_many_rows_get(scorer, vectors):
     for c in scorer.bundle.spec.categories:
         odd = many[c].astype(object).copy()
         odd.iloc[:6] = [None, np.nan, "never seen", 7, 2.5, pd.NA]
+        odd.iloc[SMALL + 1] = None  # a chunk of text and None only (the reader's columns)
+        odd.iloc[SMALL + 2] = "never seen either"
         bulk = scorer._codes(c, odd)
         few = np.concatenate([scorer._codes(c, odd.iloc[i:i + SMALL])
                               for i in range(0, len(odd), SMALL)])
