@@ -70,7 +70,11 @@ class CachedTables:
                 caches.append(rows)
                 fetch.append((read, values if rows is None else
                               [v for v in dict.fromkeys(values) if v not in rows.row_of]))
-        fetched = self.tables.read(fetch)
+        if any(values for _, values in fetch):
+            fetched = self.tables.read(fetch)
+        else:  # everything held (the usual second step): no store call at all
+            fetched = [[np.empty(0, object if k == "str" else float) for k in read.kinds]
+                       for read, _ in fetch]
         out = []
         with self._lock:
             for (read, values), rows, (_, asked), arrays in zip(wanted, caches, fetch, fetched):
