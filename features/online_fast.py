@@ -216,8 +216,12 @@ class OnlineReader:
                 counted = fresh[codes]
                 present, codes = present.copy(), codes[counted]
                 present[present] = counted
+            whole = bool(present.all())  # every shipment has a row here: a take each
             for f, values in zip(read.features[:-1], arrays):
                 if f not in cols:
+                    if whole:
+                        cols[f] = values[codes]
+                        continue
                     out = np.full(n, None if values.dtype == object else np.nan, values.dtype)
                     out[present] = values[codes]
                     cols[f] = out
