@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from features import instant
@@ -36,6 +38,7 @@ from shipdelay.settings import Settings
 _DOUBLE_TAG = 0x29  # ValueProto field 5 (double_val), wire type 1
 STAMP_US = "event_ts_us"  # the column `DirectOnline.read` gives each row's timestamp in
 _STRING_TYPE = 2  # feast ValueType.STRING in serialized entity keys
+_LIST_TYPES = {"float_list": ValueType.DOUBLE_LIST, "str_list": ValueType.STRING_LIST}
 
 
 def entity_keys(join_key: str, values: Iterable[str]) -> list[bytes]:
@@ -54,7 +57,10 @@ def entity_keys(join_key: str, values: Iterable[str]) -> list[bytes]:
 
 def encode(values: pd.Series, kind: str) -> list[bytes]:
     """Serialized ValueProto per value, as Feast writes a column of `kind` ("int", "float",
-    "str"); nulls become the empty Value (b"")."""
+    "str", "float_list", "str_list"); nulls become the empty Value (b"")."""
+    if kind in _LIST_TYPES:  # the plan's lists (shipment profile only): Feast's own converter
+        protos = python_values_to_proto_values(values.to_numpy(dtype=object), _LIST_TYPES[kind])
+        return [p.SerializeToString() for p in protos]
     if kind == "float":
         arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         buf = np.empty((len(arr), 9), np.uint8)
@@ -107,7 +113,9 @@ def _decode_table(pos: np.ndarray, col: np.ndarray, values: list, n: int,
 
 
 def _value_text(values: pd.Series, kind: str) -> list:
-    """Feast's `value_text` column: str() of the value, None for nulls."""
+    """Feast's `value_text` column: str() of the value, None for nulls and lists."""
+    if kind in _LIST_TYPES:
+        return [None] * len(values)
     null = values.isna().to_numpy()
     typed = (pd.to_numeric(values, errors="coerce").astype("float64" if kind == "float"
                                                            else "Int64")
@@ -140,6 +148,11 @@ class DirectOnline:
         out["found"] = found
         out[STAMP_US] = stamps
         return out
+
+    def write(self, view: str, frame: pd.DataFrame) -> None:
+        """Write `frame` (one row per entity, the view's columns and event_timestamp) as
+        Feast's online write would, in one transaction."""
+        raise NotImplementedError
 
     def view_mapping(self, view: str, frame: pd.DataFrame) -> tuple[list[bytes], dict[str, list]]:
         """Entity keys and encoded values of `frame` (one row per entity, with the view's

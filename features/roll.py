@@ -190,17 +190,34 @@ def newest_rows(offline: Path, view: str, since, until) -> pd.DataFrame:
     view's TTL), read from the offline store (with Arrow: its reader decrypts on its own
     threads, see `shipdelay.parquet_io`)."""
     lo = _utc(_us(until)) - TTL[view] if since is None else _utc(_us(since))
-    hi = _utc(_us(until))
+    return _newest(offline, view, lo, _utc(_us(until)), ds.field(TIMESTAMP) > lo)
+
+
+def newest_between(offline: Path, view: str, start, end) -> pd.DataFrame:
+    """Each entity's newest row of `view` stamped in [start, end]: the rows Feast's
+    `materialize(start, end)` loads online."""
+    lo = _utc(_us(start))
+    return _newest(offline, view, lo, _utc(_us(end)), ds.field(TIMESTAMP) >= lo)
+
+
+def _newest(offline: Path, view: str, lo: pd.Timestamp, hi: pd.Timestamp,
+            after: ds.Expression) -> pd.DataFrame:
     files = off.view_files(offline, view, lo.date(), hi.date())
     if not files:
         return pd.DataFrame()
     key = ENTITY_KEYS[VIEW_ENTITY[view]]
-    stamp = ds.field(TIMESTAMP)
     frame = dataset(files).to_table(columns=[key, TIMESTAMP, *VIEWS[view]],
-                                    filter=(stamp > lo) & (stamp <= hi)).to_pandas()
+                                    filter=after & (ds.field(TIMESTAMP) <= hi)
+                                    ).to_pandas(ignore_metadata=True)  # lists as arrays
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
     frame = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(key, keep="last")
     return frame.reset_index(drop=True)
+
+
+def write_online(direct, view: str, frame: pd.DataFrame, chunk: int = 50_000) -> None:
+    """Write a view's rows online a chunk at a time (each chunk one transaction)."""
+    for lo in range(0, len(frame), chunk):
+        direct.write(view, frame.iloc[lo:lo + chunk])
 
 
 def advance_online(direct, offline: Path, since, until) -> dict[str, int]:
@@ -209,8 +226,7 @@ def advance_online(direct, offline: Path, since, until) -> dict[str, int]:
     for view in ROLLED_VIEWS:
         frame = newest_rows(offline, view, since, until)
         rows[view] = len(frame)
-        for lo in range(0, len(frame), 50_000):
-            direct.write(view, frame.iloc[lo:lo + 50_000])
+        write_online(direct, view, frame)
     marks.set_online_mark(direct, until)
     return rows
 
@@ -272,4 +288,4 @@ def roll(settings: Settings, until=None, *, online: bool = True) -> RollReport:
 
 
 __all__ = ["ROLLED_VIEWS", "RollReport", "advance_online", "compute_rows", "drop_roll_parts",
-           "lake_slice", "newest_rows", "roll"]
+           "lake_slice", "newest_between", "newest_rows", "roll", "write_online"]

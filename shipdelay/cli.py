@@ -260,7 +260,8 @@ def features_build_cmd(
                                               "the offline store only, all training and the "
                                               "nightly batch need)")] = True,
 ) -> None:
-    """Lake -> feature tables -> Feast apply -> materialize to the online store."""
+    """Lake -> feature tables -> Feast apply -> each entity's newest values to the online
+    store."""
     from features.build import build_features
 
     settings = get_settings()
@@ -273,9 +274,9 @@ def features_build_cmd(
         report = build_features(settings, since=date.fromisoformat(since) if since else None,
                                 online=online, on_step=lambda name, done, total: bar.update(
                                     task, description=name, completed=done, total=total))
-    table = Table("feature view", "rows written", title="feature store built")
+    table = Table("feature view", "rows written", "entities online", title="feature store built")
     for view, rows in report.rows.items():
-        table.add_row(view, f"{rows:,}")
+        table.add_row(view, f"{rows:,}", f"{report.online_rows[view]:,}" if online else "-")
     console.print(table)
     loaded = (f"online store loaded with values from {report.online_from:%Y-%m-%d} to "
               f"{report.online_to:%Y-%m-%d %H:%M} UTC" if online else "online store not loaded")

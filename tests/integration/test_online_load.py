@@ -1,0 +1,87 @@
+"""`features build` loads the online store itself (`features.online_direct`) instead of calling
+Feast's `materialize`: the records it leaves must be exactly the ones Feast's materialize of the
+same windows leaves, byte for byte, on SQLite and on Redis. The reference is Feast's own
+materialization over the same offline store, written into a second, empty online store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from features.build import BuildReport, build_features
+from features.repo.definitions import definitions
+from features.repo.views import TTL
+from features.schema import VIEWS
+from features.store import PROJECT, get_store, offline_dir, redis_client, repo_config
+from shipdelay.settings import Settings
+from tests.integration.test_feature_store import _settings, redis_settings
+
+
+def _feast_materialize(settings: Settings, report: BuildReport) -> None:
+    """Feast's materialize of each view's window, [as_of - TTL, the build's end]."""
+    store = get_store(settings)
+    store.apply(definitions(offline_dir(settings)))
+    for view in VIEWS:
+        store.materialize(start_date=(report.as_of - TTL[view]).to_pydatetime(),
+                          end_date=report.online_to, feature_views=[view])
+
+
+def _twin(root: Path, lake, built: Settings) -> Settings:
+    """A data folder reading the same lake and offline store, with an online store of its own."""
+    twin = _settings(root, lake)
+    (root / "feast").mkdir()
+    (root / "feast" / "offline").symlink_to(offline_dir(built))
+    return twin
+
+
+def _sqlite_rows(settings: Settings) -> dict[str, set]:
+    conn = sqlite3.connect(repo_config(settings).online_store.path)
+    try:
+        return {view: set(conn.execute(
+            "SELECT entity_key, feature_name, value, value_text, event_ts, created_ts "
+            f'FROM "{PROJECT}_{view}"').fetchall()) for view in VIEWS}
+    finally:
+        conn.close()
+
+
+def _redis_hashes(settings: Settings) -> dict[bytes, dict]:
+    client = redis_client(repo_config(settings).online_store)
+    try:
+        return {key: client.hgetall(key) for key in client.scan_iter(count=1000)
+                if client.type(key) == b"hash"}  # the roll mark is a plain key
+    finally:
+        client.close()
+
+
+def test_the_build_leaves_sqlite_exactly_as_feasts_materialize(small_world, tmp_path):
+    lake, _ = small_world
+    mine = _settings(tmp_path / "mine", lake)
+    report = build_features(mine)
+    feast = _twin(tmp_path / "feast", lake, mine)
+    _feast_materialize(feast, report)
+    got, want = _sqlite_rows(mine), _sqlite_rows(feast)
+    for view in VIEWS:
+        assert got[view] == want[view], (view, sorted(got[view] ^ want[view])[:3])
+    # every kind of value is covered: texts, numbers, the plan's lists, and missing values
+    profile = {name: value for _, name, value, *_ in want["shipment_profile"]}
+    assert profile["plan_times_s"] and profile["lane_id"]
+    assert len({k for k, *_ in want["shipment_progress"]}) == report.online_rows[
+        "shipment_progress"] > 50
+    assert any(value == b"" for rows in want.values() for _, _, value, *_ in rows)
+
+
+def test_the_build_leaves_redis_exactly_as_feasts_materialize(small_world, tmp_path):
+    lake, _ = small_world
+    settings = redis_settings(tmp_path / "data", lake)
+    report = build_features(settings)
+    mine = _redis_hashes(settings)
+    client = redis_client(repo_config(settings).online_store)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    _feast_materialize(settings, report)
+    feast = _redis_hashes(settings)
+    assert len(feast) > 100 and set(mine) == set(feast)
+    for key, fields in feast.items():
+        assert mine[key] == fields, key
