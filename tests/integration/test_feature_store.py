@@ -14,7 +14,7 @@ import pandas.testing as pdt
 import pytest
 
 from features import offline as off
-from features.build import build_features
+from features.build import EVENT_COLUMNS, LakeEvents, build_features, progress_chunks, progress_of
 from features.online import (
     FeatureServiceMismatch,
     apply_events,
@@ -245,6 +245,33 @@ def test_incremental_build_since_a_day_reproduces_the_full_build(built):
         pdt.assert_frame_equal(after[cols].sort_values(order, ignore_index=True),
                                before[view].sort_values(order, ignore_index=True),
                                check_dtype=False, obj=view)
+
+
+@pytest.mark.parametrize("touched_only", [False, True])
+def test_progress_from_the_lake_in_chunks_equals_the_whole_frame(built, touched_only):
+    """The build's progress backfill reads the events through DuckDB a range of shipments at a
+    time (`LakeEvents`); the same rows come out of the events read whole into pandas, at an odd
+    instant, and for an incremental build's touched shipments."""
+    lake, settings, _ = built
+    profile = off.read_view(offline_dir(settings), "shipment_profile")
+    as_of = lake_now(lake) - pd.Timedelta(days=3, hours=5, minutes=17, microseconds=3)
+    since = as_of - pd.Timedelta(days=2, minutes=41) if touched_only else None
+    events = lake.read("tracking_events", columns=EVENT_COLUMNS)
+    events = events[events["ingested_at"] <= as_of]
+    if since is not None:
+        touched = events.loc[events["ingested_at"] >= since, "shipment_id"].unique()
+        events = events[events["shipment_id"].isin(touched)]
+    want = pd.concat(list(progress_chunks(events, profile, since)), ignore_index=True)
+    chunks = LakeEvents(lake, as_of, since, per_chunk=37)
+    try:
+        assert chunks.newest == events["ingested_at"].max()
+        got = pd.concat(list(progress_of(chunks, profile, since)), ignore_index=True)
+    finally:
+        chunks.close()
+    assert len(want) > 100 and want["shipment_id"].nunique() > 37 * 3  # several chunks
+    order = ["shipment_id", TIMESTAMP]
+    pdt.assert_frame_equal(got.sort_values(order, ignore_index=True),
+                           want.sort_values(order, ignore_index=True))
 
 
 def test_point_in_time_in_chunks_equals_one_pass(built, monkeypatch):

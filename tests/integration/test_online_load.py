@@ -1,14 +1,17 @@
 """`features build` loads the online store itself (`features.online_direct`) instead of calling
 Feast's `materialize`: the records it leaves must be exactly the ones Feast's materialize of the
-same windows leaves, byte for byte, on SQLite and on Redis. The reference is Feast's own
-materialization over the same offline store, written into a second, empty online store."""
+same windows leaves, byte for byte, on SQLite (a whole build) and on Redis (its load step). The
+reference is Feast's own materialization over the same offline store, written into a second,
+empty online store."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from features.build import BuildReport, build_features
+import pytest
+
+from features.build import BuildReport, build_features, load_online
 from features.repo.definitions import definitions
 from features.repo.views import TTL
 from features.schema import VIEWS
@@ -53,11 +56,16 @@ def _redis_hashes(settings: Settings) -> dict[bytes, dict]:
         client.close()
 
 
-def test_the_build_leaves_sqlite_exactly_as_feasts_materialize(small_world, tmp_path):
+@pytest.fixture(scope="module")
+def built(small_world, tmp_path_factory) -> tuple[Settings, BuildReport]:
     lake, _ = small_world
-    mine = _settings(tmp_path / "mine", lake)
-    report = build_features(mine)
-    feast = _twin(tmp_path / "feast", lake, mine)
+    settings = _settings(tmp_path_factory.mktemp("online-load") / "data", lake)
+    return settings, build_features(settings)
+
+
+def test_the_build_leaves_sqlite_exactly_as_feasts_materialize(built, small_world, tmp_path):
+    mine, report = built
+    feast = _twin(tmp_path / "feast", small_world[0], mine)
     _feast_materialize(feast, report)
     got, want = _sqlite_rows(mine), _sqlite_rows(feast)
     for view in VIEWS:
@@ -70,10 +78,13 @@ def test_the_build_leaves_sqlite_exactly_as_feasts_materialize(small_world, tmp_
     assert any(value == b"" for rows in want.values() for _, _, value, *_ in rows)
 
 
-def test_the_build_leaves_redis_exactly_as_feasts_materialize(small_world, tmp_path):
-    lake, _ = small_world
-    settings = redis_settings(tmp_path / "data", lake)
-    report = build_features(settings)
+def test_the_load_leaves_redis_exactly_as_feasts_materialize(built, small_world, tmp_path):
+    sqlite, report = built
+    settings = redis_settings(tmp_path / "data", small_world[0])
+    (tmp_path / "data" / "feast").mkdir()
+    (tmp_path / "data" / "feast" / "offline").symlink_to(offline_dir(sqlite))
+    get_store(settings).apply(definitions(offline_dir(settings)))
+    load_online(settings, report.as_of, report.online_to)
     mine = _redis_hashes(settings)
     client = redis_client(repo_config(settings).online_store)
     try:
