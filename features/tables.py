@@ -54,6 +54,7 @@ DAY_US = 24 * HOUR_US
 EARTH_KM = 6371.0  # as shipdelay.world.network.great_circle_km
 HUB_WINDOW_H = 24
 SLIP_WINDOW_D = 7
+STATS_DAYS_PER_PASS = 31  # daily statistics computed a month of days at a time
 STATS = {"lane": LANE_STATS, "carrier": CARRIER_STATS, "customer": CUSTOMER_STATS}
 
 # What each function reads, cast to one SQL type whatever the input (empty frames included).
@@ -129,6 +130,11 @@ def _finish(con: duckdb.DuckDBPyConnection, sql: str, key: str, schema: dict[str
     """
     table = con.sql(sql, params=params).to_arrow_table()
     con.close()
+    return _frame(table, key, schema)
+
+
+def _frame(table: pa.Table, key: str, schema: dict[str, str]) -> pd.DataFrame:
+    """A result (key, ts_us, the schema's columns) as a frame of the schema's dtypes."""
     out = {key: pd.array(table.column(key).to_pandas(), dtype=STR),
            TIMESTAMP: pd.to_datetime(table.column("ts_us").to_numpy(), unit="us", utc=True)
            .astype("datetime64[ns, UTC]")}
@@ -322,19 +328,26 @@ def rolling_stats(entity: str, outcomes: Frame, profile: Frame, start_day: DayLi
         slip_join = "ASOF LEFT JOIN slip c ON c.k = g.k AND g.d >= c.t"
         slip_pick = (f", CASE WHEN c.n > 0 THEN c.s::DOUBLE / c.n / {HOUR_US} END "
                      f"AS {slip_col}")
-    sql = f"""
-    WITH oc AS (
+    con.execute(f"""CREATE TEMP TABLE oc AS
         SELECT w.k, o.delivered_at // {DAY_US} AS day, o.delay_hours AS delay,
                o.is_late::DOUBLE AS late
-        FROM outcomes o JOIN who w USING (shipment_id)),
-    x AS (SELECT k, day + age AS d, age, delay, late FROM oc, range(1, {wmax + 1}) r(age)
-          WHERE day + age BETWEEN {d0} AND {d1}),
-    a AS (SELECT k, d, {", ".join(aggs)} FROM x GROUP BY k, d),
-    g AS (SELECT k, d FROM ent, range({d0}, {d1 + 1}) r(d) WHERE d * {DAY_US} > first)
-    SELECT g.k AS {key}, g.d * {DAY_US} AS ts_us, {", ".join(picks)}{slip_pick}
-    FROM g LEFT JOIN a ON a.k = g.k AND a.d = g.d {slip_join}
-    ORDER BY g.k, g.d"""
-    return _finish(con, sql, key, schema)
+        FROM outcomes o JOIN who w USING (shipment_id)""")
+    # a range of days at a time: each pass holds its days' window rows only (a year of a
+    # 1M-shipment lake at once, 28M rows of quantiles that DuckDB cannot spill, went past the
+    # memory budget), and every (entity, day) is computed whole within one pass
+    parts = []
+    for lo in range(d0, d1 + 1, STATS_DAYS_PER_PASS) or [d0]:  # one empty pass: the columns
+        hi = min(d1, lo + STATS_DAYS_PER_PASS - 1)
+        parts.append(con.sql(f"""
+        WITH x AS (SELECT k, day + age AS d, age, delay, late FROM oc, range(1, {wmax + 1}) r(age)
+                   WHERE day BETWEEN {lo - wmax} AND {hi - 1} AND day + age BETWEEN {lo} AND {hi}),
+        a AS (SELECT k, d, {", ".join(aggs)} FROM x GROUP BY k, d),
+        g AS (SELECT k, d FROM ent, range({lo}, {hi + 1}) r(d) WHERE d * {DAY_US} > first)
+        SELECT g.k AS {key}, g.d * {DAY_US} AS ts_us, {", ".join(picks)}{slip_pick}
+        FROM g LEFT JOIN a ON a.k = g.k AND a.d = g.d {slip_join}""").to_arrow_table())
+    con.close()
+    table = pa.concat_tables(parts).sort_by([(key, "ascending"), ("ts_us", "ascending")])
+    return _frame(table, key, schema)
 
 
 def _keys_of(profile: Frame, key: str) -> Frame:

@@ -27,9 +27,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.instant import TTL_US
 from features.offline import view_days
 from features.schema import ENTITY_KEYS, TIMESTAMP, VIEW_ENTITY, VIEWS
-from features.instant import TTL_US
 from features.stats_at import MAX_DAYS, StatsAt
 from shipdelay.parquet_io import dataset
 
