@@ -398,15 +398,12 @@ def train_cmd(
 ) -> None:
     """Fit the delay models on the feature store, compare with baselines and the ceiling in
     MLflow, and register the result as the challenger."""
+    # the arguments and the data folder are checked with light imports only (an empty folder
+    # is named in a second); training's imports (LightGBM, MLflow, Feast: ~5 s) come after
     from features.feature_sets import choose
-    from shipdelay.preflight import need_lake_for_features
-
-    need_lake_for_features(get_settings())  # said at once, before training's imports
     from shipdelay.preflight import need_features
-    from training.dask_fit import DaskClusterError, check_scheduler
     from training.params import ParamsError, resolve
-    from training.split import SplitError
-    from training.train import SplitOptions, train
+    from training.split import SplitError, SplitOptions
 
     try:
         feature_set = choose(drop_features)
@@ -425,6 +422,11 @@ def train_cmd(
         raise typer.BadParameter("must be local or dask", param_hint="--engine")
     if scheduler and engine != "dask":
         raise typer.BadParameter("only with --engine dask", param_hint="--scheduler")
+    dask_errors: tuple = ()
+    if engine == "dask":
+        from training.dask_fit import DaskClusterError, check_scheduler
+
+        dask_errors = (DaskClusterError,)
     if scheduler:  # before the training set is built, not after
         try:
             check_scheduler(scheduler)
@@ -435,6 +437,8 @@ def train_cmd(
         options = SplitOptions(test_from or None, valid_from or None, test_share, valid_share,
                                gap)
         need_features(get_settings())
+        from training.train import train
+
         with console.status("training") as status:
             report = train(get_settings(), register_model=not no_register,
                            on_step=lambda s: status.update(s), split_options=options,
@@ -442,7 +446,7 @@ def train_cmd(
                            engine=engine, scheduler=scheduler or None)
     except SplitError as err:
         raise typer.BadParameter(str(err), param_hint=err.param) from None
-    except DaskClusterError as err:
+    except dask_errors as err:
         console.print(f"[red]train: {err}[/red]")
         raise typer.Exit(1) from None
     console.print(_frame_table(report.headline(), "test window: model, baselines"
@@ -496,12 +500,8 @@ def tune_cmd(
 ) -> None:
     """Tune every booster with Optuna (TPE, pruning): one MLflow run in the project's
     experiment, a nested run per trial; `shipdelay train --params best` trains with the best."""
-    from shipdelay.preflight import need_features, need_lake_for_features
-
-    need_lake_for_features(get_settings())  # said at once, before training's imports
+    from shipdelay.preflight import need_features
     from training.params import BOOSTERS
-    from training.train import current_split
-    from training.tune import tune
 
     chosen = tuple(b.strip() for b in boosters.split(",") if b.strip())
     unknown = [b for b in chosen if b not in BOOSTERS]
@@ -510,6 +510,9 @@ def tune_cmd(
                                  f"choose among {', '.join(BOOSTERS)}", param_hint="--boosters")
     settings = get_settings()
     need_features(settings)
+    from training.train import current_split  # heavy: after the checks
+    from training.tune import tune
+
     with console.status("building the training set"):
         split = current_split(settings)
     with console.status("tuning"):

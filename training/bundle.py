@@ -18,8 +18,7 @@ import pandas as pd
 
 from training.features import FeatureSpec
 from training.note_model import NoteModel
-
-QUANTILES = (0.1, 0.5, 0.9)
+from training.params import QUANTILES
 
 
 @dataclass

@@ -29,8 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from training.bundle import QUANTILES
-
+QUANTILES = (0.1, 0.5, 0.9)  # the delay quantiles every bundle predicts
 QUANTILE_BOOSTERS = {f"p{round(q * 100)}": q for q in QUANTILES}
 BOOSTERS = ("classifier", *QUANTILE_BOOSTERS)
 ALL_QUANTILES = "quantile"

@@ -53,56 +53,10 @@ from training.evaluate import (
 )
 from training.model import fit_bundle
 from training.params import BoosterParams
-from training.split import Split, SplitError, day, time_split
+from training.split import Split, SplitError, SplitOptions
 
 HEADLINE = ["roc_auc", "log_loss", "ece", "brier", "pr_auc"]
 DEFAULT_SEED = 7  # LightGBM's seed for every booster of a run
-
-
-@dataclass(frozen=True)
-class SplitOptions:
-    """How a run splits its training set by booking time (`training.split.time_split`): the
-    test window from `test_from` (a date) or the newest `test_share` of the bookings, the
-    validation window from `valid_from` or the `valid_share` before it, and `gap_days` between
-    windows (None: the label horizon plus one day)."""
-
-    test_from: str | None = None
-    valid_from: str | None = None
-    test_share: float = 0.15
-    valid_share: float = 0.15
-    gap_days: float | None = None
-
-    def __post_init__(self):
-        """What can be checked before the training set exists (the rest: `time_split`)."""
-        dates = {param: day(value, param) for param, value in
-                 (("--test-from", self.test_from), ("--valid-from", self.valid_from))
-                 if value is not None}
-        if len(dates) == 2 and dates["--valid-from"] >= dates["--test-from"]:
-            raise SplitError(f"--valid-from {self.valid_from} must be before --test-from "
-                             f"{self.test_from}", "--valid-from")
-        for param, share in (("--test-share", self.test_share),
-                             ("--valid-share", self.valid_share)):
-            if not 0 < share < 1:
-                raise SplitError(f"a share must be between 0 and 1, not {share:g}", param)
-        if self.test_share + self.valid_share >= 1:
-            raise SplitError("the test and validation shares leave nothing to train on: "
-                             "together they must stay below 1", "--valid-share")
-        if self.gap_days is not None and not self.gap_days >= 0:
-            raise SplitError(f"the gap must be 0 days or more, not {self.gap_days:g}",
-                             "--gap-days")
-
-    def split(self, frame: pd.DataFrame) -> Split:
-        gap = None if self.gap_days is None else pd.Timedelta(days=self.gap_days)
-        return time_split(frame, self.valid_share, self.test_share, test_from=self.test_from,
-                          valid_from=self.valid_from, gap=gap)
-
-    def params(self) -> dict[str, str]:
-        """The choice as MLflow parameters ("" where a default rule applied)."""
-        return {"split.test_from": self.test_from or "",
-                "split.valid_from": self.valid_from or "",
-                "split.test_share": "" if self.test_from else f"{self.test_share:g}",
-                "split.valid_share": "" if self.valid_from else f"{self.valid_share:g}",
-                "split.gap_days": "" if self.gap_days is None else f"{self.gap_days:g}"}
 
 
 @dataclass
