@@ -207,7 +207,7 @@ def build_features(settings: Settings | None = None, since: date | None = None,
     report.online_rows = load_online(settings, as_of, end)
     report.online_from = (as_of - max(TTL.values())).to_pydatetime()
     report.online_to = end.to_pydatetime()
-    report.seconds["materialize"] = time.perf_counter() - t
+    report.seconds["online load"] = time.perf_counter() - t
     step("done", steps, steps)
     return report
 

@@ -216,7 +216,7 @@ def test_build_without_online_writes_the_same_offline_store_and_loads_nothing_on
     lake, settings, _ = built
     offline_only = _settings(tmp_path / "data", lake)
     report = build_features(offline_only, online=False)
-    assert report.online_from is None and "materialize" not in report.seconds
+    assert report.online_from is None and "online load" not in report.seconds
     for view in ("shipment_profile", "shipment_progress", "lane_stats"):
         a = off.read_view(offline_dir(settings), view)
         b = off.read_view(offline_dir(offline_only), view)
