@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+import warnings
 
 import psutil
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-online", action="store_true", help="skip the online load")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore")  # Feast's notices about its own API: not this measurement
     peaks = StepPeaks()
     started = last = time.perf_counter()
 
