@@ -37,7 +37,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-online", action="store_true", help="skip the online load")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")  # Feast's notices about its own API: not this measurement
     peaks = StepPeaks()
     started = last = time.perf_counter()
 
@@ -53,6 +52,7 @@ def main() -> None:
     from shipdelay.settings import get_settings
 
     settings = get_settings()
+    warnings.filterwarnings("ignore")  # Feast's notices about its own API: not this measurement
     report = build_features(settings, on_step=on_step, online=not args.no_online)
     print(f"whole build {time.perf_counter() - started:.1f} s, peak "
           f"{max(peaks.peaks.values()) / GIB:.2f} GiB (memory budget "
