@@ -1,7 +1,7 @@
 """Nightly batch scoring end to end: `shipdelay score-batch` on a world with over a million
 shipments in flight at its "now".
 
-Target (full size): >= 1,000,000 shipments in flight scored, in <= 60 s wall on 2 cores with the
+Target (full size): >= 1,000,000 shipments in flight scored, in <= 20 s wall on 2 cores with the
 local engine; rows/s and peak memory reported.
 
 Two worlds are built first (not measured; their build times go into `details`):
@@ -58,7 +58,7 @@ QUICK = {**FULL, "shipments": 50_000}
 MODEL = {"shipments": 5_000, "days": 240, "seed": 5, "workers": 2, "ceiling_shipments": 300,
          "ceiling_draws": 50}
 ROWS_TARGET = 1_000_000
-TIME_TARGET_S = 60.0
+TIME_TARGET_S = 20.0  # the offline path at scale: 53 s when it was set, 60 s before
 SAMPLE = 2_000
 SCORE_CMD = [SHIPDELAY, "score-batch"]
 

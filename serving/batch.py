@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time as clock
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -276,33 +277,39 @@ def score_local(offline: Path, snapshots: pd.DataFrame, scorer: Scorer, folder: 
     vectors = point_in_time(offline, snapshots)
     known = vectors["booked_at_s"].notna().to_numpy()
     missing = sorted(vectors.loc[~known, "shipment_id"].astype(str))
-    vectors = vectors[known].sort_values("shipment_id", ignore_index=True)
+    if not known.all():  # a copy of a million rows costs seconds: only when some are unknown
+        vectors = vectors[known].reset_index(drop=True)
+    if not vectors["shipment_id"].is_monotonic_increasing:  # the join's order at one cut-off
+        vectors = vectors.sort_values("shipment_id", ignore_index=True)
     chunks = max(1, -(-len(vectors) // rows_per_file))
     parts = []
-    for i in range(chunks):
-        step("scoring", i, chunks)
-        part = vectors.iloc[i * rows_per_file:(i + 1) * rows_per_file]
-        parts.append(scores_frame(scorer, part, reasons=False))
-        if log_to is not None:
-            from monitoring.prediction_log import log_now
+    with ThreadPoolExecutor(1, thread_name_prefix="prediction-log") as logger:
+        for i in range(chunks):
+            step("scoring", i, chunks)
+            part = vectors.iloc[i * rows_per_file:(i + 1) * rows_per_file]
+            parts.append(scores_frame(scorer, part, reasons=False))
+            if log_to is not None:  # written while the next chunk scores (Parquet's encoder
+                # leaves the interpreter); the job ends after the log is complete
+                from monitoring.prediction_log import log_now
 
-            log_now(log_to, "batch", parts[-1], part, part["as_of"], notes=scorer.with_notes)
-    scores = pd.concat(parts, ignore_index=True)  # chunks >= 1: an empty frame scores empty
-    step("explaining the riskiest", 0, 1)
-    explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
-                                           scores["shipment_id"].to_numpy())
-    reasons = scores["reasons"].tolist()
-    records = scorer.explain(vectors, explain)
-    for at, record in zip(explain.tolist(), records):
-        reasons[at] = list(record.words)
-    scores["reasons"] = reasons
-    if kept is not None:
-        kept.extend(records)
-    for i in range(chunks):
-        step("writing", i, chunks)
-        partitions.write_part(to_table(scores.iloc[i * rows_per_file:(i + 1) * rows_per_file]),
-                              folder, i)
-    step("writing", chunks, chunks)
+                logger.submit(log_now, log_to, "batch", parts[-1], part, part["as_of"],
+                              notes=scorer.with_notes)
+        scores = pd.concat(parts, ignore_index=True)  # chunks >= 1: an empty frame scores empty
+        step("explaining the riskiest", 0, 1)
+        explain = (rule or ReasonsRule()).pick(scores["p_late"].to_numpy(),
+                                               scores["shipment_id"].to_numpy())
+        reasons = scores["reasons"].tolist()
+        records = scorer.explain(vectors, explain)
+        for at, record in zip(explain.tolist(), records):
+            reasons[at] = list(record.words)
+        scores["reasons"] = reasons
+        if kept is not None:
+            kept.extend(records)
+        for i in range(chunks):
+            step("writing", i, chunks)
+            partitions.write_part(
+                to_table(scores.iloc[i * rows_per_file:(i + 1) * rows_per_file]), folder, i)
+        step("writing", chunks, chunks)
     return len(vectors), missing
 
 

@@ -187,7 +187,9 @@ class Scorer:
         calls this directly."""
         n = _rows(vectors)
         vectors = self.with_notes(vectors)
-        X = self._matrix(vectors)
+        # rows contiguous once for the four boosters (compiled trees read rows; a million
+        # rows' matrix copied per booster was half a second each)
+        X = np.ascontiguousarray(self._matrix(vectors))
         p = self.bundle.p_late(X)
         q = self.bundle.delay_quantiles(X)
         # hours_to_promised is relative to the moment the features describe

@@ -133,17 +133,30 @@ _READ = {"shipment_profile": _PROFILE_READ, "shipment_progress": list(SHIPMENT_P
 
 
 def _latest_at(con, offline: Path, view: str, cutoff: pd.Timestamp) -> str:
-    """SQL of each key's latest row of `view` at or before one cut-off: what the as-of join takes
-    for every snapshot at that cut-off, found in one pass, so plain joins can follow. Only the
-    columns the join reads, and only the day folders within the view's TTL before the cut-off
-    (an older row would be blanked as stale)."""
+    """Make table `latest_<view>`: each key's latest row of `view` at or before one cut-off,
+    what the as-of join takes for every snapshot at that cut-off, so plain joins can follow;
+    returns its name. Only the columns the join reads, and only the day folders within the
+    view's TTL before the cut-off (an older row would be blanked as stale).
+
+    Two passes: each key's newest stamp from the keys and stamps alone, then the rows with
+    those stamps. A window over every row (`qualify row_number() ...`) sorts all columns of
+    every row of the window: on a week of 1.65M shipments' progress (17M rows) 14.5 s against
+    7 s. A key with two rows at its newest stamp keeps one, as the window did."""
     key = _STATS.get(view, "shipment_id")
     files = view_files(offline, view, (cutoff - TTL[view]).date(), cutoff.date())
     source = (sql_source(con, files) if files else  # nothing in the window: no rows
               f"(select * from {sql_source(con, view_glob(offline, view))} where false)")
-    return (f"(select {key}, {TIMESTAMP}, {_cols(view, _READ[view])} from {source} as {view} "
-            f"where {TIMESTAMP} <= '{cutoff.isoformat()}'::timestamptz qualify "
-            f"row_number() over (partition by {key} order by {TIMESTAMP} desc) = 1)")
+    table = f"latest_{view}"
+    con.sql(f"create table {table} as with newest as (select {key}, max({TIMESTAMP}) as at "
+            f"from {source} where {TIMESTAMP} <= '{cutoff.isoformat()}'::timestamptz "
+            f"group by {key}) select {view}.{key}, {view}.{TIMESTAMP}, "
+            f"{_cols(view, _READ[view])} from {source} as {view} semi join newest on "
+            f"{view}.{key} = newest.{key} and {view}.{TIMESTAMP} = newest.at")
+    [(rows, keys)] = con.sql(f"select count(*), count(distinct {key}) from {table}").fetchall()
+    if rows != keys:  # ties at a key's newest stamp: one row each, as the window kept
+        con.sql(f"create or replace table {table} as select * from {table} qualify "
+                f"row_number() over (partition by {key}) = 1")
+    return table
 
 
 def _joined_columns() -> int:
@@ -208,7 +221,9 @@ def _in_chunks(offline: Path, snapshots: pd.DataFrame, budget_gb: float,
 
 def _join(con, snapshots: pd.DataFrame, one: bool) -> pd.DataFrame:
     """Join `snapshots` with the views of `con` (shipment_profile, shipment_progress and the
-    statistics views; `one`: they hold each key's row at the snapshots' single cut-off)."""
+    statistics views; `one`: they hold each key's row at the snapshots' single cut-off, and the
+    rows come in shipment order, as the nightly batch writes them: DuckDB sorts on both cores
+    where pandas would copy the whole frame)."""
     carried = [c for c in SNAPSHOT_EXTRAS if c in snapshots]  # kept through the join
     con.register("snaps", snapshots[["shipment_id", "as_of", *carried]])
 
@@ -238,6 +253,7 @@ def _join(con, snapshots: pd.DataFrame, one: bool) -> pd.DataFrame:
     select k.*, {stats_cols}
     from k
     {stats_joins}
+    {"order by k.shipment_id" if one else ""}
     """
     frame = from_arrow(con.sql(query).to_arrow_table())  # Arrow-backed strings: compact
     con.unregister("snaps")
