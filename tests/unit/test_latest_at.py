@@ -16,7 +16,6 @@ from shipdelay.memory import offline_connection
 from training.dataset import _READ, _latest_at
 
 
-
 def _rows(view: str, key: str, stamps: list[str], keys: list[str], seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({key: keys,
