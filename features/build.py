@@ -41,6 +41,7 @@ PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hu
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
 SHIPMENTS_PER_CHUNK = 100_000
+EVENTS_SHARE = 0.2  # of the memory budget, DuckDB's for the events: the chunks need the rest
 
 
 @dataclass
@@ -81,14 +82,17 @@ class LakeEvents:
     with an event ingested since then), read once into DuckDB's own table in shipment order,
     within the memory budget (DuckDB spills beyond it, `shipdelay.memory`), and given back
     `per_chunk` shipments at a time in the lake's dtypes: the events of a large lake are never
-    one pandas frame (18M events of a 1M-shipment year were ~6 GB of it)."""
+    one pandas frame (18M events of a 1M-shipment year were ~6 GB of it). DuckDB holds at most
+    `EVENTS_SHARE` of the budget of it; the rest waits in the spill folder."""
 
     def __init__(self, lake: Lake, as_of: pd.Timestamp, since: pd.Timestamp | None = None,
                  per_chunk: int = SHIPMENTS_PER_CHUNK):
         dataset = lake.scan("tracking_events")
         self.schema = pa.schema([dataset.schema.field(c) for c in EVENT_COLUMNS])
         self.per_chunk = per_chunk
-        self._con = con = offline_connection()
+        # DuckDB's table spills beyond a small share: its 18M events of a 1M-shipment year
+        # held DuckDB's whole share (~6 GB) next to the chunk being worked on
+        self._con = con = offline_connection(share=EVENTS_SHARE)
         con.register("events_in", dataset)
         cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
         where, params = "ingested_at <= $as_of", {"as_of": as_of.to_pydatetime()}
@@ -169,6 +173,7 @@ def build_features(settings: Settings | None = None, since: date | None = None,
     step("writing the offline store", 1, steps)
     write = off.replace_days if since is not None else off.replace_view
     cutoff = pd.Timestamp(since, tz="UTC") if since is not None else None
+    profile = None
     if cutoff is not None:
         profile = tables["shipment_profile"]
         tables["shipment_profile"] = profile[profile[TIMESTAMP] >= cutoff]
@@ -182,13 +187,19 @@ def build_features(settings: Settings | None = None, since: date | None = None,
 
     t = time.perf_counter()
     step("backfilling shipment progress", 2, steps)
+    # from here on only the plans and each view's newest stamp: the tables are written, and a
+    # million shipments' tables held through the backfill were gigabytes
+    plans = plans_of(profile if cutoff is not None else tables["shipment_profile"])
+    stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
+    del tables, profile
     events = LakeEvents(lake, as_of, cutoff)
     try:
         newest_event = events.newest
-        report.rows["shipment_progress"] = write(target, "shipment_progress", progress_of(
-            events, profile if cutoff is not None else tables["shipment_profile"], cutoff))
+        report.rows["shipment_progress"] = write(target, "shipment_progress",
+                                                 progress_of(events, plans, cutoff))
     finally:
         events.close()
+    del plans
     report.seconds["progress"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -201,7 +212,6 @@ def build_features(settings: Settings | None = None, since: date | None = None,
         report.seconds["apply"] = time.perf_counter() - t
         step("done", steps, steps)
         return report
-    stamps = [tables[v][TIMESTAMP].max() for v in VIEWS if v in tables and len(tables[v])]
     end = max(stamps + ([newest_event] if newest_event is not None else []) + [as_of])
     end = end + timedelta(seconds=1)
     report.online_rows = load_online(settings, as_of, end)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from features import marks
@@ -49,7 +51,8 @@ from features.tables import (
 )
 from shipdelay import contract
 from shipdelay.lake import Lake
-from shipdelay.parquet_io import dataset
+from shipdelay.memory import offline_connection
+from shipdelay.parquet_io import dataset, sql_source
 from shipdelay.settings import Settings
 
 ROLLED_VIEWS = ("lane_stats", "carrier_stats", "customer_stats", "hub_stats", "hub_weather")
@@ -190,28 +193,61 @@ def newest_rows(offline: Path, view: str, since, until) -> pd.DataFrame:
     view's TTL), read from the offline store (with Arrow: its reader decrypts on its own
     threads, see `shipdelay.parquet_io`)."""
     lo = _utc(_us(until)) - TTL[view] if since is None else _utc(_us(since))
-    return _newest(offline, view, lo, _utc(_us(until)), ds.field(TIMESTAMP) > lo)
+    return _newest(offline, view, lo, _utc(_us(until)), inclusive=False)
 
 
 def newest_between(offline: Path, view: str, start, end) -> pd.DataFrame:
     """Each entity's newest row of `view` stamped in [start, end]: the rows Feast's
     `materialize(start, end)` loads online."""
     lo = _utc(_us(start))
-    return _newest(offline, view, lo, _utc(_us(end)), ds.field(TIMESTAMP) >= lo)
+    return _newest(offline, view, lo, _utc(_us(end)), inclusive=True)
 
 
 def _newest(offline: Path, view: str, lo: pd.Timestamp, hi: pd.Timestamp,
-            after: ds.Expression) -> pd.DataFrame:
+            inclusive: bool) -> pd.DataFrame:
+    """Each entity's newest row stamped after `lo` (from `lo` on when `inclusive`) up to `hi`."""
     files = off.view_files(offline, view, lo.date(), hi.date())
     if not files:
         return pd.DataFrame()
     key = ENTITY_KEYS[VIEW_ENTITY[view]]
-    frame = dataset(files).to_table(columns=[key, TIMESTAMP, *VIEWS[view]],
-                                    filter=after & (ds.field(TIMESTAMP) <= hi)
-                                    ).to_pandas(ignore_metadata=True)  # lists as arrays
+    columns = [key, TIMESTAMP, *VIEWS[view]]
+    frame = _newest_in_duckdb(offline, files, key, columns, lo, hi, inclusive)
+    if frame is None:  # two rows at an entity's newest stamp: the later one, in file order
+        after = ds.field(TIMESTAMP) >= lo if inclusive else ds.field(TIMESTAMP) > lo
+        frame = dataset(files).to_table(columns=columns,
+                                        filter=after & (ds.field(TIMESTAMP) <= hi)
+                                        ).to_pandas(ignore_metadata=True)  # lists as arrays
+        frame = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(key, keep="last")
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    frame = frame.sort_values(TIMESTAMP, kind="stable").drop_duplicates(key, keep="last")
     return frame.reset_index(drop=True)
+
+
+def _newest_in_duckdb(offline: Path, files: list[str], key: str, columns: list[str],
+                      lo: pd.Timestamp, hi: pd.Timestamp, inclusive: bool) -> pd.DataFrame | None:
+    """Each key's newest row in the window, found by DuckDB in two passes (the keys' newest
+    stamps, then those rows only) within the memory budget: the window's every row in pandas
+    was gigabytes at a million shipments. None when a key has two rows at its newest stamp."""
+    con = offline_connection(data_dir=offline.parent.parent)
+    try:
+        source = sql_source(con, files)
+        low = f"{TIMESTAMP} {'>=' if inclusive else '>'} '{lo.isoformat()}'::timestamptz"
+        con.sql(f"create temp table newest as select {key}, max({TIMESTAMP}) as newest_at "
+                f"from {source} where {low} and {TIMESTAMP} <= '{hi.isoformat()}'::timestamptz "
+                f"group by {key}")
+        # the hash table on the newest stamps, not on the files' rows (an Arrow scan's size
+        # is unknown to DuckDB's planner)
+        con.sql("set disabled_optimizers = 'build_side_probe_side'")
+        cols = ", ".join(f'v."{c}"' for c in columns)
+        table = con.sql(f"select {cols} from {source} v semi join newest n on v.{key} = n.{key} "
+                        f"and v.{TIMESTAMP} = n.newest_at where v.{low} "
+                        f"order by v.{TIMESTAMP}, v.{key}").to_arrow_table()
+    finally:
+        con.close()
+    if len(pc.unique(table.column(key))) != table.num_rows:
+        return None
+    schema = dataset(files).schema
+    return table.cast(pa.schema([schema.field(c) for c in columns])).to_pandas(
+        ignore_metadata=True)  # the files' own types, lists as arrays
 
 
 def write_online(direct, view: str, frame: pd.DataFrame, chunk: int = 50_000) -> None:

@@ -32,9 +32,9 @@ def default_budget_gb() -> float:
     return max(0.1, int(machine_memory_bytes() / 2 / GB * 10) / 10)
 
 
-def duckdb_limit_mb(budget_gb: float) -> int:
-    """DuckDB's memory_limit, in MB, for a job with this budget."""
-    return max(DUCKDB_FLOOR_MB, int(budget_gb * DUCKDB_SHARE * 1024))
+def duckdb_limit_mb(budget_gb: float, share: float = DUCKDB_SHARE) -> int:
+    """DuckDB's memory_limit, in MB, for a job with this budget (`share` of it)."""
+    return max(DUCKDB_FLOOR_MB, int(budget_gb * share * 1024))
 
 
 def spill_dir(data_dir: Path) -> Path:
@@ -42,24 +42,28 @@ def spill_dir(data_dir: Path) -> Path:
     return data_dir / "tmp" / "duckdb"
 
 
-def offline_connection(budget_gb: float | None = None, data_dir: Path | None = None):
-    """A private in-memory DuckDB connection bound by the memory budget (default: the
-    settings'), spilling under `data_dir` (default: the settings' data folder)."""
+def offline_connection(budget_gb: float | None = None, data_dir: Path | None = None,
+                       share: float = DUCKDB_SHARE):
+    """A private in-memory DuckDB connection bound by `share` of the memory budget (default:
+    the settings'), spilling under `data_dir` (default: the settings' data folder). Its tables
+    spill too: a table larger than the limit lives in the spill folder, and reading a range of
+    it brings back only that range's blocks."""
     import duckdb
 
-    return limit_connection(duckdb.connect(), budget_gb, data_dir)
+    return limit_connection(duckdb.connect(), budget_gb, data_dir, share)
 
 
-def limit_connection(con, budget_gb: float | None = None, data_dir: Path | None = None):
-    """Set the memory budget's limit and spill folder on an open DuckDB connection (e.g. the
-    one ibis opens for Feast's offline store); returns it."""
+def limit_connection(con, budget_gb: float | None = None, data_dir: Path | None = None,
+                     share: float = DUCKDB_SHARE):
+    """Set the memory budget's limit (`share` of it) and spill folder on an open DuckDB
+    connection (e.g. the one ibis opens for Feast's offline store); returns it."""
     if budget_gb is None or data_dir is None:
         from shipdelay.settings import get_settings
 
         settings = get_settings()
         budget_gb = settings.memory_budget_gb if budget_gb is None else budget_gb
         data_dir = settings.data_dir if data_dir is None else data_dir
-    con.execute(f"SET memory_limit = '{duckdb_limit_mb(budget_gb)}MB'")
+    con.execute(f"SET memory_limit = '{duckdb_limit_mb(budget_gb, share)}MB'")
     folder = spill_dir(Path(data_dir).absolute())
     try:  # DuckDB makes the last folder itself, on its first spill, but not its parents
         folder.parent.mkdir(parents=True, exist_ok=True)
