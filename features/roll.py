@@ -23,6 +23,7 @@ instant the store has passed changes nothing.
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -203,6 +204,11 @@ def newest_between(offline: Path, view: str, start, end) -> pd.DataFrame:
     return _newest(offline, view, lo, _utc(_us(end)), inclusive=True)
 
 
+# a window of at most this much Parquet is read whole (DuckDB's two passes cost ~60 ms a call
+# on a small store); larger ones go through DuckDB, whose memory the budget bounds
+WHOLE_WINDOW_BYTES = 64 * 2**20
+
+
 def _newest(offline: Path, view: str, lo: pd.Timestamp, hi: pd.Timestamp,
             inclusive: bool) -> pd.DataFrame:
     """Each entity's newest row stamped after `lo` (from `lo` on when `inclusive`) up to `hi`."""
@@ -211,8 +217,10 @@ def _newest(offline: Path, view: str, lo: pd.Timestamp, hi: pd.Timestamp,
         return pd.DataFrame()
     key = ENTITY_KEYS[VIEW_ENTITY[view]]
     columns = [key, TIMESTAMP, *VIEWS[view]]
-    frame = _newest_in_duckdb(offline, files, key, columns, lo, hi, inclusive)
-    if frame is None:  # two rows at an entity's newest stamp: the later one, in file order
+    frame = (_newest_in_duckdb(offline, files, key, columns, lo, hi, inclusive)
+             if sum(os.path.getsize(f) for f in files) > WHOLE_WINDOW_BYTES else None)
+    if frame is None:  # a small window, or two rows at an entity's newest stamp (the later
+        # one, in file order): the window's rows read whole
         after = ds.field(TIMESTAMP) >= lo if inclusive else ds.field(TIMESTAMP) > lo
         frame = dataset(files).to_table(columns=columns,
                                         filter=after & (ds.field(TIMESTAMP) <= hi)
