@@ -26,9 +26,11 @@ slice, so a few days hold a handful of values, which no histogram can judge).
 PSI alone grows with noise as samples shrink: with k bins and n independent observations on
 each side, PSI * n_eff follows about a chi-square law with k - 1 degrees of freedom when nothing
 changed (n_eff = 1 / (1/n_recent + 1/n_reference)). `noise_level` is the PSI that chance alone
-exceeds one time in a thousand (infinite on fewer than `MIN_PER_BIN` observations per degree
-of freedom on either side, where the law does not hold and PSI's floor makes a few shipments
-look like a shift); `shifted` tests the mean bin the same way (a z-test, far
+exceeds one time in a thousand (infinite where the law does not hold: fewer than `MIN_PER_BIN`
+observations per degree of freedom on either side, or a bin of the reference in which the
+smaller sample expects fewer than that: chance then empties the bin often, and PSI's floor
+makes that look like a shift; 87 shipments drawn from a slice's own shares exceeded the law's
+one in a thousand 18 times as often); `shifted` tests the mean bin the same way (a z-test, far
 stronger on a few shipments when a whole distribution moves one way). A monitoring run makes
 one test per feature and slice, hundreds a night, in two families (P(late)'s, which alarm, and
 the inputs', which explain an alarm: `monitoring.alarms.drift_alarms`), so each is held to one
@@ -243,14 +245,21 @@ def observations(feature: str, counted: dict[str, int]) -> int:
     return min(shipments, counted.get(key, shipments)) if key else shipments
 
 
-def noise_level(bins: int, n_recent: int, n_reference: int, tests: int = 1) -> float:
+def noise_level(shares, n_recent: int, n_reference: int, tests: int = 1) -> float:
     """The PSI that chance alone exceeds one time in a thousand among `tests` such tests
     (Bonferroni) between two samples of `n_recent` and `n_reference` independent observations
-    over `bins` bins (inf: no sample)."""
+    over bins of the reference's `shares` (inf: where the chi-square law does not hold)."""
     from scipy.stats import chi2
 
+    shares = np.asarray(shares, float)
+    bins = len(shares)
     if min(n_recent, n_reference) < MIN_PER_BIN * max(bins - 1, 1):
         return float("inf")  # too few for the chi-square law: only `shifted` can judge
+    # every bin the reference holds expects MIN_PER_BIN observations in the smaller sample;
+    # below, chance empties a bin often, and PSI's floor makes that look like a shift
+    expected = shares[shares > FLOOR] * min(n_recent, n_reference)
+    if len(expected) and expected.min() < MIN_PER_BIN:
+        return float("inf")
     n_eff = 1.0 / (1.0 / n_recent + 1.0 / n_reference)
     chance = (1.0 - NOISE_QUANTILE) / max(tests, 1)
     return float(chi2.isf(chance, max(bins - 1, 1)) / n_eff)

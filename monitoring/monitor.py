@@ -214,7 +214,7 @@ def _drift_recent(daily: dict, slices: dict, ref: Reference | None, recent_from:
     family = {True: sum(f == PREDICTION for _, f, *_ in found),
               False: sum(f != PREDICTION and f not in EXPECTED_DRIFT for _, f, *_ in found)}
     rows = [(label, f, psi(shares, c), int(c.sum()),
-             noise_level(len(shares), n, n_ref, family[f == PREDICTION]),
+             noise_level(shares, n, n_ref, family[f == PREDICTION]),
              shifted(shares, c, n, n_ref, ref.binnings[f].edges is not None,
                      family[f == PREDICTION]))
             for label, f, shares, c, n, n_ref in found]
