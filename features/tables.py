@@ -44,7 +44,7 @@ from features.transforms import BIT_BASE, BIT_PER_LEG, MAX_BIT_LEGS
 from shipdelay import contract
 from shipdelay.contract import EVENT_TYPES, MODES, STR
 from shipdelay.lake import Lake
-from shipdelay.memory import offline_connection
+from shipdelay.memory import DUCKDB_SHARE, offline_connection
 
 Frame = pd.DataFrame | pa.Table | ds.Dataset
 DayLike = date | datetime | pd.Timestamp | str
@@ -55,6 +55,10 @@ EARTH_KM = 6371.0  # as shipdelay.world.network.great_circle_km
 HUB_WINDOW_H = 24
 SLIP_WINDOW_D = 7
 STATS_DAYS_PER_PASS = 31  # daily statistics computed a month of days at a time
+# of the memory budget for the hourly hub statistics' DuckDB: at half, a 1M-shipment year's
+# build peaked at 6.06 GiB there (DuckDB holding its whole limit); at a quarter, 4.66 GiB, the
+# same table, 2 s slower; at 0.15 it ran out of memory (hub_stats falls back to the usual share)
+HUB_STATS_SHARE = 0.25
 STATS = {"lane": LANE_STATS, "carrier": CARRIER_STATS, "customer": CUSTOMER_STATS}
 
 # What each function reads, cast to one SQL type whatever the input (empty frames included).
@@ -82,11 +86,11 @@ _COLUMNS = {
 
 
 # -- plumbing -------------------------------------------------------------------------------------
-def _connect(**frames: Frame) -> duckdb.DuckDBPyConnection:
+def _connect(share: float = DUCKDB_SHARE, **frames: Frame) -> duckdb.DuckDBPyConnection:
     """A private in-memory DuckDB with one typed view per input (times as epoch microseconds),
-    within the memory budget (`shipdelay.memory`); an optional column the input lacks (data
-    written before the contract had it) is NULL."""
-    con = offline_connection()
+    within `share` of the memory budget (`shipdelay.memory`); an optional column the input lacks
+    (data written before the contract had it) is NULL."""
+    con = offline_connection(share=share)
     con.execute("SET TimeZone = 'UTC'")  # naive input times are UTC
     for name, frame in frames.items():
         cols = _COLUMNS[name] if name in _COLUMNS else {c: None for c in _names(frame)}
@@ -390,11 +394,32 @@ def hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike,
     lake of that hour did not know it: no row, the values are missing). `known` (hub_id,
     first_seen) gives those first ingestion times when `events` holds only part of the lake
     (`features.roll`); by default they come from `events`.
+
+    DuckDB fills whatever limit it is given with these temporary tables, so they run within
+    `HUB_STATS_SHARE` of the memory budget (spilling the rest), and again within the usual
+    share when that is too little for the lake's events.
     """
+    try:
+        return _hub_stats(events, legs, start, end, known, HUB_STATS_SHARE)
+    except duckdb.OutOfMemoryException:
+        return _hub_stats(events, legs, start, end, known, DUCKDB_SHARE)
+
+
+def _hub_stats(events: Frame, legs: Frame, start: DayLike, end: DayLike, known: Frame | None,
+               share: float) -> pd.DataFrame:
+    con = _connect(share, events=events, legs=legs)
+    try:
+        return _hub_stats_sql(con, start, end, known)
+    except BaseException:
+        con.close()
+        raise
+
+
+def _hub_stats_sql(con: duckdb.DuckDBPyConnection, start: DayLike, end: DayLike,
+                   known: Frame | None) -> pd.DataFrame:
     h0 = -(-_us(start) // HOUR_US)  # first whole hour at or after start
     h1 = _us(end) // HOUR_US
     L = HUB_WINDOW_H
-    con = _connect(events=events, legs=legs)
     if known is None:
         con.execute("CREATE TEMP TABLE hubs AS SELECT hub_id, min(ingested_at) AS first "
                     "FROM events WHERE hub_id IS NOT NULL GROUP BY hub_id")

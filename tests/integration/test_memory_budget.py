@@ -83,3 +83,30 @@ def test_the_feature_tables_connections_carry_the_settings_budget(data_dir, monk
     assert memory.duckdb_limit_mb(2) == 1024
     assert limit == "976.5 MiB"  # DuckDB shows 1024 MB (10^6 bytes) in MiB
     assert spill == str(data_dir.absolute() / "tmp" / "duckdb")
+
+
+def test_hub_statistics_too_big_for_their_share_run_again_within_the_usual_one(
+        world, monkeypatch):
+    """A quarter of the budget holds a 1M-shipment year's hourly hub statistics; a lake that
+    needs more gets the usual share and the same table, not an out-of-memory failure."""
+    _, lake, _ = world
+    events, legs = tables._scan(lake, "tracking_events"), tables._scan(lake, "legs")
+    start = pd.Timestamp(tables._scan(lake, "shipments").to_table(columns=["booked_at"])
+                         .column(0).to_pandas().min()).floor("D")
+    end = start + pd.Timedelta(days=20)
+    usual = tables.hub_stats(events, legs, start, end)
+    assert len(usual) > 1_000
+    shares = []
+    real = tables.offline_connection
+
+    def tiny(*args, share, **kwargs):
+        shares.append(share)
+        con = real(*args, share=share, **kwargs)
+        if share == tables.HUB_STATS_SHARE:  # far below what these hubs' marks need
+            con.execute("SET memory_limit = '2MB'")
+        return con
+
+    monkeypatch.setattr(tables, "offline_connection", tiny)
+    again = tables.hub_stats(events, legs, start, end)
+    assert shares == [tables.HUB_STATS_SHARE, memory.DUCKDB_SHARE]
+    pd.testing.assert_frame_equal(again, usual)
