@@ -7,9 +7,11 @@ second. This module reads and writes the very same records Feast does (SQLite: o
 murmur3 field per `view:feature` and a `_ts:<view>` timestamp), so Feast, the service and the
 training path keep seeing one online store. A SQLite write costs one statement per entity, not
 per feature: an entity already online has all its rows of a view rewritten by one UPDATE (the
-columns Feast's upsert sets, to the same values); only a new one gets Feast's row-by-row upsert.
-Values are encoded as Feast's `ValueProto` bytes,
-vectorized: doubles by byte layout, ints and strings through their distinct values only; they
+columns Feast's upsert sets, to the same values); only a new one gets Feast's row-by-row upsert,
+in key order (one query per 20,000 entities says which are online: a first build's UPDATEs that
+found nothing were 22 s of a 1M-shipment load). Values are encoded as Feast's `ValueProto` bytes,
+vectorized: doubles by byte layout, ints and strings through their distinct values only, lists a
+message each (`_encode_lists`, the bytes of Feast's converter at twice its speed); they
 are decoded by `features.online_decode`, the decoder the service's `OnlineReader` uses too.
 Tests prove records written here read back identically through Feast and vice versa.
 """
@@ -23,8 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 from feast.infra.online_stores.helpers import _mmh3
-from feast.protos.feast.types.Value_pb2 import Value
-from feast.type_map import python_values_to_proto_values
+from feast.protos.feast.types.Value_pb2 import DoubleList, StringList, Value
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,6 +40,8 @@ _DOUBLE_TAG = 0x29  # ValueProto field 5 (double_val), wire type 1
 STAMP_US = "event_ts_us"  # the column `DirectOnline.read` gives each row's timestamp in
 _STRING_TYPE = 2  # feast ValueType.STRING in serialized entity keys
 _LIST_TYPES = {"float_list": ValueType.DOUBLE_LIST, "str_list": ValueType.STRING_LIST}
+_LIST_MESSAGES = {"float_list": ("double_list_val", DoubleList),
+                  "str_list": ("string_list_val", StringList)}
 
 
 def entity_keys(join_key: str, values: Iterable[str]) -> list[bytes]:
@@ -58,9 +61,8 @@ def entity_keys(join_key: str, values: Iterable[str]) -> list[bytes]:
 def encode(values: pd.Series, kind: str) -> list[bytes]:
     """Serialized ValueProto per value, as Feast writes a column of `kind` ("int", "float",
     "str", "float_list", "str_list"); nulls become the empty Value (b"")."""
-    if kind in _LIST_TYPES:  # the plan's lists (shipment profile only): Feast's own converter
-        protos = python_values_to_proto_values(values.to_numpy(dtype=object), _LIST_TYPES[kind])
-        return [p.SerializeToString() for p in protos]
+    if kind in _LIST_TYPES:  # the plan's lists (shipment profile only)
+        return _encode_lists(values.to_numpy(dtype=object), kind)
     if kind == "float":
         arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         buf = np.empty((len(arr), 9), np.uint8)
@@ -78,6 +80,21 @@ def encode(values: pd.Series, kind: str) -> list[bytes]:
     else:
         raise ValueError(f"cannot write values of kind {kind!r}")
     return np.array([*enc, b""], dtype=object)[codes].tolist()
+
+
+def _encode_lists(values: np.ndarray, kind: str) -> list[bytes]:
+    """Serialized ValueProtos of list values, the bytes Feast's converter
+    (`python_values_to_proto_values`) makes, a message each without its per-item checks (a
+    million shipments' plans spent 15 s there): a missing value (None, NaN) is the empty Value,
+    an empty list a set but empty list (tests compare both ways)."""
+    field, message = _LIST_MESSAGES[kind]
+    out = []
+    for v in values:
+        if v is None or not hasattr(v, "__len__"):  # None, NaN, pd.NA: missing
+            out.append(b"")
+        else:
+            out.append(Value(**{field: message(val=v)}).SerializeToString())
+    return out
 
 
 def typed(values: np.ndarray, kind: str) -> pd.Series:
@@ -248,13 +265,27 @@ class SqliteOnline(DirectOnline):
         m = len(VIEWS[view])
         update = self._update_statement(view)
         execute = self.conn.execute
+        online = self._online_keys(view, keys)
         missing = [i for i, (k, c, t) in enumerate(zip(keys, cells, ts))
-                   if execute(update, (*c, t, k)).rowcount != m]
+                   if k not in online or execute(update, (*c, t, k)).rowcount != m]
         if missing:
+            missing.sort(key=keys.__getitem__)  # in index order: appended, not scattered
             self.conn.executemany(_upsert_sql(view), _per_feature_rows(
                 [keys[i] for i in missing], list(VIEWS[view]), [cells[i] for i in missing],
                 [ts[i] for i in missing]))
         return len(missing)
+
+    def _online_keys(self, view: str, keys: list[bytes]) -> set[bytes]:
+        """Which of `keys` have any row of `view` online: one indexed query per 20,000 keys,
+        so that an entity new to the store costs no UPDATE that finds nothing (a first build
+        loads hundreds of thousands)."""
+        table, found = f"{PROJECT}_{view}", set()
+        for lo in range(0, len(keys), 20_000):  # below SQLite's host-parameter limit
+            chunk = keys[lo:lo + 20_000]
+            found.update(k for (k,) in self.conn.execute(
+                f'SELECT DISTINCT entity_key FROM "{table}" WHERE entity_key IN '
+                f"({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def write(self, view: str, frame: pd.DataFrame) -> None:
         with_tx(self.conn, lambda: self.write_in_tx(view, frame))
