@@ -14,7 +14,9 @@ the store forward from there as windows close.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -40,7 +42,8 @@ PLAN_COLUMNS = ["shipment_id", "n_legs", "booked_at_s", "plan_times_s", "plan_hu
                 "plan_feeds", "plan_steps"]
 EVENT_COLUMNS = ["event_id", "shipment_id", "event_type", "leg_index", "event_time",
                  "ingested_at", "hub_id", "note"]
-SHIPMENTS_PER_CHUNK = 50_000  # 1M-shipment backfill: peak 4.8 GiB, 6.6 at 100,000; same time
+SHIPMENTS_PER_CHUNK = 25_000  # a chunk per thread; 1M: 50,000 in one thread peaked at 4.8 GiB
+BACKFILL_THREADS = 2  # chunks worked on at once (numpy releases the interpreter's lock: below)
 EVENTS_SHARE = 0.2  # of the memory budget, DuckDB's for the events: the chunks need the rest
 
 
@@ -126,13 +129,30 @@ class LakeEvents:
 
 
 def progress_of(chunks: Iterable[pd.DataFrame], profile: pd.DataFrame,
-                since: pd.Timestamp | None = None) -> Iterator[pd.DataFrame]:
-    """`progress_chunks` over events that come in chunks of whole shipments."""
+                since: pd.Timestamp | None = None,
+                threads: int = BACKFILL_THREADS) -> Iterator[pd.DataFrame]:
+    """`progress_chunks` over events that come in chunks of whole shipments, `threads` chunks
+    at a time, given back in chunk order (the rows one thread gives, in its order).
+
+    The work is numpy's and pyarrow's, which release the interpreter's lock: on a 1M-shipment
+    year two threads on two cores did 25,000-shipment chunks 1.85x as fast as one thread did
+    50,000-shipment chunks, at the same peak memory (2026-12-08, AMD EPYC, 2 cores)."""
     plans = plans_of(profile)
-    for events in chunks:
-        mine = plans[plans["shipment_id"].isin(events["shipment_id"].unique())]
-        states = advance_progress(None, events, mine if len(events) else plans)
-        yield states if since is None else states[states[TIMESTAMP] >= since]
+
+    def one(events: pd.DataFrame, mine: pd.DataFrame) -> pd.DataFrame:
+        states = advance_progress(None, events, mine)
+        return states if since is None else states[states[TIMESTAMP] >= since]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        waiting: deque = deque()
+        for events in chunks:
+            mine = plans[plans["shipment_id"].isin(events["shipment_id"].unique())] \
+                if len(events) else plans
+            waiting.append(pool.submit(one, events, mine))
+            if len(waiting) >= threads:
+                yield waiting.popleft().result()
+        while waiting:
+            yield waiting.popleft().result()
 
 
 def _keep_readable(offline: Path, view: str, frame: pd.DataFrame) -> None:

@@ -268,6 +268,12 @@ def test_progress_from_the_lake_in_chunks_equals_the_whole_frame(built, touched_
         got = pd.concat(list(progress_of(chunks, profile, since)), ignore_index=True)
     finally:
         chunks.close()
+    alone = LakeEvents(lake, as_of, since, per_chunk=37)
+    try:  # chunks worked on by threads come back in the order one thread gives
+        pdt.assert_frame_equal(got, pd.concat(list(progress_of(alone, profile, since, threads=1)),
+                                              ignore_index=True))
+    finally:
+        alone.close()
     assert len(want) > 100 and want["shipment_id"].nunique() > 37 * 3  # several chunks
     order = ["shipment_id", TIMESTAMP]
     pdt.assert_frame_equal(got.sort_values(order, ignore_index=True),
